@@ -1,0 +1,22 @@
+"""tinysweep: many tiny MLP training runs at once.
+
+kernels/ and trainer/ install as tinysweep.kernels and tinysweep.trainer (both top-level
+names belong to other PyPI packages); tinysweep/ holds only the package's front door.
+torch is pinned loosely on purpose: install the CPU build first (see the Makefile), or
+pip takes a multi-GB CUDA build.
+"""
+
+from setuptools import setup
+
+setup(
+    name="tinysweep",
+    version="0.1.0",
+    description="Train hundreds to millions of tiny MLPs at once: sweeps that say why a model does not converge",
+    python_requires=">=3.10",
+    packages=["tinysweep", "tinysweep.trainer", "tinysweep.kernels"],
+    package_dir={"tinysweep": "tinysweep", "tinysweep.trainer": "trainer",
+                 "tinysweep.kernels": "kernels"},
+    install_requires=["torch>=2.4", "numpy", "pandas", "pyyaml", "tqdm"],
+    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
+)

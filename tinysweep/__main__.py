@@ -1,0 +1,5 @@
+"""``python -m tinysweep``: the same as the ``tinysweep`` command."""
+
+from tinysweep.trainer.cli import main
+
+raise SystemExit(main())

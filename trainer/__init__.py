@@ -1,0 +1,1 @@
+"""The user's world: config, data, backends, results and the command line."""

@@ -1,0 +1,312 @@
+"""The sweep config: reading it, checking it, and the one dataclass of per-run hyperparameters.
+
+A config has five sections (see README, "Config"): ``name``, ``data``, ``model``, ``train``
+(defaults for every per-run hyperparameter, plus ``eval_every``) and ``sweep`` (the search
+space). Every mistake a user can make in it becomes a :class:`UserError` whose message is
+one line naming the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+LOSSES = ("mse", "bce_with_logits")
+INPUT_NORMS = ("none", "standardize", "batchnorm")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "step")
+MAX_HIDDEN_LAYERS = 3
+MAX_SEED = 2**63 - 1
+
+
+def _positive(x) -> bool:
+    return x > 0
+
+
+def _non_negative(x) -> bool:
+    return x >= 0
+
+
+def _unit_interval(x) -> bool:
+    return 0 <= x < 1
+
+
+def _seed_range(x) -> bool:
+    return 0 <= x <= MAX_SEED
+
+
+# Each field's metadata says how a config value is checked: its kind ("float", "int",
+# "bool" or "choice"), the allowed choices, and a predicate with the words for the error.
+def _hp(default, kind, *, check=None, expect="", choices=()):
+    return field(default=default, metadata={"kind": kind, "check": check, "expect": expect,
+                                            "choices": choices})
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The hyperparameters of one run: the single source of their names and defaults.
+
+    ``weight_decay`` and ``step_size`` default to None, meaning "the optimizer's default"
+    (0.01 for adamw, else 0) and ``max(1, epochs // 3)``; :meth:`resolved` fills them in.
+    """
+
+    lr: float = _hp(1e-3, "float", check=_positive, expect="> 0")
+    batch_size: int = _hp(32, "int", check=_positive, expect=">= 1")
+    shuffle: bool = _hp(True, "bool")
+    seed: int = _hp(0, "int", check=_seed_range, expect=f"in [0, {MAX_SEED}]")
+    input_norm: str = _hp("none", "choice", choices=INPUT_NORMS)
+    optimizer: str = _hp("adam", "choice", choices=OPTIMIZERS)
+    momentum: float = _hp(0.0, "float", check=_non_negative, expect=">= 0")
+    nesterov: bool = _hp(False, "bool")
+    beta1: float = _hp(0.9, "float", check=_unit_interval, expect="in [0, 1)")
+    beta2: float = _hp(0.999, "float", check=_unit_interval, expect="in [0, 1)")
+    eps: float = _hp(1e-8, "float", check=_positive, expect="> 0")
+    weight_decay: float | None = _hp(None, "float", check=_non_negative, expect=">= 0")
+    lr_schedule: str = _hp("constant", "choice", choices=LR_SCHEDULES)
+    step_size: int | None = _hp(None, "int", check=_positive, expect=">= 1")
+    gamma: float = _hp(0.1, "float", check=_positive, expect="> 0")
+    epochs: int = _hp(100, "int", check=_positive, expect=">= 1")
+
+    def resolved(self) -> RunParams:
+        """This run with the optimizer-dependent defaults filled in."""
+        wd = self.weight_decay
+        if wd is None:
+            wd = 0.01 if self.optimizer == "adamw" else 0.0
+        step = self.step_size if self.step_size is not None else max(1, self.epochs // 3)
+        return dataclasses.replace(self, weight_decay=wd, step_size=step)
+
+
+RUN_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(RunParams))
+_RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunParams)}
+
+
+def check_run_value(name: str, value: Any, where: str) -> Any:
+    """Checks one hyperparameter value and returns it in its canonical Python type.
+
+    ``where`` is the config key to blame in the error, e.g. ``sweep.params.lr``.
+    """
+    meta = _RUN_FIELDS[name].metadata
+    kind = meta["kind"]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind == "choice":
+        if value not in meta["choices"]:
+            raise UserError(f"{where}: expected one of {', '.join(meta['choices'])}, "
+                            f"got {value!r}{_suggest(value, meta['choices'])}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise UserError(f"{where}: expected a finite number, got {value!r}")
+    if kind == "int":
+        if value != int(value):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+    if meta["check"] is not None and not meta["check"](value):
+        raise UserError(f"{where}: must be {meta['expect']}, got {value!r}")
+    return value
+
+
+def check_run(run: RunParams, where: str) -> None:
+    """The checks that involve more than one hyperparameter."""
+    if run.optimizer == "sgd" and run.nesterov and run.momentum <= 0:
+        raise UserError(f"{where}: nesterov: true needs momentum > 0 (as in torch.optim.SGD), "
+                        f"got momentum {run.momentum}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str
+    params: dict
+    seed: int = 0            # the generator's draw and the validation split
+    val_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    hidden: tuple[int, ...] = ()       # () is Linear(d, 1); (16,) is d -> 16 -> 1
+    activation: str = "sigmoid"
+    loss: str = "mse"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    strategy: str = "grid"             # grid | random
+    params: dict = field(default_factory=dict)   # name -> raw search-space value
+    samples: int | None = None         # random only: how many runs to draw
+    seed: int = 0                      # random only: the draw's seed
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    train: dict          # name -> checked default for each per-run hyperparameter it sets
+    eval_every: int      # epochs between full-data evaluations
+    sweep: SweepSpec
+    base_dir: Path       # the config file's folder: data paths are relative to it
+
+    def to_dict(self) -> dict:
+        """The resolved config, as written to config.yaml (and read back by load_config)."""
+        data = {"source": self.data.source, "params": dict(self.data.params),
+                "seed": self.data.seed, "val_fraction": self.data.val_fraction}
+        if self.data.source in ("csv", "npz"):
+            data["params"]["path"] = str((self.base_dir / data["params"]["path"]).resolve())
+        sweep: dict[str, Any] = {"strategy": self.sweep.strategy, "params": dict(self.sweep.params)}
+        if self.sweep.strategy == "random":
+            sweep.update(samples=self.sweep.samples, seed=self.sweep.seed)
+        return {
+            "name": self.name,
+            "data": data,
+            "model": {"hidden": list(self.model.hidden), "activation": self.model.activation,
+                      "loss": self.model.loss},
+            "train": {**self.train, "eval_every": self.eval_every},
+            "sweep": sweep,
+        }
+
+
+_SECTIONS = {
+    "": ("name", "data", "model", "train", "sweep"),
+    "data": ("source", "params", "seed", "val_fraction"),
+    "model": ("hidden", "activation", "loss"),
+    "train": RUN_PARAM_NAMES + ("eval_every",),
+    "sweep": ("strategy", "params", "samples", "seed"),
+}
+
+
+def _suggest(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_keys(mapping: dict, allowed, where: str) -> None:
+    """Refuses the first key of ``mapping`` not in ``allowed``, suggesting the nearest name."""
+    for key in mapping:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise UserError(f"{prefix}{key}: unknown key{_suggest(key, allowed)}")
+
+
+def _section(raw: dict, key: str, required: bool = False) -> dict:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise UserError(f"{key}: missing section")
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{key}: expected a mapping, got {value!r}")
+    check_keys(value, _SECTIONS[key], key)
+    return value
+
+
+def _int(value, where: str, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise UserError(f"{where}: expected an integer >= {lo}, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Reads a YAML or JSON file into a dict; YAML through safe_load, so no tag executes."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "python/" in str(e) or "could not determine a constructor" in str(e):
+            problem = "YAML tags are not allowed (" + problem + ")"
+        raise UserError(f"{path}: invalid YAML{line}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads and checks a config file. Raises UserError naming the first problem."""
+    path = Path(path)
+    return parse_config(read_config_file(path), base_dir=path.resolve().parent)
+
+
+def parse_config(raw: dict, base_dir: Path) -> Config:
+    """Checks a config dict (see the module docstring) and returns it typed."""
+    check_keys(raw, _SECTIONS[""], "")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise UserError(f"name: expected a name of letters, digits, '_', '-' or '.', got {name!r}")
+
+    data = _section(raw, "data", required=True)
+    from .data import SOURCES   # late: data.py imports torch, config checks should not need it
+    source = data.get("source")
+    if source not in SOURCES:
+        raise UserError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}"
+                        f"{_suggest(source, SOURCES)}")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise UserError(f"data.params: expected a mapping, got {params!r}")
+    val_fraction = data.get("val_fraction", 0.0)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
+            or not 0 <= val_fraction < 1:
+        raise UserError(f"data.val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    data_spec = DataSpec(source, dict(params), _int(data.get("seed", 0), "data.seed"),
+                         float(val_fraction))
+
+    model = _section(raw, "model")
+    hidden = model.get("hidden", [])
+    if not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN_LAYERS:
+        raise UserError(f"model.hidden: expected a list of at most {MAX_HIDDEN_LAYERS} "
+                        f"layer widths, got {hidden!r}")
+    for i, width in enumerate(hidden):
+        _int(width, f"model.hidden[{i}]", lo=1)
+    for key, choices in (("activation", ACTIVATIONS), ("loss", LOSSES)):
+        value = model.get(key, ModelSpec.__dataclass_fields__[key].default)
+        if value not in choices:
+            raise UserError(f"model.{key}: expected one of {', '.join(choices)}, got {value!r}"
+                            f"{_suggest(value, choices)}")
+    model_spec = ModelSpec(tuple(hidden), model.get("activation", "sigmoid"),
+                           model.get("loss", "mse"))
+
+    train = dict(_section(raw, "train"))
+    eval_every = _int(train.pop("eval_every", 1), "train.eval_every", lo=1)
+    train = {k: check_run_value(k, v, f"train.{k}") for k, v in train.items()}
+
+    sweep = _section(raw, "sweep")
+    strategy = sweep.get("strategy", "grid")
+    if strategy not in ("grid", "random"):
+        raise UserError(f"sweep.strategy: expected grid or random, got {strategy!r}")
+    sweep_params = sweep.get("params") or {}
+    if not isinstance(sweep_params, dict):
+        raise UserError(f"sweep.params: expected a mapping, got {sweep_params!r}")
+    check_keys(sweep_params, RUN_PARAM_NAMES, "sweep.params")
+    samples = sweep.get("samples")
+    if strategy == "random":
+        samples = _int(samples, "sweep.samples", lo=1)
+    elif samples is not None:
+        raise UserError("sweep.samples: only used with strategy: random")
+    sweep_spec = SweepSpec(strategy, dict(sweep_params), samples,
+                           _int(sweep.get("seed", 0), "sweep.seed"))
+    return Config(name, data_spec, model_spec, train, eval_every, sweep_spec, base_dir)

@@ -1,0 +1,330 @@
+"""Training data: built-in generators, CSV/NPZ loading, checks and the validation split.
+
+``load_data`` turns the ``data`` section of a config into a ``Dataset`` of float32
+tensors. Every problem with the user's input raises ``UserError`` with a one-line
+message naming the key, value or file; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import pathlib
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import UserError
+
+SOURCES = ("line", "heart_rate", "moons", "circles", "xor", "csv", "npz")
+LOSSES = ("mse", "bce_with_logits")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/validation split, all float32.
+
+    x_train [n_train, d], y_train [n_train], x_val [n_val, d], y_val [n_val];
+    n_val may be 0 (then x_val is [0, d]). feature_names has d entries.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    feature_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    @property
+    def n_val(self) -> int:
+        return self.x_val.shape[0]
+
+    def standardization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean [d], std [d]) of the training rows, std unbiased as ``Tensor.std``.
+
+        A constant feature (or a single training row, whose std is NaN) gets std 1
+        and its own value as mean, so it is centred to exactly 0 and never divided
+        by a rounding-error-sized std.
+        """
+        x = self.x_train
+        mean = x.mean(dim=0)
+        # One row has no spread: skip torch's std, which would warn and give NaN.
+        std = x.std(dim=0) if len(x) > 1 else torch.ones_like(mean)
+        # Compare min/max rather than std == 0: float32 std of a constant column can
+        # come out as ~1e-8 instead of 0, which would blow the feature up.
+        constant = x.amax(dim=0) == x.amin(dim=0)
+        mean = torch.where(constant, x[0], mean)
+        std = torch.where(constant, torch.ones_like(std), std)
+        return mean, std
+
+
+# ---------------------------------------------------------------- parameter checks
+
+
+def _number(key, value):
+    # bool is an int subclass, but `noise: true` is surely a mistake.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UserError(f"data.params.{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _nonneg(key, value):
+    value = _number(key, value)
+    if value < 0:
+        raise UserError(f"data.params.{key}: expected a number >= 0, got {value!r}")
+    return value
+
+
+def _positive(key, value):
+    value = _number(key, value)
+    if value <= 0:
+        raise UserError(f"data.params.{key}: expected a number > 0, got {value!r}")
+    return value
+
+
+def _count(key, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UserError(f"data.params.{key}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _text(key, value):
+    if not isinstance(value, str) or not value:
+        raise UserError(f"data.params.{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+_REQUIRED = object()
+
+# source -> {param: (default, checker)}
+_PARAMS = {
+    "line": {"slope": (-4.0, _number), "intercept": (0.0, _number), "n": (1000, _count),
+             "noise": (0.05, _nonneg), "x0": (0.0, _number), "x1": (1.0, _number)},
+    "heart_rate": {"n": (1000, _count), "mean": (92.0, _number), "std": (15.0, _positive),
+                   "threshold": (91.0, _number)},
+    "moons": {"n": (1000, _count), "noise": (0.1, _nonneg)},
+    "circles": {"n": (1000, _count), "noise": (0.1, _nonneg), "factor": (0.5, _number)},
+    "xor": {"n": (1000, _count), "noise": (0.1, _nonneg)},
+    "csv": {"path": (_REQUIRED, _text), "target": (_REQUIRED, _text)},
+    "npz": {"path": (_REQUIRED, _text)},
+}
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "expected one of " + ", ".join(choices)
+
+
+def _check_params(source: str, params) -> dict:
+    """Fill defaults into ``params`` and check every value against _PARAMS[source]."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise UserError(f"data.params: expected a mapping, got {params!r}")
+    spec = _PARAMS[source]
+    for key in params:
+        if key not in spec:
+            raise UserError(f"data.params.{key}: unknown key; {_did_you_mean(str(key), spec)}")
+    missing = [k for k, (default, _) in spec.items() if default is _REQUIRED and k not in params]
+    if missing:
+        also = f"; also missing {', '.join(missing[1:])}" if len(missing) > 1 else ""
+        raise UserError(f"data.params.{missing[0]}: required for source {source!r}{also}")
+    return {k: check(k, params.get(k, default)) for k, (default, check) in spec.items()}
+
+
+# ---------------------------------------------------------------- generators
+# Each returns (x [n, d] float64, y [n] float64, feature names).
+
+
+def _line(p, rng):
+    x = np.linspace(p["x0"], p["x1"], p["n"])
+    y = p["slope"] * x + p["intercept"] + p["noise"] * rng.standard_normal(p["n"])
+    return x[:, None], y, ("x",)
+
+
+def _heart_rate(p, rng):
+    rate = p["mean"] + p["std"] * rng.standard_normal(p["n"])
+    return rate[:, None], (rate >= p["threshold"]).astype(np.float64), ("heart_rate",)
+
+
+def _shuffled_with_noise(x, y, noise, rng):
+    # Like sklearn: classes are generated in blocks, so shuffle; then add noise.
+    x = x + noise * rng.standard_normal(x.shape)
+    order = rng.permutation(len(y))
+    return x[order], y[order], ("x1", "x2")
+
+
+def _moons(p, rng):
+    n_out = p["n"] // 2
+    n_in = p["n"] - n_out
+    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
+    x = np.concatenate([np.stack([np.cos(t_out), np.sin(t_out)], 1),
+                        np.stack([1 - np.cos(t_in), 0.5 - np.sin(t_in)], 1)])
+    y = np.concatenate([np.zeros(n_out), np.ones(n_in)])
+    return _shuffled_with_noise(x, y, p["noise"], rng)
+
+
+def _circles(p, rng):
+    n_out = p["n"] // 2
+    n_in = p["n"] - n_out
+    t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+    t_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
+    x = np.concatenate([np.stack([np.cos(t_out), np.sin(t_out)], 1),
+                        p["factor"] * np.stack([np.cos(t_in), np.sin(t_in)], 1)])
+    y = np.concatenate([np.zeros(n_out), np.ones(n_in)])
+    return _shuffled_with_noise(x, y, p["noise"], rng)
+
+
+def _xor(p, rng):
+    x = rng.uniform(-1.0, 1.0, size=(p["n"], 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.float64)
+    return x + p["noise"] * rng.standard_normal(x.shape), y, ("x1", "x2")
+
+
+_GENERATORS = {"line": _line, "heart_rate": _heart_rate, "moons": _moons,
+               "circles": _circles, "xor": _xor}
+
+
+# ---------------------------------------------------------------- files
+
+
+def _resolve(path: str, base_dir: pathlib.Path) -> pathlib.Path:
+    resolved = pathlib.Path(base_dir) / pathlib.Path(path).expanduser()  # absolute wins
+    if not resolved.is_file():
+        raise UserError(f"data.params.path: file not found: {resolved}")
+    return resolved
+
+
+def _load_csv(p, base_dir):
+    file, where = _resolve(p["path"], base_dir), f"data.params.path: {p['path']}"
+    try:
+        frame = pd.read_csv(file)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{where} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"{where}: cannot read as CSV ({str(e).splitlines()[0]})") from None
+    if frame.empty:  # checked first: a header-only file has all columns of dtype object
+        raise UserError(f"{where} has no data rows")
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    target = p["target"]
+    if target not in columns:
+        raise UserError(f"data.params.target: column {target!r} not in {p['path']}; "
+                        f"available columns: {', '.join(columns)}")
+    if not pd.api.types.is_numeric_dtype(frame[target]):
+        raise UserError(f"data.params.target: column {target!r} in {p['path']} is not numeric "
+                        f"(dtype {frame[target].dtype})")
+    names = tuple(c for c in columns if c != target and pd.api.types.is_numeric_dtype(frame[c]))
+    if not names:
+        raise UserError(f"{where} has no numeric feature columns besides target {target!r}")
+    x = frame[list(names)].to_numpy(dtype=np.float64)
+    y = frame[target].to_numpy(dtype=np.float64)
+    return x, y, names, where, (*names, target)
+
+
+def _load_npz(p, base_dir):
+    file, where = _resolve(p["path"], base_dir), f"data.params.path: {p['path']}"
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{where}: cannot load as .npz ({str(e).splitlines()[0]})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy gives a bare array
+        raise UserError(f"{where} is not an .npz archive (expected arrays X and y)")
+    with archive:
+        present = list(archive.keys())
+        for key in ("X", "y"):
+            if key not in present:
+                raise UserError(f"{where} has no array {key!r}; "
+                                f"arrays present: {', '.join(present) or 'none'}")
+        try:
+            x, y = archive["X"], archive["y"]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            # Object arrays land here: allow_pickle=False refuses to load them.
+            raise UserError(f"{where}: cannot load ({str(e).splitlines()[0]})") from None
+    for key, a in (("X", x), ("y", y)):
+        if a.dtype.kind not in "biuf":
+            raise UserError(f"{where}: array {key!r} has dtype {a.dtype}; expected real numbers")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise UserError(f"{where}: array 'X' has shape {x.shape}; expected [n] or [n, d] with d >= 1")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"{where}: array 'y' has shape {y.shape}; expected [n] or [n, 1]")
+    if len(x) != len(y):
+        raise UserError(f"{where}: X has {len(x)} rows but y has {len(y)}")
+    d = x.shape[1]
+    names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
+    return x.astype(np.float64), y.astype(np.float64), names, where, names + ("y",)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss: str,
+              base_dir: pathlib.Path) -> Dataset:
+    """Build or load the data named by ``source`` and split off a validation set.
+
+    params: the generator's or file's parameters (missing keys get defaults).
+    seed: seeds both the generator and the (separate) choice of validation rows.
+    val_fraction: in [0, 1); round(val_fraction * n) random rows become x_val/y_val,
+        the rest stay in x_train/y_train in their original order.
+    loss: "mse" or "bce_with_logits" (the latter requires 0/1 labels).
+    base_dir: folder that relative file paths are resolved against (the config's).
+    """
+    if source not in SOURCES:
+        raise UserError(f"data.source: unknown source {source!r}; {_did_you_mean(str(source), SOURCES)}")
+    if loss not in LOSSES:
+        raise UserError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
+    if (isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real)
+            or not 0 <= val_fraction < 1):
+        raise UserError(f"data.val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    p = _check_params(source, params)
+
+    if source == "csv":
+        x, y, names, where, columns = _load_csv(p, base_dir)
+    elif source == "npz":
+        x, y, names, where, columns = _load_npz(p, base_dir)
+    else:
+        x, y, names = _GENERATORS[source](p, np.random.default_rng(seed))
+        where, columns = f"data.source: {source}", (*names, "target")
+
+    n = len(y)
+    if n == 0:
+        raise UserError(f"{where} has no data rows")
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below
+        x, y = x.astype(np.float32), y.astype(np.float32)
+    # Checked after the float32 cast so values too large for float32 are caught too.
+    for j, column in enumerate([*x.T, y]):
+        if not np.isfinite(column).all():
+            raise UserError(f"{where} has NaN or inf in column {columns[j]!r}")
+    if loss == "bce_with_logits":
+        bad = y[(y != 0) & (y != 1)]
+        if len(bad):
+            raise UserError(f"{where} has {len(bad)} labels not 0 or 1 (e.g. {float(bad[0]):g}); "
+                            f"loss 'bce_with_logits' needs 0/1 labels")
+
+    n_val = round(val_fraction * n)
+    if n - n_val < 1:
+        raise UserError(f"data.val_fraction: {val_fraction!r} of {n} rows leaves no training rows")
+    # A stream separate from the generator's, so the split doesn't shift the data.
+    val_idx = np.sort(np.random.default_rng([seed, 1]).choice(n, n_val, replace=False))
+    train = np.ones(n, dtype=bool)
+    train[val_idx] = False
+    t = torch.from_numpy
+    return Dataset(x_train=t(x[train]), y_train=t(y[train]), x_val=t(x[val_idx]),
+                   y_val=t(y[val_idx]), feature_names=tuple(names))

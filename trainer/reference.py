@@ -1,0 +1,118 @@
+"""The reference backend: one nn.Module and one torch.optim optimizer per run, in a loop.
+
+This file *defines* tinysweep's training semantics; every other backend is tested against
+it run by run. Keep it short and obviously right:
+
+- each epoch visits the training rows in ``order.epoch_order(seed, epoch, n, shuffle)``, in
+  consecutive batches of ``batch_size`` (the last one smaller); the loss is the batch mean;
+  one optimizer step per batch; StepLR, when asked for, steps at the end of each epoch;
+- after every ``eval_every``-th epoch and the last one, the model is evaluated in eval mode
+  on the whole training split (and the validation split);
+- a run whose batch loss, weights or evaluated loss become non-finite is marked diverged and
+  trained no further.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backend import Chunk, ChunkResult, stack_rows
+from .config import RunParams
+from .model import pointwise_loss, seeded_model
+from .order import epoch_order
+
+
+def make_optimizer(run: RunParams, params) -> torch.optim.Optimizer:
+    if run.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=run.lr, momentum=run.momentum,
+                               nesterov=run.nesterov, weight_decay=run.weight_decay)
+    kind = torch.optim.Adam if run.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=run.lr, betas=(run.beta1, run.beta2), eps=run.eps,
+                weight_decay=run.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> dict[str, float]:
+    """Mean loss (and accuracy for bce_with_logits: logit > 0 predicts 1) in eval mode."""
+    model.eval()
+    z = model(x).squeeze(-1)
+    out = {"loss": pointwise_loss(z, y, loss).mean().item()}
+    if loss == "bce_with_logits":
+        out["accuracy"] = ((z > 0).float() == y).float().mean().item()
+    return out
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(torch.isfinite(t).all() for t in model.state_dict().values())
+
+
+def train_run(chunk: Chunk, run: RunParams):
+    """Trains one run. Returns (init state, final state, optimizer state, curves, diverged, steps)."""
+    data, spec = chunk.data, chunk.model
+    stats = data.standardization() if run.input_norm == "standardize" else None
+    model = seeded_model(run.seed, data.n_features, spec.hidden, spec.activation,
+                         run.input_norm, stats)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = make_optimizer(run, model.parameters())
+    sched = (torch.optim.lr_scheduler.StepLR(opt, run.step_size, run.gamma)
+             if run.lr_schedule == "step" else None)
+    curves = {m: np.full(chunk.max_epochs, np.nan, np.float32) for m in chunk.metrics()}
+    n, steps, diverged = data.n_train, 0, False
+
+    for epoch in range(run.epochs):
+        model.train()
+        order = torch.from_numpy(epoch_order(run.seed, epoch, n, run.shuffle))
+        for start in range(0, n, run.batch_size):
+            rows = order[start:start + run.batch_size]
+            z = model(data.x_train[rows]).squeeze(-1)
+            loss = pointwise_loss(z, data.y_train[rows], spec.loss).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if not torch.isfinite(loss) or not _finite(model):
+                diverged = True
+                break
+        if diverged:
+            break
+        if sched is not None:
+            sched.step()
+        if chunk.is_eval_epoch(epoch + 1, run):
+            for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
+                if len(x) == 0:
+                    continue
+                for metric, value in evaluate(model, x, y, spec.loss).items():
+                    curves[f"{split}_{metric}"][epoch] = value
+            if not np.isfinite(curves["train_loss"][epoch]):
+                diverged = True
+                break
+
+    optim = {}
+    names = {p: name for name, p in model.named_parameters()}
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            if key != "step":
+                optim[f"{key}.{names[p]}"] = value
+    return init, model.state_dict(), optim, curves, diverged, steps
+
+
+def train(chunk: Chunk, progress=None) -> ChunkResult:
+    """Trains every run of the chunk, one after the other, on the CPU."""
+    inits, finals, optims, curves, diverged, steps = [], [], [], [], [], []
+    for run in chunk.runs:
+        init, final, optim, curve, div, n_steps = train_run(chunk, run)
+        inits.append(init)
+        finals.append(final)
+        optims.append(optim)
+        curves.append(curve)
+        diverged.append(div)
+        steps.append(n_steps)
+        if progress is not None:
+            progress(1)
+    return ChunkResult(
+        curves={m: np.stack([c[m] for c in curves]) for m in chunk.metrics()},
+        diverged=np.array(diverged, dtype=bool),
+        steps=np.array(steps, dtype=np.int64),
+        init=stack_rows(inits), final=stack_rows(finals), optim=stack_rows(optims))

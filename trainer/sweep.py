@@ -1,0 +1,131 @@
+"""Running a sweep: config -> runs -> chunks -> a backend -> Results.
+
+``prepare`` does every check that can refuse a sweep (config, search space, data, backend,
+device) before anything is trained or written; ``run`` trains and, given ``out``, saves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .backend import Chunk, ChunkResult
+from .config import Config, load_config
+from .data import load_data
+from .errors import UserError
+from .results import Results, assemble, merge_chunks
+from .space import expand
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked sweep, ready to train."""
+
+    config: Config
+    chunk: Chunk            # all runs of the sweep
+    backend: str            # reference | torch
+    device: str             # cpu | cuda
+    chunk_runs: int         # runs per launch
+
+
+def check_batchnorm_batches(chunk: Chunk) -> None:
+    """BatchNorm1d cannot train on a batch of one row: refuse such runs up front."""
+    n = chunk.data.n_train
+    for run_id, run in enumerate(chunk.runs):
+        if run.input_norm != "batchnorm":
+            continue
+        last = n - (-(-n // run.batch_size) - 1) * run.batch_size
+        if min(run.batch_size, n) == 1 or last == 1:
+            raise UserError(
+                f"sweep: run {run_id} (input_norm batchnorm, batch_size {run.batch_size}) "
+                f"would train on a batch of one row ({n} training rows); BatchNorm1d needs >= 2")
+
+
+def resolve_device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in DEVICES:
+        raise UserError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device: cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    if backend not in BACKENDS:
+        raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "triton":
+        raise UserError("--backend: triton is not available yet (the fused kernels are "
+                        "being built); use torch or reference")
+    if backend == "auto":
+        return "torch"
+    return backend
+
+
+def prepare(config: str | Path | Config, backend: str = "auto", device: str | None = None,
+            chunk_runs: int | None = None) -> Plan:
+    """Checks everything about a sweep; raises UserError naming the first problem."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    runs = expand(config)
+    data = load_data(config.data.source, config.data.params, seed=config.data.seed,
+                     val_fraction=config.data.val_fraction, loss=config.model.loss,
+                     base_dir=config.base_dir)
+    chunk = Chunk(config.model, data, runs, config.eval_every)
+    check_batchnorm_batches(chunk)
+    device = resolve_device(device)
+    backend = resolve_backend(backend, device)
+    if chunk_runs is None:
+        chunk_runs = len(runs)
+    elif isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
+        raise UserError(f"--chunk-runs: expected an integer >= 1, got {chunk_runs!r}")
+    return Plan(config, chunk, backend, device, chunk_runs)
+
+
+def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
+    if plan.backend == "reference":
+        from . import reference
+        return reference.train(chunk, progress=progress)
+    from . import torch_backend
+    return torch_backend.train(chunk, device=plan.device, progress=progress)
+
+
+def execute(plan: Plan, progress: bool = False) -> Results:
+    """Trains every chunk of the plan and assembles the results."""
+    runs = plan.chunk.runs
+    n = plan.chunk.data.n_train
+    # Progress counts optimizer steps of all runs; the reference reports whole runs.
+    per_run = [r.epochs * -(-n // r.batch_size) for r in runs]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(per_run) if plan.backend != "reference" else len(runs),
+                   unit="step" if plan.backend != "reference" else "run", unit_scale=True,
+                   desc=plan.config.name, leave=False, dynamic_ncols=True)
+    parts = []
+    try:
+        for lo in range(0, len(runs), plan.chunk_runs):
+            sub = Chunk(plan.chunk.model, plan.chunk.data, runs[lo:lo + plan.chunk_runs],
+                        plan.chunk.eval_every)
+            parts.append(train_chunk(plan, sub, bar.update if bar is not None else None))
+    finally:
+        if bar is not None:
+            bar.close()
+    return assemble(plan.config.to_dict(), plan.chunk, merge_chunks(parts))
+
+
+def run(config: str | Path, backend: str = "auto", device: str | None = None,
+        out: str | Path | None = None, chunk_runs: int | None = None,
+        progress: bool = False) -> Results:
+    """Runs a sweep. With ``out``, also writes the results directory there (any results
+    already in it are replaced). Raises UserError for a bad config or data."""
+    plan = prepare(config, backend, device, chunk_runs)
+    results = execute(plan, progress=progress)
+    if out is not None:
+        results.save(out)
+    return results
