@@ -95,24 +95,36 @@ def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     return torch_backend.train(chunk, device=plan.device, progress=progress)
 
 
-def execute(plan: Plan, progress: bool = False) -> Results:
-    """Trains every chunk of the plan and assembles the results."""
+def execute(plan: Plan, progress: bool = False, store=None) -> Results:
+    """Trains every chunk of the plan and assembles the results.
+
+    With a ChunkStore, chunks already in it are loaded instead of trained, and each newly
+    trained chunk is saved there as soon as it is done.
+    """
     runs = plan.chunk.runs
     n = plan.chunk.data.n_train
-    # Progress counts optimizer steps of all runs; the reference reports whole runs.
-    per_run = [r.epochs * -(-n // r.batch_size) for r in runs]
+    steps = [r.epochs * -(-n // r.batch_size) for r in runs]
+    by_run = plan.backend == "reference"   # the reference reports whole runs
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=sum(per_run) if plan.backend != "reference" else len(runs),
-                   unit="step" if plan.backend != "reference" else "run", unit_scale=True,
-                   desc=plan.config.name, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=len(runs) if by_run else sum(steps), unit="run" if by_run else "step",
+                   unit_scale=True, desc=plan.config.name, leave=False, dynamic_ncols=True)
+    if store is not None:
+        store.start(plan)
     parts = []
     try:
         for lo in range(0, len(runs), plan.chunk_runs):
-            sub = Chunk(plan.chunk.model, plan.chunk.data, runs[lo:lo + plan.chunk_runs],
-                        plan.chunk.eval_every)
-            parts.append(train_chunk(plan, sub, bar.update if bar is not None else None))
+            hi = min(lo + plan.chunk_runs, len(runs))
+            part = store.load(lo) if store is not None else None
+            if part is None:
+                sub = Chunk(plan.chunk.model, plan.chunk.data, runs[lo:hi], plan.chunk.eval_every)
+                part = train_chunk(plan, sub, bar.update if bar is not None else None)
+                if store is not None:
+                    store.save(lo, part)
+            elif bar is not None:
+                bar.update(hi - lo if by_run else sum(steps[lo:hi]))
+            parts.append(part)
     finally:
         if bar is not None:
             bar.close()

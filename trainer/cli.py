@@ -1,0 +1,107 @@
+"""The ``tinysweep`` command.
+
+    tinysweep run CONFIG [--out DIR] [--backend auto|reference|torch|triton]
+                         [--device cpu|cuda] [--chunk-runs N] [--executor local|ray]
+                         [--resume] [--overwrite]
+
+Exit 0 when the sweep finished (even if some runs diverged); exit 2 with one line on stderr
+for a bad config, bad data or bad arguments, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+from .sweep import BACKENDS, DEVICES, Plan, execute, prepare
+from .results import RESULT_FILES, Results
+from .store import ChunkStore
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, not argparse's usage block
+        raise UserError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="tinysweep", description="Train many tiny MLPs at once.")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run a sweep described by a config file")
+    run.add_argument("config", help="the sweep's YAML or JSON config")
+    run.add_argument("--out", help="results directory (default: runs/NAME)")
+    run.add_argument("--backend", default="auto", choices=BACKENDS,
+                     help="auto: triton on CUDA, else torch (default: auto)")
+    run.add_argument("--device", choices=DEVICES, help="default: cuda when available")
+    run.add_argument("--chunk-runs", type=int, metavar="N", help="at most N runs per launch")
+    run.add_argument("--executor", default="local", choices=("local", "ray"))
+    run.add_argument("--resume", action="store_true",
+                     help="finish an interrupted sweep in --out, keeping its finished chunks")
+    run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    return ap
+
+
+def _holds_results(out: Path) -> bool:
+    return any((out / name).exists() for name in RESULT_FILES) or ChunkStore(out).exists()
+
+
+def _headline(res: Results, seconds: float, plan: Plan) -> str:
+    """A few lines on what happened: counts, time, the best and worst runs."""
+    table = res.table
+    swept = [k for k in plan.config.sweep.params if table[k].nunique() > 1]
+    metrics = [c for c in table.columns if c.startswith("final_")]
+    shown = table[["run_id", *swept, *metrics]].sort_values("final_train_loss")
+    lines = [f"{len(table)} runs, {int(table.steps.sum()):,} optimizer steps in {seconds:.2f} s "
+             f"({plan.backend} backend, {plan.device}); {int(table.diverged.sum())} diverged"]
+    k = 5
+    if len(shown) <= 2 * k:
+        lines.append(shown.to_string(index=False, float_format="%.4g"))
+    else:
+        lines.append(f"best {k} by final_train_loss:")
+        lines.append(shown.head(k).to_string(index=False, float_format="%.4g"))
+        lines.append(f"worst {k}:")
+        lines.append(shown.tail(k).to_string(index=False, float_format="%.4g"))
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    if args.executor == "ray":
+        raise UserError("--executor ray: not available yet; use --executor local")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite: pass one or the other")
+    plan = prepare(args.config, args.backend, args.device, args.chunk_runs)
+    out = Path(args.out) if args.out else Path("runs") / plan.config.name
+    store = ChunkStore(out)
+    if args.resume:
+        store.check_matches(plan)
+        if (out / "results.csv").is_file() and not store.exists():
+            print(f"nothing to resume: {out}/ already holds the finished sweep")
+            return 0
+    elif _holds_results(out):
+        if not args.overwrite:
+            raise UserError(f"--out: {out} already holds results; pass --resume to finish "
+                            f"them or --overwrite to replace them")
+        store.clear()
+    start = time.perf_counter()
+    res = execute(plan, progress=sys.stderr.isatty(), store=store)
+    seconds = time.perf_counter() - start
+    res.save(out)
+    store.clear()
+    print(_headline(res, seconds, plan))
+    print(f"results: {out}/ (results.csv, curves.npz, params.npz, config.yaml)")
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return cmd_run(args)
+    except UserError as e:
+        print(f"tinysweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinysweep: interrupted; finished chunks are kept, rerun with --resume",
+              file=sys.stderr)
+        return 130
