@@ -532,6 +532,8 @@ class _Group:
         optim = {}
         has_state = self.c.momentum > 0 if self.sgd else np.ones(len(rows), bool)
         for key, flat in self.opt_state.items():
+            if not has_state.any():
+                continue
             for name, value in net.layout.views(flat).items():
                 value = value.cpu().numpy().copy()
                 value[~has_state] = np.nan     # torch.optim.SGD keeps no buffer without momentum

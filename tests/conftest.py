@@ -1,0 +1,65 @@
+"""Shared helpers: writing configs, and comparing two backends' results run by run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """write_config(name=..., data=..., model=..., train=..., sweep=...) -> path of a YAML
+    config in tmp_path; sections default to a tiny line regression."""
+    def write(filename="config.yaml", **sections):
+        config = {
+            "name": "t",
+            "data": {"source": "line", "params": {"n": 37}},
+            "model": {"hidden": [], "loss": "mse"},
+            "train": {"epochs": 3, "lr": 0.05},
+            "sweep": {"params": {}},
+        }
+        config.update(sections)
+        path = tmp_path / filename
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+    return write
+
+
+def _close(actual, expected, what: str, rtol: float, atol: float) -> None:
+    torch.testing.assert_close(torch.as_tensor(actual), torch.as_tensor(expected), rtol=rtol,
+                               atol=atol, equal_nan=True, msg=lambda m: f"{what}: {m}")
+
+
+def assert_same_runs(actual, expected, rtol: float = 1e-4, atol: float = 2e-5) -> None:
+    """Two Results of the same sweep agree run by run: table, every curve, every initial and
+    final state_dict entry and every optimizer state, within float32 tolerance. Diverged
+    runs must be flagged alike; their numbers after divergence are not compared."""
+    ta, te = actual.table, expected.table
+    assert list(ta.columns) == list(te.columns)
+    assert list(ta.run_id) == list(te.run_id)
+    np.testing.assert_array_equal(ta.diverged, te.diverged, err_msg="diverged flags differ")
+    healthy = ~te.diverged.to_numpy()
+    np.testing.assert_array_equal(ta.steps[healthy], te.steps[healthy], err_msg="steps differ")
+    for col in te.columns:
+        if col.startswith("final_"):
+            _close(ta[col].to_numpy()[healthy], te[col].to_numpy()[healthy], col, rtol, atol)
+        elif col not in ("diverged", "steps"):
+            assert ta[col].tolist() == te[col].tolist(), f"column {col} differs"
+    assert actual.curves.keys() == expected.curves.keys()
+    np.testing.assert_array_equal(actual.curves["epoch"], expected.curves["epoch"])
+    for name, value in expected.curves.items():
+        if name == "epoch":
+            continue
+        _close(actual.curves[name][healthy], value[healthy], f"curve {name}", rtol, atol)
+    assert actual.params.keys() == expected.params.keys()
+    for name, value in expected.params.items():
+        rows = slice(None) if name.startswith("init.") else healthy
+        _close(actual.params[name][rows], value[rows], f"params {name}", rtol, atol)
+
+
+@pytest.fixture
+def same_runs():
+    return assert_same_runs
+

@@ -1,0 +1,123 @@
+"""The torch backend against the reference, run by run: curves, weights, optimizer state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinysweep
+from tinysweep.trainer.config import RUN_PARAM_NAMES
+
+from conftest import assert_same_runs
+
+
+def both(path, **kw):
+    return (tinysweep.run(path, backend="torch", **kw),
+            tinysweep.run(path, backend="reference", **kw))
+
+
+# 37 training rows: batch sizes 5 and 16 leave short last batches (2 and 5 rows), 64 is one
+# batch of everything; every optimizer and input_norm shares the sweep.
+MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
+         "optimizer": ["sgd", "adam", "adamw"],
+         "batch_size": [5, 16, 64],
+         "shuffle": [True, False]}
+
+
+@pytest.mark.parametrize("hidden, activation, loss, source", [
+    ([], "sigmoid", "mse", "line"),
+    ([5], "tanh", "bce_with_logits", "moons"),
+    ([4, 3], "relu", "mse", "line"),
+    ([3, 2], "sigmoid", "bce_with_logits", "heart_rate"),
+])
+def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, source):
+    path = write_config(
+        data={"source": source, "params": {"n": 37}, "seed": 3},
+        model={"hidden": hidden, "activation": activation, "loss": loss},
+        train={"epochs": 3, "lr": 0.03, "momentum": 0.5, "seed": 11},
+        sweep={"params": MIXED})
+    torch_res, ref = both(path)
+    assert len(ref.table) == 54
+    assert not ref.table.diverged.any()
+    assert_same_runs(torch_res, ref)
+
+
+def test_optimizer_settings_and_schedules_match(write_config):
+    """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs and seeds."""
+    path = write_config(
+        data={"source": "circles", "params": {"n": 41}, "seed": 1, "val_fraction": 0.25},
+        model={"hidden": [6], "activation": "sigmoid", "loss": "bce_with_logits"},
+        train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7},
+        sweep={"strategy": "random", "samples": 40, "seed": 5, "params": {
+            "optimizer": ["sgd", "adam", "adamw"],
+            "momentum": [0.0, 0.9],
+            "nesterov": [False, True],
+            "beta1": {"uniform": [0.5, 0.95]},
+            "beta2": [0.9, 0.999],
+            "eps": [1e-8, 1e-3],
+            "weight_decay": [0.0, 0.1],
+            "lr_schedule": ["constant", "step"],
+            "step_size": [1, 2],
+            "gamma": [0.5],
+            "epochs": [2, 5, 6],
+            "seed": [0, 1, 2],
+            "shuffle": [True, False],
+            "lr": {"loguniform": [1e-3, 1e-1]},
+        }})
+    # nesterov needs momentum: a random draw may pair them badly, so drop those runs
+    import yaml
+    config = yaml.safe_load(path.read_text())
+    config["sweep"]["params"]["momentum"] = [0.9]
+    path.write_text(yaml.safe_dump(config))
+    torch_res, ref = both(path)
+    table = ref.table
+    assert set(table.epochs) == {2, 5, 6} and table.lr_schedule.nunique() == 2
+    assert "final_val_loss" in table and "final_val_accuracy" in table
+    # runs of 5 epochs are evaluated at epochs 2, 4 and 5; the curve columns are the union
+    assert list(ref.curves["epoch"]) == [2, 4, 5, 6]
+    assert_same_runs(torch_res, ref)
+
+
+def test_every_hyperparameter_is_a_table_column(write_config):
+    res = tinysweep.run(write_config(), backend="torch")
+    assert list(res.table.columns[:len(RUN_PARAM_NAMES) + 1]) == ["run_id", *RUN_PARAM_NAMES]
+
+
+def test_diverging_runs_are_flagged_and_isolated(write_config):
+    params = {"lr": [0.01, 300.0, 0.02, 1e6], "batch_size": [5, 9]}
+    path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
+                        train={"epochs": 6, "optimizer": "sgd"},
+                        sweep={"params": params})
+    torch_res, ref = both(path)
+    bad = ref.table.lr > 100
+    assert list(ref.table.diverged) == list(bad)
+    assert_same_runs(torch_res, ref)
+    assert torch_res.table.final_train_loss[bad].isna().all()
+    # the healthy runs are exactly what they are in a sweep without the diverging ones
+    calm = tinysweep.run(write_config("calm.yaml", model={"hidden": [3], "activation": "tanh",
+                                                          "loss": "mse"},
+                                      train={"epochs": 6, "optimizer": "sgd"},
+                                      sweep={"params": {"lr": [0.01, 0.02], "batch_size": [5, 9]}}),
+                         backend="torch")
+    for name, value in calm.params.items():
+        np.testing.assert_allclose(torch_res.params[name][~bad.to_numpy()], value, rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
+
+
+def test_chunk_size_changes_nothing(write_config):
+    path = write_config(model={"hidden": [4], "activation": "sigmoid", "loss": "mse"},
+                        sweep={"params": {"batch_size": [5, 8, 20], "shuffle": [True, False],
+                                          "input_norm": ["none", "batchnorm"]}})
+    whole = tinysweep.run(path, backend="torch")
+    # Chunks change the padded batch width, so the order of float32 sums: rounding only.
+    for chunk_runs in (1, 5):
+        assert_same_runs(tinysweep.run(path, backend="torch", chunk_runs=chunk_runs), whole,
+                         rtol=1e-5, atol=1e-6)
+
+
+def test_same_config_twice_gives_identical_results(write_config):
+    path = write_config(sweep={"params": {"batch_size": [4, 9], "seed": [0, 1]}})
+    a, b = tinysweep.run(path, backend="torch"), tinysweep.run(path, backend="torch")
+    assert a.table.equals(b.table)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
