@@ -109,6 +109,8 @@ def check_run_value(name: str, value: Any, where: str) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, int) and value.bit_length() > 1000:   # beyond float range
+        raise UserError(f"{where}: {value} is out of range")
     if not math.isfinite(value):
         raise UserError(f"{where}: expected a finite number, got {value!r}")
     if kind == "int":
@@ -200,7 +202,8 @@ def check_keys(mapping: dict, allowed, where: str) -> None:
     for key in mapping:
         if key not in allowed:
             prefix = f"{where}." if where else ""
-            raise UserError(f"{prefix}{key}: unknown key{_suggest(key, allowed)}")
+            shown = key if re.fullmatch(r"[\w.-]+", str(key)) else repr(key)
+            raise UserError(f"{prefix}{shown}: unknown key{_suggest(key, allowed)}")
 
 
 def _section(raw: dict, key: str, required: bool = False) -> dict:
@@ -226,7 +229,10 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     try:
         if path.suffix == ".json":
             raw = json.loads(text)

@@ -161,7 +161,7 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:
         curves[name] = values
         final = full[idx, last].copy()
         final[diverged] = np.nan
-        table[f"final_{name}"] = final
+        table[f"final_{name}"] = final.astype(np.float64)   # as read back from results.csv
     table["diverged"] = diverged
     table["steps"] = res.steps
     params = {f"init.{k}": v for k, v in res.init.items()}

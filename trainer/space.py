@@ -7,6 +7,7 @@ lists them (the last varies fastest); random runs are numbered in draw order.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -31,6 +32,10 @@ def _range_form(value: dict, where: str, forms: tuple[str, ...]) -> tuple[str, l
     if not isinstance(args, list) or len(args) != n_args or any(
             isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
         raise UserError(f"{where}.{form}: expected a list of {n_args} numbers, got {args!r}")
+    if not all(math.isfinite(a) for a in args):
+        raise UserError(f"{where}.{form}: expected finite numbers, got {args!r}")
+    if form in _GRID_FORMS and args[2] > 1_000_000_000:
+        raise UserError(f"{where}.{form}: {args[2]} points is more than a sweep can hold")
     if form in _GRID_FORMS and (args[2] != int(args[2]) or args[2] < 1):
         raise UserError(f"{where}.{form}: the count (third number) must be an integer >= 1, "
                         f"got {args[2]!r}")

@@ -1,0 +1,137 @@
+"""`tinysweep run` end to end: files, refusals, one-line errors, resume after an interrupt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import tinysweep
+from tinysweep.trainer import cli, sweep
+from tinysweep.trainer.results import RESULT_FILES
+
+from conftest import assert_same_runs
+
+
+def run_cli(*args):
+    return cli.main([str(a) for a in args])
+
+
+def test_run_writes_the_results_directory(write_config, tmp_path, capsys):
+    path = write_config(sweep={"params": {"batch_size": [4, 9], "shuffle": [True, False]}})
+    out = tmp_path / "out"
+    assert run_cli("run", path, "--out", out) == 0
+    stdout = capsys.readouterr().out
+    assert "4 runs" in stdout and str(out) in stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
+    res = tinysweep.load(out)
+    assert list(res.table.run_id) == [0, 1, 2, 3]
+    assert list(res.table.batch_size) == [4, 4, 9, 9]
+    assert res.curves["train_loss"].shape == (4, 3)
+    with np.load(out / "params.npz", allow_pickle=False) as f:
+        assert f["init.1.weight"].shape == (4, 1, 1)
+    assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "t"
+
+
+def test_default_out_is_runs_name(write_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("run", write_config(name="my_sweep")) == 0
+    assert (tmp_path / "runs" / "my_sweep" / "results.csv").is_file()
+
+
+def test_existing_results_are_refused_unless_overwrite(write_config, tmp_path, capsys):
+    path, out = write_config(), tmp_path / "out"
+    assert run_cli("run", path, "--out", out) == 0
+    capsys.readouterr()
+    assert run_cli("run", path, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert run_cli("run", path, "--out", out, "--overwrite") == 0
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({"lr": -1}, "train.lr: must be > 0"),
+    ({"batch_size": 0}, "train.batch_size: must be >= 1"),
+    ({"epochs": 0}, "train.epochs: must be >= 1"),
+    ({"optimiser": "sgd"}, "did you mean 'optimizer'"),
+    ({"optimizer": "adamm"}, "did you mean 'adam'"),
+    ({"input_norm": "batchnorm", "batch_size": 36}, "batch of one row"),
+])
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(write_config, tmp_path, capsys,
+                                                            train, expected):
+    out = tmp_path / "out"
+    assert run_cli("run", write_config(train=train), "--out", out) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_data_exits_2(write_config, tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("a,y\n1,0\nnan,1\n")
+    path = write_config(data={"source": "csv", "params": {"path": "d.csv", "target": "y"}},
+                        model={"loss": "bce_with_logits"})
+    assert run_cli("run", path, "--out", tmp_path / "out") == 2
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2(write_config, tmp_path, capsys):
+    assert run_cli("run", tmp_path / "missing.yaml") == 2
+    assert "not found" in capsys.readouterr().err
+    assert run_cli("run", write_config(), "--backend", "jax") == 2
+    assert "jax" in capsys.readouterr().err
+    assert run_cli("run", write_config(), "--chunk-runs", "0") == 2
+    assert "--chunk-runs" in capsys.readouterr().err
+
+
+def test_interrupted_sweep_resumes_to_the_uninterrupted_table(write_config, tmp_path, monkeypatch,
+                                                               capsys):
+    path = write_config(sweep={"params": {"batch_size": [4, 9, 20], "seed": [0, 1]}})
+    whole = tinysweep.run(path, backend="torch", chunk_runs=2)
+    out = tmp_path / "out"
+    real, calls = sweep.train_chunk, []
+
+    def interrupted(plan, chunk, progress=None):
+        calls.append(len(chunk.runs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(plan, chunk, progress)
+
+    monkeypatch.setattr(sweep, "train_chunk", interrupted)
+    assert run_cli("run", path, "--out", out, "--chunk-runs", 2) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (out / "results.csv").exists() and len(list((out / ".chunks").glob("chunk-*"))) == 1
+    # a plain rerun would throw the finished chunk away: refused
+    assert run_cli("run", path, "--out", out, "--chunk-runs", 2) == 2
+    assert run_cli("run", path, "--out", out, "--chunk-runs", 3, "--resume") == 2
+    calls.clear()
+    monkeypatch.setattr(sweep, "train_chunk", lambda *a: calls.append(1) or real(*a))
+    assert run_cli("run", path, "--out", out, "--chunk-runs", 2, "--resume") == 0
+    assert len(calls) == 2                      # only the two missing chunks were trained
+    assert_same_runs(tinysweep.load(out), whole, rtol=0, atol=0)
+    assert not (out / ".chunks").exists()
+
+
+def test_resume_refuses_another_config(write_config, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli("run", write_config(), "--out", out) == 0
+    other = write_config("other.yaml", train={"epochs": 4})
+    assert run_cli("run", other, "--out", out, "--resume") == 2
+    assert "different config" in capsys.readouterr().err
+    assert run_cli("run", write_config(), "--out", out, "--resume") == 0   # nothing to do
+
+
+def test_python_dash_m_and_console_script(write_config, tmp_path):
+    path = write_config()
+    for i, command in enumerate([[sys.executable, "-m", "tinysweep"], [sys.executable, "-c",
+                    "import sys; from tinysweep.trainer.cli import main; sys.exit(main())"]]):
+        out = tmp_path / f"out{i}"
+        proc = subprocess.run([*command, "run", str(path), "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert (out / "results.csv").is_file()
+    proc = subprocess.run([sys.executable, "-m", "tinysweep", "run", str(path), "--lr", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
