@@ -1,0 +1,91 @@
+"""Results: save/load round trip, exported models on raw inputs, curves layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tinysweep
+from tinysweep.trainer.model import pointwise_loss, Standardize
+from tinysweep.trainer.sweep import prepare
+
+
+@pytest.fixture
+def mixed(write_config):
+    path = write_config(
+        data={"source": "heart_rate", "params": {"n": 50}, "val_fraction": 0.2},
+        model={"hidden": [3], "activation": "relu", "loss": "bce_with_logits"},
+        train={"epochs": 4, "lr": 0.05, "eval_every": 3, "batch_size": 8},
+        sweep={"params": {"input_norm": ["none", "standardize", "batchnorm"],
+                          "optimizer": ["sgd", "adam"], "epochs": [2, 4]}})
+    return path, tinysweep.run(path, backend="torch")
+
+
+def test_save_and_load_round_trip(mixed, tmp_path):
+    _, res = mixed
+    loaded = tinysweep.load(res.save(tmp_path / "r"))
+    assert loaded.table.equals(res.table)
+    assert loaded.config == res.config
+    for store in ("curves", "params"):
+        a, b = getattr(loaded, store), getattr(res, store)
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not list(tmp_path.glob("r/.*.tmp")), "temporary files left behind"
+
+
+def test_table_and_curve_layout(mixed):
+    _, res = mixed
+    t = res.table
+    assert list(t.columns[-6:]) == ["final_train_loss", "final_val_loss", "final_train_accuracy",
+                                    "final_val_accuracy", "diverged", "steps"]
+    # 40 training rows, batch 8: 5 steps per epoch
+    assert list(t.steps) == [r * 5 for r in t.epochs]
+    # runs of 2 epochs are evaluated at epoch 2, runs of 4 at 3 and 4: union 2, 3, 4
+    assert list(res.curves["epoch"]) == [2, 3, 4]
+    short = (t.epochs == 2).to_numpy()
+    assert np.isnan(res.curves["train_loss"][short][:, 1:]).all()
+    assert np.isfinite(res.curves["train_loss"][short][:, 0]).all()
+    assert np.isnan(res.curves["train_loss"][~short][:, 0]).all()
+    np.testing.assert_array_equal(res.curves["train_loss"][~short][:, 2],
+                                  t.final_train_loss[~short].astype(np.float32))
+    # entries a run's model lacks are NaN: batchnorm buffers for input_norm none
+    none = (t.input_norm == "none").to_numpy()
+    assert np.isnan(res.params["final.0.running_mean"][none]).all()
+    assert np.isfinite(res.params["final.0.running_mean"][t.input_norm == "batchnorm"]).all()
+
+
+def test_exported_models_reproduce_the_final_losses(mixed):
+    path, res = mixed
+    data = prepare(path).chunk.data
+    for run in res.table.itertuples():
+        model = res.model(run.run_id)
+        assert isinstance(model, nn.Sequential) and not model.training
+        first = {"none": nn.Identity, "standardize": Standardize,
+                 "batchnorm": nn.BatchNorm1d}[run.input_norm]
+        assert isinstance(model[0], first)
+        with torch.no_grad():   # raw inputs in, logits out
+            for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
+                z = model(x).squeeze(-1)
+                loss = pointwise_loss(z, y, "bce_with_logits").mean().item()
+                accuracy = ((z > 0).float() == y).float().mean().item()
+                assert loss == pytest.approx(getattr(run, f"final_{split}_loss"), rel=1e-5)
+                assert accuracy == pytest.approx(getattr(run, f"final_{split}_accuracy"))
+
+
+def test_init_model_holds_the_initial_weights(mixed):
+    _, res = mixed
+    init, final = res.model(0, which="init"), res.model(0)
+    np.testing.assert_array_equal(init[1].weight.detach().numpy(), res.params["init.1.weight"][0])
+    assert not torch.equal(init[1].weight, final[1].weight)
+    with pytest.raises(ValueError):
+        res.model(0, which="middle")
+    with pytest.raises(IndexError):
+        res.model(len(res.table))
+
+
+def test_load_refuses_a_folder_without_results(tmp_path):
+    with pytest.raises(tinysweep.UserError, match="results.csv"):
+        tinysweep.load(tmp_path)
