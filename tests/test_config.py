@@ -638,3 +638,13 @@ def test_message_with_odd_key_stays_one_line(tmp_path):
     with pytest.raises(UserError, match="unknown key") as info:
         runs_of(tmp_path, json.dumps(raw), filename="config.json")
     assert "\n" not in str(info.value), repr(str(info.value))
+
+
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads `1e-3` as a string; learning rates are written so.
+    path = tmp_path / "c.yaml"
+    path.write_text("name: s\ndata: {source: line}\ntrain: {lr: 1e-3, eps: 1E-8}\n"
+                    "sweep: {params: {lr: [1e-2, 3e-4], weight_decay: [1e-1]}}\n")
+    runs = expand(load_config(path))
+    assert [r.lr for r in runs] == [1e-2, 3e-4]
+    assert runs[0].eps == 1e-8 and runs[0].weight_decay == 0.1

@@ -83,21 +83,25 @@ def test_every_hyperparameter_is_a_table_column(write_config):
     assert list(res.table.columns[:len(RUN_PARAM_NAMES) + 1]) == ["run_id", *RUN_PARAM_NAMES]
 
 
-def test_diverging_runs_are_flagged_and_isolated(write_config):
-    params = {"lr": [0.01, 300.0, 0.02, 1e6], "batch_size": [5, 9]}
+@pytest.mark.parametrize("eval_every", [1, 4])
+def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
+    params = {"lr": [0.01, 300.0, 0.02, 1e6], "batch_size": [5, 9, 40]}
     path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
-                        train={"epochs": 6, "optimizer": "sgd"},
+                        train={"epochs": 6, "optimizer": "sgd", "eval_every": eval_every},
                         sweep={"params": params})
     torch_res, ref = both(path)
     bad = ref.table.lr > 100
     assert list(ref.table.diverged) == list(bad)
     assert_same_runs(torch_res, ref)
     assert torch_res.table.final_train_loss[bad].isna().all()
+    assert (ref.table.steps[bad] < ref.table.steps[~bad].max()).all()   # stopped early
     # the healthy runs are exactly what they are in a sweep without the diverging ones
     calm = tinysweep.run(write_config("calm.yaml", model={"hidden": [3], "activation": "tanh",
                                                           "loss": "mse"},
-                                      train={"epochs": 6, "optimizer": "sgd"},
-                                      sweep={"params": {"lr": [0.01, 0.02], "batch_size": [5, 9]}}),
+                                      train={"epochs": 6, "optimizer": "sgd",
+                                             "eval_every": eval_every},
+                                      sweep={"params": {"lr": [0.01, 0.02],
+                                                        "batch_size": [5, 9, 40]}}),
                          backend="torch")
     for name, value in calm.params.items():
         np.testing.assert_allclose(torch_res.params[name][~bad.to_numpy()], value, rtol=1e-6,

@@ -224,6 +224,21 @@ def _int(value, where: str, lo: int = 0) -> int:
     return value
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads ``1e-3`` as a float (YAML 1.2), not as a string as
+    YAML 1.1 does: learning rates are written that way."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def read_config_file(path: str | Path) -> dict:
     """Reads a YAML or JSON file into a dict; YAML through safe_load, so no tag executes."""
     path = Path(path)
@@ -237,7 +252,7 @@ def read_config_file(path: str | Path) -> dict:
         if path.suffix == ".json":
             raw = json.loads(text)
         else:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_Loader)   # safe: no tag constructs objects
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     except yaml.YAMLError as e:

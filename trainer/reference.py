@@ -8,8 +8,8 @@ it run by run. Keep it short and obviously right:
   one optimizer step per batch; StepLR, when asked for, steps at the end of each epoch;
 - after every ``eval_every``-th epoch and the last one, the model is evaluated in eval mode
   on the whole training split (and the validation split);
-- a run whose batch loss, weights or evaluated loss become non-finite is marked diverged and
-  trained no further.
+- a run whose weights or evaluated training loss are non-finite at an evaluation is marked
+  diverged and trained no further; ``steps`` counts the steps it took up to then.
 """
 
 from __future__ import annotations
@@ -72,11 +72,6 @@ def train_run(chunk: Chunk, run: RunParams):
             loss.backward()
             opt.step()
             steps += 1
-            if not torch.isfinite(loss) or not _finite(model):
-                diverged = True
-                break
-        if diverged:
-            break
         if sched is not None:
             sched.step()
         if chunk.is_eval_epoch(epoch + 1, run):
@@ -85,7 +80,9 @@ def train_run(chunk: Chunk, run: RunParams):
                     continue
                 for metric, value in evaluate(model, x, y, spec.loss).items():
                     curves[f"{split}_{metric}"][epoch] = value
-            if not np.isfinite(curves["train_loss"][epoch]):
+            # Once non-finite, weights stay so (NaN and inf only spread), so checking at
+            # evaluations alone decides the same runs, at the same step, on every backend.
+            if not np.isfinite(curves["train_loss"][epoch]) or not _finite(model):
                 diverged = True
                 break
 

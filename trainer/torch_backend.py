@@ -382,14 +382,30 @@ class _Group:
             snaps = self._run_block(state, act, t, t_end)
             self._put(act, state)
             self.steps[act] = t_end
-            bad = ~torch.isfinite(state["params"]).all(dim=1).cpu().numpy()
-            if snaps:
-                bad |= self._evaluate(snaps)[act]
-            self.diverged[act[bad]] = True
+            self._check_divergence(act, state, snaps, t_end)
             if self.progress is not None:
                 self.progress(int(len(act) * (t_end - t)))
             t = t_end
             act = act[(c.total[act] > t) & ~self.diverged[act]]
+
+    def _check_divergence(self, act: np.ndarray, state: dict, snaps: list, t_end: int) -> None:
+        """Marks the runs that went non-finite, with the steps the reference takes: it checks
+        at evaluations, and non-finite weights stay non-finite, so a run stops at its first
+        evaluation that saw them (in this block, or the next one it would have)."""
+        c = self.c
+        first_bad = self._evaluate(snaps)[act] if snaps else np.full(len(act), -1)
+        finite = torch.isfinite(state["params"]).all(dim=1)
+        if self.running is not None:
+            for r in state["running"]:
+                finite &= torch.isfinite(r).flatten(1).all(dim=1)
+        now_bad = ~finite.cpu().numpy()
+        spe, every = c.spe[act], self.chunk.eval_every
+        reached = -(-t_end // spe)                                  # epochs begun, ceil
+        next_eval = np.minimum(-(-reached // every) * every, c.epochs[act])
+        epoch = np.where(first_bad >= 0, first_bad + 1, next_eval)
+        bad = (first_bad >= 0) | now_bad
+        self.diverged[act[bad]] = True
+        self.steps[act[bad]] = (epoch * spe)[bad]
 
     def _take(self, act: np.ndarray) -> dict:
         """The active runs' state, copied out of the full-size tensors."""
@@ -489,16 +505,20 @@ class _Group:
         return snaps
 
     def _evaluate(self, snaps: list) -> np.ndarray:
-        """Evaluates a block's snapshots into the curves; returns bool [R]: the runs whose
-        evaluated training loss is not finite."""
+        """Evaluates a block's snapshots into the curves. Returns int [R]: for each run, the
+        first epoch column whose snapshot had non-finite weights or training loss, else -1."""
         net = self.net
         params = torch.cat([s[0] for s in snaps])
         running = tuple(torch.cat([s[1][i] for s in snaps]) for i in range(2)) \
             if net.batchnorm else None
         runs = np.concatenate([s[2] for s in snaps])
         cols = np.concatenate([s[3] for s in snaps])
+        finite = torch.isfinite(params).all(dim=1)
+        if running is not None:
+            for r in running:
+                finite &= torch.isfinite(r).flatten(1).all(dim=1)
+        bad = ~finite.cpu().numpy()
         width = max([self.chunk.data.n_features, *self.chunk.model.hidden])
-        bad = np.zeros(len(self.rows), dtype=bool)
         for split, x, y in (("train", self.x, self.y), ("val", self.x_val, self.y_val)):
             if len(x) == 0:
                 continue
@@ -512,8 +532,11 @@ class _Group:
                     curve = self.result.curves[f"{split}_{metric}"]
                     curve[self.rows[runs[lo:hi]], cols[lo:hi]] = value
                     if split == "train" and metric == "loss":
-                        bad[runs[lo:hi][~np.isfinite(value)]] = True
-        return bad
+                        bad[lo:hi] |= ~np.isfinite(value)
+        first = np.full(len(self.rows), -1)
+        for run, col in sorted(zip(runs[bad], cols[bad]), key=lambda rc: -rc[1]):
+            first[run] = col                       # the smallest column is written last
+        return first
 
     # ---- results ------------------------------------------------------------------------
     def write_result(self):
