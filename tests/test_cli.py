@@ -26,6 +26,7 @@ def test_run_writes_the_results_directory(write_config, tmp_path, capsys):
     assert run_cli("run", path, "--out", out) == 0
     stdout = capsys.readouterr().out
     assert "4 runs" in stdout and str(out) in stdout
+    assert "final_train_loss by batch_size" in stdout and "final_train_loss by shuffle" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
     res = tinysweep.load(out)
     assert list(res.table.run_id) == [0, 1, 2, 3]

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from .errors import UserError
 from .sweep import BACKENDS, DEVICES, Plan, execute, prepare
 from .results import RESULT_FILES, Results
@@ -47,21 +50,45 @@ def _holds_results(out: Path) -> bool:
     return any((out / name).exists() for name in RESULT_FILES) or ChunkStore(out).exists()
 
 
+def _by_param(table, param: str, metric: str = "final_train_loss", bins: int = 5) -> str:
+    """One line per value of ``param`` (or per range, for many numeric values): the median
+    and range of ``metric`` over the runs that have it."""
+    values = table[param]
+    if values.nunique() > 8 and values.dtype.kind in "if":
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+        keys = pd.cut(values, edges, include_lowest=True)
+    else:
+        keys = values
+    rows = []
+    for _, group in table.groupby(keys, observed=True, sort=True):
+        lo, hi = group[param].min(), group[param].max()
+        label = str(lo) if lo == hi else f"{lo:.4g}..{hi:.4g}"
+        m = group[metric]
+        rows.append((label, m.median(), m.min(), m.max(), len(group)))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{metric} by {param} (median, min..max over runs):"]
+    lines += [f"  {k:>{width}}  {med:.4g}  ({lo:.4g}..{hi:.4g}, {n} runs)"
+              for k, med, lo, hi, n in rows]
+    return "\n".join(lines)
+
+
 def _headline(res: Results, seconds: float, plan: Plan) -> str:
-    """A few lines on what happened: counts, time, the best and worst runs."""
+    """What happened: counts and time, how the final loss moves with each swept parameter,
+    the best and worst runs."""
     table = res.table
     swept = [k for k in plan.config.sweep.params if table[k].nunique() > 1]
     metrics = [c for c in table.columns if c.startswith("final_")]
-    shown = table[["run_id", *swept, *metrics]].sort_values("final_train_loss")
     lines = [f"{len(table)} runs, {int(table.steps.sum()):,} optimizer steps in {seconds:.2f} s "
              f"({plan.backend} backend, {plan.device}); {int(table.diverged.sum())} diverged"]
+    lines += [_by_param(table, k) for k in swept]
+    shown = table[["run_id", *swept, *metrics]].sort_values("final_train_loss")
     k = 5
     if len(shown) <= 2 * k:
         lines.append(shown.to_string(index=False, float_format="%.4g"))
     else:
-        lines.append(f"best {k} by final_train_loss:")
+        lines.append(f"best {k} runs:")
         lines.append(shown.head(k).to_string(index=False, float_format="%.4g"))
-        lines.append(f"worst {k}:")
+        lines.append(f"worst {k} runs:")
         lines.append(shown.tail(k).to_string(index=False, float_format="%.4g"))
     return "\n".join(lines)
 
