@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import tinysweep
@@ -85,6 +86,13 @@ def test_bad_arguments_exit_2(write_config, tmp_path, capsys):
     assert "jax" in capsys.readouterr().err
     assert run_cli("run", write_config(), "--chunk-runs", "0") == 2
     assert "--chunk-runs" in capsys.readouterr().err
+    assert run_cli("run", write_config(), "--backend", "triton") == 2
+    assert "triton" in capsys.readouterr().err
+    assert run_cli("run", write_config(), "--executor", "ray") == 2
+    assert "ray" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run_cli("run", write_config(), "--device", "cuda") == 2
+        assert "cuda" in capsys.readouterr().err
 
 
 def test_interrupted_sweep_resumes_to_the_uninterrupted_table(write_config, tmp_path, monkeypatch,

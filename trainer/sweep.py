@@ -94,6 +94,8 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
     check_batchnorm_batches(chunk)
     device = resolve_device(device)
     backend = resolve_backend(backend, device)
+    if backend == "reference":
+        device = "cpu"          # the reference is plain CPU PyTorch, whatever --device says
     if chunk_runs is None:
         chunk_runs = default_chunk_runs(chunk)
     elif isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
