@@ -31,12 +31,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="tinysweep", description="Train many tiny MLPs at once.")
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = ap.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="run a sweep described by a config file")
     run.add_argument("config", help="the sweep's YAML or JSON config")
     run.add_argument("--out", help="results directory (default: runs/NAME)")
     run.add_argument("--backend", default="auto", choices=BACKENDS,
-                     help="auto: triton on CUDA, else torch (default: auto)")
+                     help="auto (default): torch for now; triton on CUDA once its kernels land")
     run.add_argument("--device", choices=DEVICES, help="default: cuda when available")
     run.add_argument("--chunk-runs", type=int, metavar="N", help="at most N runs per launch")
     run.add_argument("--executor", default="local", choices=("local", "ray"))
@@ -124,6 +124,8 @@ def cmd_run(args) -> int:
 def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
+        if args.command is None:
+            raise UserError("missing command; try 'tinysweep run CONFIG' (see tinysweep --help)")
         return cmd_run(args)
     except UserError as e:
         print(f"tinysweep: error: {e}", file=sys.stderr)

@@ -22,10 +22,13 @@ The forward and backward passes are written out (no autograd) for the MLP
 and, for batchnorm on the input (batch statistics over the run's real rows),
 ``dL/dgamma = sum_rows dh_0 * xhat``, ``dL/dbeta = sum_rows dh_0``.
 
-Steps are processed in blocks: the batch rows, per-step learning rates and bias
-corrections of a block are computed in a few vectorized ops before its steps run, the
-evaluation snapshots taken in a block are evaluated together at its end, and a run is
-checked for divergence at each block end (and frozen from then on).
+Runs are trained in groups that share the input normalization and the optimizer family
+(sgd, or adam/adamw), so each step runs only the ops its group needs. Steps are processed
+in blocks: the batches, per-step learning rates and bias corrections of a block are
+computed in a few vectorized ops before its steps run; the evaluation snapshots taken in a
+block are evaluated together at its end; and each block end checks for non-finite runs,
+which leave the active set with the step count the reference would report (it checks at
+evaluations, and non-finite weights stay non-finite).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from .model import layer_sizes, linear_names, pointwise_loss, seeded_model
 from .order import permutations
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1      # nn.BatchNorm1d's defaults
+# Steps per block, at most: enough to amortize a block's set-up (a few hundred us) over
+# steps of a few tens of us, few enough that a diverged run is dropped soon.
 MAX_BLOCK_STEPS = 256
 # Elements of a block's gathered batches ([steps, runs, rows]) and of an evaluation
 # ([snapshots, rows, width]): bounds memory to a few hundred MB whatever the sweep.
