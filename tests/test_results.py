@@ -89,3 +89,14 @@ def test_init_model_holds_the_initial_weights(mixed):
 def test_load_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(tinysweep.UserError, match="results.csv"):
         tinysweep.load(tmp_path)
+
+
+def test_saved_config_reruns_to_the_same_results(write_config, tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,y\n" + "".join(f"{i % 7},{i * 0.3},{i % 2}\n" for i in range(30)))
+    path = write_config(data={"source": "csv", "params": {"path": "d.csv", "target": "y"}},
+                        model={"hidden": [2], "loss": "bce_with_logits"},
+                        sweep={"params": {"batch_size": [4, 7]}})
+    first = tinysweep.run(path, out=tmp_path / "first")
+    again = tinysweep.run(tmp_path / "first" / "config.yaml")    # its csv path is absolute
+    assert again.table.equals(first.table)
+    assert again.config == first.config

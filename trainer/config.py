@@ -281,14 +281,12 @@ def parse_config(raw: dict, base_dir: Path) -> Config:
         raise UserError(f"name: expected a name of letters, digits, '_', '-' or '.', got {name!r}")
 
     data = _section(raw, "data", required=True)
-    from .data import SOURCES   # late: data.py imports torch, config checks should not need it
+    from .data import SOURCES, check_params
     source = data.get("source")
     if source not in SOURCES:
         raise UserError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}"
                         f"{_suggest(source, SOURCES)}")
-    params = data.get("params") or {}
-    if not isinstance(params, dict):
-        raise UserError(f"data.params: expected a mapping, got {params!r}")
+    params = check_params(source, data.get("params"))     # with the generator's defaults
     val_fraction = data.get("val_fraction", 0.0)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 <= val_fraction < 1:

@@ -128,7 +128,7 @@ def _did_you_mean(word: str, choices) -> str:
     return "expected one of " + ", ".join(choices)
 
 
-def _check_params(source: str, params) -> dict:
+def check_params(source: str, params) -> dict:
     """Fill defaults into ``params`` and check every value against _PARAMS[source]."""
     if params is None:
         params = {}
@@ -293,7 +293,7 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
     if (isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real)
             or not 0 <= val_fraction < 1):
         raise UserError(f"data.val_fraction: expected a number in [0, 1), got {val_fraction!r}")
-    p = _check_params(source, params)
+    p = check_params(source, params)
 
     if source == "csv":
         x, y, names, where, columns = _load_csv(p, base_dir)
