@@ -61,6 +61,7 @@ def test_existing_results_are_refused_unless_overwrite(write_config, tmp_path, c
     ({"optimiser": "sgd"}, "did you mean 'optimizer'"),
     ({"optimizer": "adamm"}, "did you mean 'adam'"),
     ({"input_norm": "batchnorm", "batch_size": 36}, "batch of one row"),
+    ({"epochs": 10**9}, "train.eval_every: 1 runs x 1,000,000,000 evaluation epochs"),
 ])
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(write_config, tmp_path, capsys,
                                                             train, expected):

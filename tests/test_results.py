@@ -100,3 +100,17 @@ def test_saved_config_reruns_to_the_same_results(write_config, tmp_path):
     again = tinysweep.run(tmp_path / "first" / "config.yaml")    # its csv path is absolute
     assert again.table.equals(first.table)
     assert again.config == first.config
+
+
+@pytest.mark.parametrize("epochs, every, expected", [
+    ([4], 1, [1, 2, 3, 4]),
+    ([5, 2, 7], 3, [2, 3, 5, 6, 7]),
+    ([6, 6], 3, [3, 6]),
+    ([10**9], 10**8, [k * 10**8 for k in range(1, 11)]),
+])
+def test_evaluation_epochs(epochs, every, expected):
+    from tinysweep.trainer.backend import count_evaluation_epochs, evaluation_epochs
+    from tinysweep.trainer.config import RunParams
+    runs = [RunParams(epochs=e) for e in epochs]
+    assert list(evaluation_epochs(runs, every)) == expected
+    assert count_evaluation_epochs(runs, every) == len(expected)

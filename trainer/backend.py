@@ -15,18 +15,32 @@ from .config import ModelSpec, RunParams
 from .data import Dataset
 
 
+def evaluation_epochs(runs: list[RunParams], eval_every: int) -> np.ndarray:
+    """The union of all runs' evaluation epochs (1-based), sorted: int64 [E]. A run is
+    evaluated after every eval_every-th epoch and after its last."""
+    last = np.unique([r.epochs for r in runs])
+    multiples = np.arange(eval_every, last.max() + 1, eval_every, dtype=np.int64)
+    return np.union1d(multiples, last)
+
+
+def count_evaluation_epochs(runs: list[RunParams], eval_every: int) -> int:
+    """len(evaluation_epochs(...)), without building it."""
+    last = np.unique([r.epochs for r in runs])
+    return int(last.max() // eval_every + np.count_nonzero(last % eval_every))
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """A backend's input: ``runs`` (resolved, checked) on ``data`` with ``model``."""
+    """A backend's input: ``runs`` (resolved, checked) on ``data`` with ``model``.
+
+    eval_epochs: the whole sweep's evaluation epochs, sorted [E]: the curve columns.
+    """
 
     model: ModelSpec
     data: Dataset
     runs: list[RunParams]
     eval_every: int                     # evaluate after every eval_every-th epoch and the last
-
-    @property
-    def max_epochs(self) -> int:
-        return max(r.epochs for r in self.runs)
+    eval_epochs: np.ndarray
 
     def metrics(self) -> list[str]:
         """Names of the curves: train_loss, val_loss (with a validation split), and the
@@ -39,13 +53,21 @@ class Chunk:
         """Is there an evaluation after ``epoch`` (1-based) of ``run``?"""
         return epoch % self.eval_every == 0 or epoch == run.epochs
 
+    def column(self, epoch):
+        """Curve column of evaluation epoch(s) ``epoch`` (1-based; int or int array)."""
+        return np.searchsorted(self.eval_epochs, epoch)
+
+    def empty_curves(self) -> dict[str, np.ndarray]:
+        return {m: np.full((len(self.runs), len(self.eval_epochs)), np.nan, np.float32)
+                for m in self.metrics()}
+
 
 @dataclass
 class ChunkResult:
     """A backend's output for a chunk of R runs (numpy, float32 unless said otherwise).
 
-    curves: name -> [R, max_epochs]; column e-1 holds the evaluation after epoch e, NaN where
-        the run has none. Names as in Chunk.metrics().
+    curves: name -> [R, E]; column j holds the evaluation after epoch chunk.eval_epochs[j],
+        NaN where the run has none. Names as in Chunk.metrics().
     diverged: bool [R]; steps: int64 [R], optimizer steps taken.
     init, final: state_dict name -> [R, ...], NaN rows for runs whose model lacks the entry.
     optim: optimizer state, 'STATE.NAME' -> [R, ...] (exp_avg, exp_avg_sq, momentum_buffer),

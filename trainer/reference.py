@@ -58,7 +58,7 @@ def train_run(chunk: Chunk, run: RunParams):
     opt = make_optimizer(run, model.parameters())
     sched = (torch.optim.lr_scheduler.StepLR(opt, run.step_size, run.gamma)
              if run.lr_schedule == "step" else None)
-    curves = {m: np.full(chunk.max_epochs, np.nan, np.float32) for m in chunk.metrics()}
+    curves = {m: np.full(len(chunk.eval_epochs), np.nan, np.float32) for m in chunk.metrics()}
     n, steps, diverged = data.n_train, 0, False
 
     for epoch in range(run.epochs):
@@ -79,10 +79,10 @@ def train_run(chunk: Chunk, run: RunParams):
                 if len(x) == 0:
                     continue
                 for metric, value in evaluate(model, x, y, spec.loss).items():
-                    curves[f"{split}_{metric}"][epoch] = value
+                    curves[f"{split}_{metric}"][chunk.column(epoch + 1)] = value
             # Once non-finite, weights stay so (NaN and inf only spread), so checking at
             # evaluations alone decides the same runs, at the same step, on every backend.
-            if not np.isfinite(curves["train_loss"][epoch]) or not _finite(model):
+            if not np.isfinite(curves["train_loss"][chunk.column(epoch + 1)]) or not _finite(model):
                 diverged = True
                 break
 

@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 
 from .backend import Chunk, ChunkResult
-from .config import RUN_PARAM_NAMES, RunParams
+from .config import RUN_PARAM_NAMES
 from .errors import UserError
 from .model import build_model
 
@@ -111,15 +111,6 @@ def load(out: str | Path) -> Results:
     return Results(config, table, curves, params)
 
 
-def eval_epochs(runs: list[RunParams], eval_every: int) -> np.ndarray:
-    """The union of all runs' evaluation epochs (1-based), sorted: int64 [E]."""
-    epochs = set()
-    for e in {r.epochs for r in runs}:
-        epochs.update(range(eval_every, e + 1, eval_every))
-        epochs.add(e)
-    return np.array(sorted(epochs), dtype=np.int64)
-
-
 def merge_chunks(parts: list[ChunkResult]) -> ChunkResult:
     """Concatenates chunk results along runs (NaN where a chunk lacks an entry)."""
     def cat(dicts: list[dict[str, np.ndarray]], lengths: list[int]) -> dict[str, np.ndarray]:
@@ -133,11 +124,8 @@ def merge_chunks(parts: list[ChunkResult]) -> ChunkResult:
         return out
 
     lengths = [len(p.steps) for p in parts]
-    width = max(next(iter(p.curves.values())).shape[1] for p in parts)
-    curves = [{k: np.pad(v, ((0, 0), (0, width - v.shape[1])), constant_values=np.nan)
-               for k, v in p.curves.items()} for p in parts]
     return ChunkResult(
-        curves=cat(curves, lengths),
+        curves=cat([p.curves for p in parts], lengths),
         diverged=np.concatenate([p.diverged for p in parts]),
         steps=np.concatenate([p.steps for p in parts]),
         init=cat([p.init for p in parts], lengths),
@@ -148,15 +136,14 @@ def merge_chunks(parts: list[ChunkResult]) -> ChunkResult:
 def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:
     """The Results of a whole sweep from its (merged) backend output."""
     runs = chunk.runs
-    epochs = eval_epochs(runs, chunk.eval_every)
-    last = np.array([r.epochs for r in runs]) - 1
+    last = chunk.column(np.array([r.epochs for r in runs]))
     idx = np.arange(len(runs))
     diverged = res.diverged | ~np.isfinite(res.curves["train_loss"][idx, last])
-    curves = {"epoch": epochs}
+    curves = {"epoch": chunk.eval_epochs}
     table = pd.DataFrame([asdict(r) for r in runs], columns=list(RUN_PARAM_NAMES))
     table.insert(0, "run_id", idx)
     for name, full in res.curves.items():
-        values = full[:, epochs - 1].copy()
+        values = full.copy()
         values[diverged[:, None] & ~np.isfinite(values)] = np.nan
         curves[name] = values
         final = full[idx, last].copy()

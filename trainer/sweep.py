@@ -6,12 +6,13 @@ device) before anything is trained or written; ``run`` trains and, given ``out``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .backend import Chunk, ChunkResult
+from .backend import Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs
 from .config import Config, load_config
 from .data import load_data
 from .errors import UserError
@@ -19,6 +20,9 @@ from .results import Results, assemble, merge_chunks
 from .space import expand
 
 BACKENDS = ("auto", "reference", "torch", "triton")
+# Runs x evaluation epochs, per curve: 1e8 float32 values are 400 MB each (train_loss,
+# val_loss, accuracies), the most a sweep should hold in memory before writing.
+MAX_CURVE_POINTS = 100_000_000
 DEVICES = ("cpu", "cuda")
 
 
@@ -90,7 +94,13 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
     data = load_data(config.data.source, config.data.params, seed=config.data.seed,
                      val_fraction=config.data.val_fraction, loss=config.model.loss,
                      base_dir=config.base_dir)
-    chunk = Chunk(config.model, data, runs, config.eval_every)
+    evaluations = count_evaluation_epochs(runs, config.eval_every)
+    if len(runs) * evaluations > MAX_CURVE_POINTS:
+        raise UserError(f"train.eval_every: {len(runs):,} runs x {evaluations:,} evaluation "
+                        f"epochs is more curve points than fit in memory "
+                        f"({MAX_CURVE_POINTS:.0e}); evaluate less often")
+    chunk = Chunk(config.model, data, runs, config.eval_every,
+                  evaluation_epochs(runs, config.eval_every))
     check_batchnorm_batches(chunk)
     device = resolve_device(device)
     backend = resolve_backend(backend, device)
@@ -134,7 +144,7 @@ def execute(plan: Plan, progress: bool = False, store=None) -> Results:
             hi = min(lo + plan.chunk_runs, len(runs))
             part = store.load(lo) if store is not None else None
             if part is None:
-                sub = Chunk(plan.chunk.model, plan.chunk.data, runs[lo:hi], plan.chunk.eval_every)
+                sub = dataclasses.replace(plan.chunk, runs=runs[lo:hi])
                 part = train_chunk(plan, sub, bar.update if bar is not None else None)
                 if store is not None:
                     store.save(lo, part)

@@ -407,7 +407,7 @@ class _Group:
         spe, every = c.spe[act], self.chunk.eval_every
         reached = -(-t_end // spe)                                  # epochs begun, ceil
         next_eval = np.minimum(-(-reached // every) * every, c.epochs[act])
-        epoch = np.where(first_bad >= 0, first_bad + 1, next_eval)
+        epoch = np.where(first_bad >= 0, self.chunk.eval_epochs[np.maximum(first_bad, 0)], next_eval)
         bad = (first_bad >= 0) | now_bad
         self.diverged[act[bad]] = True
         self.steps[act[bad]] = (epoch * spe)[bad]
@@ -448,7 +448,7 @@ class _Group:
         return out
 
     def _eval_points(self, t0: int, t1: int, act: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """step -> (active positions, epoch columns) of the runs evaluated after that step."""
+        """step -> (active positions, curve columns) of the runs evaluated after that step."""
         c, steps = self.c, np.arange(t0, t1)
         done = (steps[:, None] + 1) % c.spe[act] == 0
         epoch = (steps[:, None] + 1) // c.spe[act]
@@ -456,7 +456,7 @@ class _Group:
         points = {}
         for s in np.nonzero(is_eval.any(axis=1))[0]:
             where = np.nonzero(is_eval[s])[0]
-            points[int(s)] = (where, epoch[s, where] - 1)
+            points[int(s)] = (where, self.chunk.column(epoch[s, where]))
         return points
 
     def _run_block(self, state: dict, act: np.ndarray, t0: int, t1: int) -> list:
@@ -578,7 +578,7 @@ def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
     """Trains every run of the chunk, vectorized over runs, on ``device``."""
     n_runs = len(chunk.runs)
     result = ChunkResult(
-        curves={m: np.full((n_runs, chunk.max_epochs), np.nan, np.float32) for m in chunk.metrics()},
+        curves=chunk.empty_curves(),
         diverged=np.zeros(n_runs, dtype=bool), steps=np.zeros(n_runs, dtype=np.int64),
         init={}, final={}, optim={})
     groups = defaultdict(list)
