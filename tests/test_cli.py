@@ -56,8 +56,8 @@ def test_existing_results_are_refused_unless_overwrite(write_config, tmp_path, c
 
 @pytest.mark.parametrize("train, expected", [
     ({"lr": -1}, "train.lr: must be > 0"),
-    ({"batch_size": 0}, "train.batch_size: must be >= 1"),
-    ({"epochs": 0}, "train.epochs: must be >= 1"),
+    ({"batch_size": 0}, "train.batch_size: must be in [1, 10**9], got 0"),
+    ({"epochs": 0}, "train.epochs: must be in [1, 10**9], got 0"),
     ({"optimiser": "sgd"}, "did you mean 'optimizer'"),
     ({"optimizer": "adamm"}, "did you mean 'adam'"),
     ({"input_norm": "batchnorm", "batch_size": 36}, "batch of one row"),
@@ -145,3 +145,52 @@ def test_python_dash_m_and_console_script(write_config, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tinysweep", "run", str(path), "--lr", "1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_out_that_cannot_be_a_directory_is_refused(write_config, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        assert run_cli("run", write_config(), "--out", out) == 2
+        assert "--out" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_and_a_failed_start_leaves_nothing_in_the_way(write_config, tmp_path,
+                                                                         monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert run_cli("run", write_config(), "--out", out) == 0
+    real = sweep.train_chunk
+
+    def crash(*args):
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(sweep, "train_chunk", crash)
+    with pytest.raises(RuntimeError):
+        run_cli("run", write_config(train={"epochs": 2}), "--out", out, "--overwrite")
+    assert not (out / "results.csv").exists()       # the old results are gone, as asked
+    monkeypatch.setattr(sweep, "train_chunk", real)
+    # nothing finished: a plain run goes ahead (a stale manifest does not block it)
+    assert run_cli("run", write_config(train={"epochs": 2}), "--out", out) == 0
+    assert tinysweep.load(out).config["train"]["epochs"] == 2
+
+
+def test_oversized_sweeps_are_refused_before_expanding(write_config, capsys):
+    grid = {"seed": {"linspace": [0, 10**6, 10**6]}, "lr": {"linspace": [0.1, 1, 10**5]}}
+    assert run_cli("run", write_config(sweep={"params": grid})) == 2
+    assert "100,000,000,000 runs" in capsys.readouterr().err
+    assert run_cli("run", write_config(sweep={"strategy": "random", "samples": 10**12,
+                                              "params": {"lr": [0.1]}})) == 2
+    assert "sweep.samples" in capsys.readouterr().err
+    assert run_cli("run", write_config(sweep={"params": {"lr": {"logspace": [-3, 400, 3]}}})) == 2
+    err = capsys.readouterr().err
+    assert "float range" in err and err.count("\n") == 1
+
+
+def test_saved_config_quotes_strings_that_look_like_numbers(tmp_path):
+    (tmp_path / "d.csv").write_text("x,1e5\n" + "".join(f"{i},{i % 2}\n" for i in range(12)))
+    path = tmp_path / "c.yaml"
+    path.write_text('name: "1e5"\nmodel: {loss: bce_with_logits}\n'
+                    'data: {source: csv, params: {path: d.csv, target: "1e5"}}\n')
+    res = tinysweep.run(path, out=tmp_path / "o")
+    assert tinysweep.load(tmp_path / "o").config["name"] == "1e5"
+    assert tinysweep.run(tmp_path / "o" / "config.yaml").table.equals(res.table)

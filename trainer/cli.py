@@ -11,6 +11,7 @@ for a bad config, bad data or bad arguments, before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="finish an interrupted sweep in --out, keeping its finished chunks")
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     return ap
+
+
+def _check_out(out: Path) -> None:
+    """Refuses an --out that cannot become a results directory."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out: cannot create {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write in {parent}")
 
 
 def _holds_results(out: Path) -> bool:
@@ -100,17 +114,20 @@ def cmd_run(args) -> int:
         raise UserError("--resume and --overwrite: pass one or the other")
     plan = prepare(args.config, args.backend, args.device, args.chunk_runs)
     out = Path(args.out) if args.out else Path("runs") / plan.config.name
+    _check_out(out)
     store = ChunkStore(out)
     if args.resume:
         store.check_matches(plan)
         if (out / "results.csv").is_file() and not store.exists():
             print(f"nothing to resume: {out}/ already holds the finished sweep")
             return 0
-    elif _holds_results(out):
-        if not args.overwrite:
+    else:
+        if _holds_results(out) and not args.overwrite:
             raise UserError(f"--out: {out} already holds results; pass --resume to finish "
                             f"them or --overwrite to replace them")
-        store.clear()
+        for name in RESULT_FILES:          # --overwrite: what the new sweep will replace
+            (out / name).unlink(missing_ok=True)
+        store.clear()                      # and chunks, or a manifest of a failed start
     start = time.perf_counter()
     res = execute(plan, progress=sys.stderr.isatty(), store=store)
     seconds = time.perf_counter() - start

@@ -28,6 +28,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step")
 MAX_HIDDEN_LAYERS = 3
 MAX_SEED = 2**63 - 1
+MAX_COUNT = 10**9          # batch_size, epochs, step_size: far beyond use, safe in int64 math
 
 
 def _positive(x) -> bool:
@@ -46,6 +47,10 @@ def _seed_range(x) -> bool:
     return 0 <= x <= MAX_SEED
 
 
+def _count(x) -> bool:
+    return 1 <= x <= MAX_COUNT
+
+
 # Each field's metadata says how a config value is checked: its kind ("float", "int",
 # "bool" or "choice"), the allowed choices, and a predicate with the words for the error.
 def _hp(default, kind, *, check=None, expect="", choices=()):
@@ -62,7 +67,7 @@ class RunParams:
     """
 
     lr: float = _hp(1e-3, "float", check=_positive, expect="> 0")
-    batch_size: int = _hp(32, "int", check=_positive, expect=">= 1")
+    batch_size: int = _hp(32, "int", check=_count, expect="in [1, 10**9]")
     shuffle: bool = _hp(True, "bool")
     seed: int = _hp(0, "int", check=_seed_range, expect=f"in [0, {MAX_SEED}]")
     input_norm: str = _hp("none", "choice", choices=INPUT_NORMS)
@@ -74,9 +79,9 @@ class RunParams:
     eps: float = _hp(1e-8, "float", check=_positive, expect="> 0")
     weight_decay: float | None = _hp(None, "float", check=_non_negative, expect=">= 0")
     lr_schedule: str = _hp("constant", "choice", choices=LR_SCHEDULES)
-    step_size: int | None = _hp(None, "int", check=_positive, expect=">= 1")
+    step_size: int | None = _hp(None, "int", check=_count, expect="in [1, 10**9]")
     gamma: float = _hp(0.1, "float", check=_positive, expect="> 0")
-    epochs: int = _hp(100, "int", check=_positive, expect=">= 1")
+    epochs: int = _hp(100, "int", check=_count, expect="in [1, 10**9]")
 
     def resolved(self) -> RunParams:
         """This run with the optimizer-dependent defaults filled in."""
@@ -229,14 +234,22 @@ class _Loader(yaml.SafeLoader):
     YAML 1.1 does: learning rates are written that way."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+class _Dumper(yaml.SafeDumper):
+    """yaml.SafeDumper that quotes the strings _Loader would read as floats ("1e5")."""
+
+
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                  |\.(?:nan|NaN|NAN))$""", re.X)
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def dump_yaml(data: dict) -> str:
+    """YAML text that load_config reads back to ``data``."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -255,6 +268,8 @@ def read_config_file(path: str | Path) -> dict:
             raw = yaml.load(text, Loader=_Loader)   # safe: no tag constructs objects
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except ValueError as e:     # e.g. an integer of more digits than Python converts
+        raise UserError(f"{path}: invalid JSON: {str(e).splitlines()[0]}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

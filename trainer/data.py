@@ -93,9 +93,12 @@ def _positive(key, value):
     return value
 
 
+MAX_ROWS = 10**8   # 400 MB a float32 feature column: far past "tiny", still in memory
+
+
 def _count(key, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise UserError(f"data.params.{key}: expected an integer >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_ROWS:
+        raise UserError(f"data.params.{key}: expected an integer in [1, 10**8], got {value!r}")
     return int(value)
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 from .backend import Chunk, ChunkResult
-from .config import RUN_PARAM_NAMES
+from .config import RUN_PARAM_NAMES, dump_yaml, read_config_file
 from .errors import UserError
 from .model import build_model
 
@@ -89,8 +88,7 @@ class Results:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "params.npz", lambda f: np.savez(f, **self.params))
         atomic_write(out / "curves.npz", lambda f: np.savez(f, **self.curves))
-        atomic_write(out / "config.yaml",
-                     lambda f: f.write(yaml.safe_dump(self.config, sort_keys=False).encode()))
+        atomic_write(out / "config.yaml", lambda f: f.write(dump_yaml(self.config).encode()))
         # results.csv last: its presence marks a finished sweep.
         atomic_write(out / "results.csv", lambda f: f.write(self.table.to_csv(index=False).encode()))
         return out
@@ -102,7 +100,7 @@ def load(out: str | Path) -> Results:
     for name in RESULT_FILES:
         if not (out / name).is_file():
             raise UserError(f"{out}: not a results directory ({name} is missing)")
-    config = yaml.safe_load((out / "config.yaml").read_text())
+    config = read_config_file(out / "config.yaml")
     table = pd.read_csv(out / "results.csv")
     with np.load(out / "curves.npz", allow_pickle=False) as f:
         curves = dict(f)

@@ -14,6 +14,9 @@ import numpy as np
 from .config import Config, RunParams, check_run, check_run_value
 from .errors import UserError
 
+# Runs in one sweep, at most: each costs a few hundred bytes of bookkeeping before any
+# training, and 10 million already make a results table of gigabytes.
+MAX_RUNS = 10_000_000
 _GRID_FORMS = ("linspace", "logspace")
 _RANDOM_FORMS = ("uniform", "loguniform")
 
@@ -34,8 +37,9 @@ def _range_form(value: dict, where: str, forms: tuple[str, ...]) -> tuple[str, l
         raise UserError(f"{where}.{form}: expected a list of {n_args} numbers, got {args!r}")
     if not all(math.isfinite(a) for a in args):
         raise UserError(f"{where}.{form}: expected finite numbers, got {args!r}")
-    if form in _GRID_FORMS and args[2] > 1_000_000_000:
-        raise UserError(f"{where}.{form}: {args[2]} points is more than a sweep can hold")
+    if form in _GRID_FORMS and args[2] > MAX_RUNS:
+        raise UserError(f"{where}.{form}: {args[2]:g} points is more than a sweep holds "
+                        f"({MAX_RUNS:,} runs)")
     if form in _GRID_FORMS and (args[2] != int(args[2]) or args[2] < 1):
         raise UserError(f"{where}.{form}: the count (third number) must be an integer >= 1, "
                         f"got {args[2]!r}")
@@ -58,7 +62,10 @@ def grid_axis(value, where: str) -> list:
         return value
     if isinstance(value, dict):
         form, (lo, hi, n) = _range_form(value, where, _GRID_FORMS)
-        xs = np.linspace(lo, hi, int(n)) if form == "linspace" else np.logspace(lo, hi, int(n))
+        with np.errstate(over="ignore"):      # 10**400 becomes inf, refused below
+            xs = np.linspace(lo, hi, int(n)) if form == "linspace" else np.logspace(lo, hi, int(n))
+        if not np.isfinite(xs).all():
+            raise UserError(f"{where}.{form}: {value[form]!r} reaches numbers beyond float range")
         return [_as_python(x, value.get("int", False)) for x in xs]
     return [value]
 
@@ -81,8 +88,15 @@ def expand(config: Config) -> list[RunParams]:
     names = list(config.sweep.params)
     if config.sweep.strategy == "grid":
         axes = [grid_axis(config.sweep.params[k], f"sweep.params.{k}") for k in names]
+        size = math.prod(len(a) for a in axes)
+        if size > MAX_RUNS:
+            raise UserError(f"sweep.params: the grid has {size:,} runs, more than a sweep "
+                            f"holds ({MAX_RUNS:,}); split it into several sweeps")
         combos = list(itertools.product(*axes))
     else:
+        if config.sweep.samples > MAX_RUNS:
+            raise UserError(f"sweep.samples: {config.sweep.samples:,} runs is more than a "
+                            f"sweep holds ({MAX_RUNS:,}); split it into several sweeps")
         rng = np.random.default_rng(config.sweep.seed)
         combos = [tuple(_draw(config.sweep.params[k], f"sweep.params.{k}", rng) for k in names)
                   for _ in range(config.sweep.samples)]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import ChunkResult
+from .config import read_config_file
 from .errors import UserError
 from .results import atomic_write
 
@@ -35,7 +36,8 @@ class ChunkStore:
         self.dir = self.out / ".chunks"
 
     def exists(self) -> bool:
-        return self.dir.is_dir() and any(self.dir.iterdir())
+        """Does the folder hold any finished chunk?"""
+        return self.dir.is_dir() and any(self.dir.glob("chunk-*.npz"))
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -48,8 +50,7 @@ class ChunkStore:
         """Refuses to resume a directory that holds another sweep (or other chunking)."""
         saved = self.out / "config.yaml"
         if saved.is_file():
-            import yaml
-            if config_hash(yaml.safe_load(saved.read_text())) != config_hash(plan.config.to_dict()):
+            if config_hash(read_config_file(saved)) != config_hash(plan.config.to_dict()):
                 raise UserError(f"--resume: {self.out} holds results of a different config; "
                                 f"pick another --out or pass --overwrite")
         manifest = self.dir / "manifest.json"

@@ -26,9 +26,9 @@ Runs are trained in groups that share the input normalization and the optimizer 
 (sgd, or adam/adamw), so each step runs only the ops its group needs. Steps are processed
 in blocks: the batches, per-step learning rates and bias corrections of a block are
 computed in a few vectorized ops before its steps run; the evaluation snapshots taken in a
-block are evaluated together at its end; and each block end checks for non-finite runs,
-which leave the active set with the step count the reference would report (it checks at
-evaluations, and non-finite weights stay non-finite).
+block (weights, optimizer and batchnorm state) are evaluated together at its end. A run
+whose snapshot has non-finite weights or training loss is then rolled back to that
+snapshot and frozen: exactly where the reference, which checks at evaluations, stops it.
 """
 
 from __future__ import annotations
@@ -387,30 +387,31 @@ class _Group:
             snaps = self._run_block(state, act, t, t_end)
             self._put(act, state)
             self.steps[act] = t_end
-            self._check_divergence(act, state, snaps, t_end)
+            self._check_divergence(act, snaps)
             if self.progress is not None:
                 self.progress(int(len(act) * (t_end - t)))
             t = t_end
             act = act[(c.total[act] > t) & ~self.diverged[act]]
 
-    def _check_divergence(self, act: np.ndarray, state: dict, snaps: list, t_end: int) -> None:
-        """Marks the runs that went non-finite, with the steps the reference takes: it checks
-        at evaluations, and non-finite weights stay non-finite, so a run stops at its first
-        evaluation that saw them (in this block, or the next one it would have)."""
-        c = self.c
-        first_bad = self._evaluate(snaps)[act] if snaps else np.full(len(act), -1)
-        finite = torch.isfinite(state["params"]).all(dim=1)
-        if self.running is not None:
-            for r in state["running"]:
-                finite &= torch.isfinite(r).flatten(1).all(dim=1)
-        now_bad = ~finite.cpu().numpy()
-        spe, every = c.spe[act], self.chunk.eval_every
-        reached = -(-t_end // spe)                                  # epochs begun, ceil
-        next_eval = np.minimum(-(-reached // every) * every, c.epochs[act])
-        epoch = np.where(first_bad >= 0, self.chunk.eval_epochs[np.maximum(first_bad, 0)], next_eval)
-        bad = (first_bad >= 0) | now_bad
-        self.diverged[act[bad]] = True
-        self.steps[act[bad]] = (epoch * spe)[bad]
+    def _check_divergence(self, act: np.ndarray, snaps: list) -> None:
+        """Freezes the runs whose weights or training loss were non-finite at an evaluation of
+        this block, as the reference does: state, steps and curves as of that evaluation."""
+        if not snaps:
+            return
+        snap, first = self._evaluate(snaps)
+        for k in np.nonzero(first >= 0)[0]:      # k: a run of this group
+            j = first[k]                          # its first bad snapshot
+            self.diverged[k] = True
+            epoch = self.chunk.eval_epochs[snap["cols"][j]]
+            self.steps[k] = epoch * self.c.spe[k]
+            self.params[k] = snap["params"][j]
+            for name, value in self.opt_state.items():
+                value[k] = snap["opt"][name][j]
+            if self.running is not None:
+                for full, part in zip(self.running, snap["running"]):
+                    full[k] = part[j]
+            for curve in self.result.curves.values():   # no evaluations after it
+                curve[self.rows[k], snap["cols"][j] + 1:] = np.nan
 
     def _take(self, act: np.ndarray) -> dict:
         """The active runs' state, copied out of the full-size tensors."""
@@ -434,17 +435,18 @@ class _Group:
         """Per-step optimizer factors, each a list over steps of [A, 1] tensors (computed
         in float64 from the float hyperparameters, as torch.optim does)."""
         c, steps = self.c, np.arange(t0, t1)
-        lr = c.lr_at(steps, act)                                   # [S, A]
         k = (steps + 1)[:, None]                                   # the optimizer's step count
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(
             self.device).unsqueeze(-1).unbind(0)
-        out = {"decay": to(1 - lr * c.wd_decoupled[act])}
-        if self.sgd:
-            out["neg_lr"] = to(-lr)
-        else:
-            bc1, bc2 = 1 - c.beta1[act] ** k, 1 - c.beta2[act] ** k
-            out["neg_step_size"] = to(-lr / bc1)
-            out["bc2_sqrt"] = to(np.sqrt(bc2))
+        with np.errstate(over="ignore"):       # lr 1e300 is inf in float32: the run diverges
+            lr = c.lr_at(steps, act)                               # [S, A]
+            out = {"decay": to(1 - lr * c.wd_decoupled[act])}
+            if self.sgd:
+                out["neg_lr"] = to(-lr)
+            else:
+                bc1, bc2 = 1 - c.beta1[act] ** k, 1 - c.beta2[act] ** k
+                out["neg_step_size"] = to(-lr / bc1)
+                out["bc2_sqrt"] = to(np.sqrt(bc2))
         return out
 
     def _eval_points(self, t0: int, t1: int, act: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -505,19 +507,27 @@ class _Group:
             if s in points:
                 where, cols = points[s]
                 i = torch.from_numpy(where).to(dev)
-                running = tuple(r[i] for r in state["running"]) if net.batchnorm else None
-                snaps.append((params[i], running, act[where], cols))
+                snaps.append({
+                    "params": params[i], "runs": act[where], "cols": cols,
+                    "opt": {k: state[k][i] for k in self.opt_state},
+                    "running": tuple(r[i] for r in state["running"]) if net.batchnorm else None})
         return snaps
 
-    def _evaluate(self, snaps: list) -> np.ndarray:
-        """Evaluates a block's snapshots into the curves. Returns int [R]: for each run, the
-        first epoch column whose snapshot had non-finite weights or training loss, else -1."""
+    def _evaluate(self, snaps: list) -> tuple[dict, np.ndarray]:
+        """Evaluates a block's snapshots into the curves.
+
+        Returns the snapshots concatenated (params [K, P], opt, running, runs [K], cols [K])
+        and, for each run of the group, the index of its first snapshot with non-finite
+        weights or training loss, else -1: int [R].
+        """
         net = self.net
-        params = torch.cat([s[0] for s in snaps])
-        running = tuple(torch.cat([s[1][i] for s in snaps]) for i in range(2)) \
-            if net.batchnorm else None
-        runs = np.concatenate([s[2] for s in snaps])
-        cols = np.concatenate([s[3] for s in snaps])
+        snap = {"params": torch.cat([s["params"] for s in snaps]),
+                "runs": np.concatenate([s["runs"] for s in snaps]),
+                "cols": np.concatenate([s["cols"] for s in snaps]),
+                "opt": {k: torch.cat([s["opt"][k] for s in snaps]) for k in self.opt_state},
+                "running": tuple(torch.cat([s["running"][i] for s in snaps]) for i in range(2))
+                if net.batchnorm else None}
+        params, running, runs, cols = snap["params"], snap["running"], snap["runs"], snap["cols"]
         finite = torch.isfinite(params).all(dim=1)
         if running is not None:
             for r in running:
@@ -539,9 +549,9 @@ class _Group:
                     if split == "train" and metric == "loss":
                         bad[lo:hi] |= ~np.isfinite(value)
         first = np.full(len(self.rows), -1)
-        for run, col in sorted(zip(runs[bad], cols[bad]), key=lambda rc: -rc[1]):
-            first[run] = col                       # the smallest column is written last
-        return first
+        for j in reversed(np.nonzero(bad)[0]):   # snapshots are in step order: keep the first
+            first[runs[j]] = j
+        return snap, first
 
     # ---- results ------------------------------------------------------------------------
     def write_result(self):
