@@ -112,11 +112,12 @@ def _input_grad(dz: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.bmm(dz, weight)
 
 
-def batch_stats(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted mean and biased variance over rows: x [K, B, d], w [K, B, 1] summing to 1
-    over B; both [K, 1, d]."""
-    mean = (x * w).sum(dim=1, keepdim=True)
-    var = ((x - mean).square_().mul_(w)).sum(dim=1, keepdim=True)
+def batch_stats(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor):
+    """Mean and biased variance over each batch's real rows, both [K, 1, d], summed then
+    divided as BatchNorm1d does (a constant feature gets variance 0, not rounding noise that
+    1/sqrt(eps) would amplify). x [K, B, d]; mask [K, B, 1] is 1 on real rows; rows [K, 1, 1]."""
+    mean = (x * mask).sum(dim=1, keepdim=True).div_(rows)
+    var = (x - mean).square_().mul_(mask).sum(dim=1, keepdim=True).div_(rows)
     return mean, var
 
 
@@ -335,8 +336,9 @@ class _Group:
     def _gather(self, t0: int, t1: int, act: np.ndarray, scale: float):
         """Batches of global steps t0..t1-1 for the active runs ``act``.
 
-        Returns x [S, A, B, d], y [S, A, B, 1], the row weights w [S, A, B, 1] (``scale``
-        / rows on a batch's rows, 0 on its padding) and the rows in each batch [S, A, 1].
+        Returns x [S, A, B, d], y [S, A, B, 1], the mask [S, A, B, 1] (1 on a batch's rows,
+        0 on its padding), the row weights w = mask * scale / rows, and the rows in each
+        batch [S, A, 1].
         """
         c, dev, n = self.c, self.device, self.n
         steps = np.arange(t0, t1)
@@ -370,10 +372,9 @@ class _Group:
         steps_down = torch.cat([torch.ones(width, device=dev), torch.zeros(width, device=dev)])
         mask = steps_down.as_strided((width + 1, width), (1, 1))
         count_t = torch.from_numpy(count.reshape(-1)).to(dev)
-        w = mask.index_select(0, width - count_t).view(*epoch.shape, width, 1)
+        mask_rows = mask.index_select(0, width - count_t).view(*epoch.shape, width, 1)
         count_f = count_t.to(torch.float32).view(*epoch.shape, 1)
-        w.mul_((scale / count_f).unsqueeze(-1))
-        return x, y, w, count_f
+        return x, y, mask_rows, mask_rows * (scale / count_f).unsqueeze(-1), count_f
 
     # ---- training -----------------------------------------------------------------------
     def train(self):
@@ -464,8 +465,8 @@ class _Group:
     def _run_block(self, state: dict, act: np.ndarray, t0: int, t1: int) -> list:
         """Runs global steps t0..t1-1 of the active runs; returns the evaluation snapshots."""
         net, dev = self.net, self.device
-        xs, ys, ws, counts = self._gather(t0, t1, act, net.loss_scale)
-        xs, ys, ws, counts = xs.unbind(0), ys.unbind(0), ws.unbind(0), counts.unbind(0)
+        batches = self._gather(t0, t1, act, net.loss_scale)
+        xs, ys, masks, ws, counts = (t.unbind(0) for t in batches)
         sched = self._schedule(t0, t1, act)
         points = self._eval_points(t0, t1, act)
         idx = torch.from_numpy(act).to(dev)
@@ -481,13 +482,14 @@ class _Group:
             norm = None
             if net.batchnorm:
                 rows = counts[s].unsqueeze(-1)                     # [A, 1, 1]
-                norm = batch_stats(x, w / net.loss_scale)
+                norm = batch_stats(x, masks[s], rows)
             out, acts, xhat = net.forward(p, x, norm)
             net.backward(p, g, net.output_grad(out, ys[s], w), acts, xhat)
             if net.batchnorm:   # running stats: momentum 0.1, unbiased variance, as BatchNorm1d
                 mean, var = norm
-                state["running"][0].lerp_(mean, BN_MOMENTUM)
-                state["running"][1].lerp_(var * rows / (rows - 1), BN_MOMENTUM)
+                state["running"][0].mul_(1 - BN_MOMENTUM).add_(mean, alpha=BN_MOMENTUM)
+                state["running"][1].mul_(1 - BN_MOMENTUM).add_(var * rows / (rows - 1),
+                                                               alpha=BN_MOMENTUM)
             if coupled:
                 grads.addcmul_(params, h["wd"])
             if decoupled:
