@@ -194,3 +194,12 @@ def test_saved_config_quotes_strings_that_look_like_numbers(tmp_path):
     res = tinysweep.run(path, out=tmp_path / "o")
     assert tinysweep.load(tmp_path / "o").config["name"] == "1e5"
     assert tinysweep.run(tmp_path / "o" / "config.yaml").table.equals(res.table)
+
+
+@pytest.mark.parametrize("backend, unit", [("torch", "step"), ("reference", "run")])
+def test_progress_bar_counts_the_work(write_config, capsys, backend, unit):
+    tinysweep.run(write_config(sweep={"params": {"batch_size": [4, 9]}}), backend=backend,
+                  progress=True)
+    err = capsys.readouterr().err
+    total = "2" if unit == "run" else str(3 * (10 + 5))      # 37 rows: 10 and 5 steps/epoch
+    assert f"/{total}" in err and f"{unit}/s" in err
