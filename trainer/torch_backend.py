@@ -333,12 +333,12 @@ class _Group:
         y = torch.cat([self.y[order], self.y.new_zeros(len(order), width)], 1)
         return x.view(-1, x.shape[-1]), y.view(-1, 1)
 
-    def _gather(self, t0: int, t1: int, act: np.ndarray, scale: float):
+    def _gather(self, t0: int, t1: int, act: np.ndarray, scale: float, keep_mask: bool):
         """Batches of global steps t0..t1-1 for the active runs ``act``.
 
         Returns x [S, A, B, d], y [S, A, B, 1], the mask [S, A, B, 1] (1 on a batch's rows,
-        0 on its padding), the row weights w = mask * scale / rows, and the rows in each
-        batch [S, A, 1].
+        0 on its padding; None unless ``keep_mask``), the row weights w = mask * scale /
+        rows, and the rows in each batch [S, A, 1].
         """
         c, dev, n = self.c, self.device, self.n
         steps = np.arange(t0, t1)
@@ -374,7 +374,9 @@ class _Group:
         count_t = torch.from_numpy(count.reshape(-1)).to(dev)
         mask_rows = mask.index_select(0, width - count_t).view(*epoch.shape, width, 1)
         count_f = count_t.to(torch.float32).view(*epoch.shape, 1)
-        return x, y, mask_rows, mask_rows * (scale / count_f).unsqueeze(-1), count_f
+        weights = mask_rows * (scale / count_f).unsqueeze(-1) if keep_mask else \
+            mask_rows.mul_((scale / count_f).unsqueeze(-1))
+        return x, y, mask_rows if keep_mask else None, weights, count_f
 
     # ---- training -----------------------------------------------------------------------
     def train(self):
@@ -465,8 +467,9 @@ class _Group:
     def _run_block(self, state: dict, act: np.ndarray, t0: int, t1: int) -> list:
         """Runs global steps t0..t1-1 of the active runs; returns the evaluation snapshots."""
         net, dev = self.net, self.device
-        batches = self._gather(t0, t1, act, net.loss_scale)
-        xs, ys, masks, ws, counts = (t.unbind(0) for t in batches)
+        x, y, mask, w, count = self._gather(t0, t1, act, net.loss_scale, net.batchnorm)
+        xs, ys, ws = x.unbind(0), y.unbind(0), w.unbind(0)
+        masks, counts = (mask.unbind(0), count.unbind(0)) if net.batchnorm else (None, None)
         sched = self._schedule(t0, t1, act)
         points = self._eval_points(t0, t1, act)
         idx = torch.from_numpy(act).to(dev)
