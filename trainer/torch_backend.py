@@ -390,13 +390,13 @@ class _Group:
             snaps = self._run_block(state, act, t, t_end)
             self._put(act, state)
             self.steps[act] = t_end
-            self._check_divergence(act, snaps)
+            self._check_divergence(snaps)
             if self.progress is not None:
                 self.progress(int(len(act) * (t_end - t)))
             t = t_end
             act = act[(c.total[act] > t) & ~self.diverged[act]]
 
-    def _check_divergence(self, act: np.ndarray, snaps: list) -> None:
+    def _check_divergence(self, snaps: list) -> None:
         """Freezes the runs whose weights or training loss were non-finite at an evaluation of
         this block, as the reference does: state, steps and curves as of that evaluation."""
         if not snaps:
