@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 from contenders import plain_loop  # noqa: E402
 
 import tinysweep  # noqa: E402
+from tinysweep.trainer.backend import steps_per_epoch  # noqa: E402
 from tinysweep.trainer.config import load_config  # noqa: E402
 from tinysweep.trainer.sweep import execute, prepare  # noqa: E402
 
@@ -49,7 +50,7 @@ def line_study(slice_every: int, repeats: int) -> dict:
     runs, data = plan.chunk.runs, plan.chunk.data
     n, epochs = data.n_train, runs[0].epochs
     sample_steps = sum(r.epochs * n for r in runs)
-    opt_steps = sum(r.epochs * -(-n // r.batch_size) for r in runs)
+    opt_steps = sum(r.epochs * steps_per_epoch(n, r.batch_size) for r in runs)
 
     execute(plan)                            # warm-up: first-call allocations, thread pools
     times = []
@@ -65,7 +66,7 @@ def line_study(slice_every: int, repeats: int) -> dict:
         plain_loop(data.x_train, data.y_train, r.batch_size, r.shuffle, epochs, r.lr, r.seed)
     loop_slice_s = time.perf_counter() - t
     # Extrapolate by optimizer steps, which is what the loop's time is made of.
-    slice_steps = sum(r.epochs * -(-n // r.batch_size) for r in picked)
+    slice_steps = sum(r.epochs * steps_per_epoch(n, r.batch_size) for r in picked)
     loop_s = loop_slice_s * opt_steps / slice_steps
 
     converged = res.table[res.table.final_train_loss < 0.01]

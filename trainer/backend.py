@@ -15,6 +15,12 @@ from .config import ModelSpec, RunParams
 from .data import Dataset
 
 
+def steps_per_epoch(n_train, batch_size):
+    """Optimizer steps in one epoch, ceil(n_train / batch_size): the last batch is smaller.
+    Ints or integer arrays."""
+    return -(-n_train // batch_size)
+
+
 def evaluation_epochs(runs: list[RunParams], eval_every: int) -> np.ndarray:
     """The union of all runs' evaluation epochs (1-based), sorted: int64 [E]. A run is
     evaluated after every eval_every-th epoch and after its last."""

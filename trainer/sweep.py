@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .backend import Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs
+from .backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs,
+                      steps_per_epoch)
 from .config import Config, load_config
 from .data import load_data
 from .errors import UserError
@@ -43,7 +44,7 @@ def check_batchnorm_batches(chunk: Chunk) -> None:
     for run_id, run in enumerate(chunk.runs):
         if run.input_norm != "batchnorm":
             continue
-        last = n - (-(-n // run.batch_size) - 1) * run.batch_size
+        last = n - (steps_per_epoch(n, run.batch_size) - 1) * run.batch_size
         if min(run.batch_size, n) == 1 or last == 1:
             raise UserError(
                 f"sweep: run {run_id} (input_norm batchnorm, batch_size {run.batch_size}) "
@@ -74,7 +75,7 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def resolve_backend(backend: str, device: str) -> str:
+def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "triton":
@@ -103,7 +104,7 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
                   evaluation_epochs(runs, config.eval_every))
     check_batchnorm_batches(chunk)
     device = resolve_device(device)
-    backend = resolve_backend(backend, device)
+    backend = resolve_backend(backend)
     if backend == "reference":
         device = "cpu"          # the reference is plain CPU PyTorch, whatever --device says
     if chunk_runs is None:
@@ -129,7 +130,7 @@ def execute(plan: Plan, progress: bool = False, store=None) -> Results:
     """
     runs = plan.chunk.runs
     n = plan.chunk.data.n_train
-    steps = [r.epochs * -(-n // r.batch_size) for r in runs]
+    steps = [r.epochs * steps_per_epoch(n, r.batch_size) for r in runs]
     by_run = plan.backend == "reference"   # the reference reports whole runs
     bar = None
     if progress:

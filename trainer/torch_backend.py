@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backend import Chunk, ChunkResult
+from .backend import Chunk, ChunkResult, steps_per_epoch
 from .config import RunParams
-from .model import layer_sizes, linear_names, pointwise_loss, seeded_model
+from .model import Standardize, layer_sizes, linear_names, pointwise_loss, seeded_model
 from .order import permutations
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1      # nn.BatchNorm1d's defaults
@@ -231,7 +231,7 @@ class _Runs:
         col = lambda name, dtype=np.float64: np.array([getattr(r, name) for r in runs], dtype)
         self.batch = col("batch_size", np.int64)
         self.epochs = col("epochs", np.int64)
-        self.spe = -(-n_train // self.batch)            # steps per epoch, ceil
+        self.spe = steps_per_epoch(n_train, self.batch)
         self.total = self.epochs * self.spe             # steps of the whole run
         self.seed = col("seed", np.int64)
         self.shuffle = col("shuffle", bool)
@@ -276,9 +276,9 @@ class _Group:
         self.c = _Runs(runs, self.n, device)
         self.stats = data.standardization() if self.input_norm == "standardize" else None
         x_train, x_val = data.x_train, data.x_val
-        if self.stats is not None:   # the same op as model.Standardize, so the same values
-            x_train = (x_train - self.stats[0]) / self.stats[1]
-            x_val = (x_val - self.stats[0]) / self.stats[1]
+        if self.stats is not None:   # the exported model's own module, so the same values
+            standardize = Standardize(*self.stats)
+            x_train, x_val = standardize(x_train), standardize(x_val)
         to = lambda t: t.to(device=device, dtype=torch.float32)
         self.x, self.y = to(x_train), to(data.y_train)
         self.x_val, self.y_val = to(x_val), to(data.y_val)
@@ -291,9 +291,9 @@ class _Group:
         zeros = lambda: torch.zeros_like(self.params)
         self.opt_state = {"momentum_buffer": zeros()} if self.sgd else \
             {"exp_avg": zeros(), "exp_avg_sq": zeros()}
-        d = data.n_features
-        self.running = (torch.zeros(len(runs), 1, d, device=device),
-                        torch.ones(len(runs), 1, d, device=device)) if self.net.batchnorm else None
+        self.running = tuple(
+            torch.stack([s[f"0.{name}"] for s in self.init_states]).unsqueeze(1).to(device)
+            for name in ("running_mean", "running_var")) if self.net.batchnorm else None
         self.steps = np.zeros(len(runs), dtype=np.int64)
         self.diverged = np.zeros(len(runs), dtype=bool)
 
