@@ -87,8 +87,9 @@ def test_bad_arguments_exit_2(write_config, tmp_path, capsys):
     assert "jax" in capsys.readouterr().err
     assert run_cli("run", write_config(), "--chunk-runs", "0") == 2
     assert "--chunk-runs" in capsys.readouterr().err
-    assert run_cli("run", write_config(), "--backend", "triton") == 2
-    assert "triton" in capsys.readouterr().err
+    deep = write_config("deep.yaml", model={"hidden": [2, 2, 2], "loss": "mse"})
+    assert run_cli("run", deep, "--backend", "triton") == 2
+    assert "triton backend fuses up to 2 hidden layers" in capsys.readouterr().err
     assert run_cli("run", write_config(), "--executor", "ray") == 2
     assert "ray" in capsys.readouterr().err
     if not torch.cuda.is_available():

@@ -33,7 +33,7 @@ class Plan:
 
     config: Config
     chunk: Chunk            # all runs of the sweep
-    backend: str            # reference | torch
+    backend: str            # reference | torch | triton
     device: str             # cpu | cuda
     chunk_runs: int         # runs per launch
 
@@ -75,14 +75,21 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
+    """The backend that trains the sweep: ``auto`` is triton on a CUDA device when the fused
+    kernels can train the model, else torch. Raises UserError when triton cannot run."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "triton":
-        raise UserError("--backend: triton is not available yet (the fused kernels are "
-                        "being built); use torch or reference")
+    if backend not in ("auto", "triton"):
+        return backend
+    from . import triton_backend
+    why = triton_backend.available() or triton_backend.unsupported(chunk)
+    if device == "cpu" and not triton_backend.interpreted():
+        why = why or "the triton backend needs --device cuda (or TRITON_INTERPRET=1 on the CPU)"
     if backend == "auto":
-        return "torch"
+        return "torch" if why or device != "cuda" else "triton"
+    if why:
+        raise UserError(f"--backend triton: {why}; use --backend torch")
     return backend
 
 
@@ -104,7 +111,7 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
                   evaluation_epochs(runs, config.eval_every))
     check_batchnorm_batches(chunk)
     device = resolve_device(device)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, device, chunk)
     if backend == "reference":
         device = "cpu"          # the reference is plain CPU PyTorch, whatever --device says
     if chunk_runs is None:
@@ -118,6 +125,9 @@ def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     if plan.backend == "reference":
         from . import reference
         return reference.train(chunk, progress=progress)
+    if plan.backend == "triton":
+        from . import triton_backend
+        return triton_backend.train(chunk, device=plan.device, progress=progress)
     from . import torch_backend
     return torch_backend.train(chunk, device=plan.device, progress=progress)
 

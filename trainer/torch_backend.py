@@ -589,6 +589,15 @@ class _Group:
                 target[name][rows] = value
 
 
+def group_rows(chunk: Chunk) -> list[np.ndarray]:
+    """The chunk's runs grouped by input normalization and optimizer family (sgd, or
+    adam/adamw): each group's run indices, in order."""
+    groups = defaultdict(list)
+    for i, run in enumerate(chunk.runs):
+        groups[(run.input_norm, run.optimizer == "sgd")].append(i)
+    return [np.array(rows) for rows in groups.values()]
+
+
 def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
     """Trains every run of the chunk, vectorized over runs, on ``device``."""
     n_runs = len(chunk.runs)
@@ -596,12 +605,9 @@ def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
         curves=chunk.empty_curves(),
         diverged=np.zeros(n_runs, dtype=bool), steps=np.zeros(n_runs, dtype=np.int64),
         init={}, final={}, optim={})
-    groups = defaultdict(list)
-    for i, run in enumerate(chunk.runs):
-        groups[(run.input_norm, run.optimizer == "sgd")].append(i)
     with torch.no_grad():
-        for rows in groups.values():
-            group = _Group(chunk, np.array(rows), torch.device(device), result, progress)
+        for rows in group_rows(chunk):
+            group = _Group(chunk, rows, torch.device(device), result, progress)
             group.train()
             group.write_result()
     return result

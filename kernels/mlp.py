@@ -1,0 +1,491 @@
+"""Fused Triton kernels: many tiny MLPs trained in one launch, one run per lane.
+
+``train_kernel`` trains the runs of one group (same architecture, input normalization and
+optimizer family) from epoch ``e0`` to ``e1`` and then evaluates them, in one launch. Each
+program owns ``BLOCK_R`` runs (its lanes); everything a run needs between steps (weights,
+gradients, optimizer state, batchnorm statistics, learning rate) stays in registers for the
+whole launch. Tensors are laid out with the runs last, ``[out, in, BLOCK_R]``, so a thread
+holds whole layers of its own runs and every sum over a layer stays inside the thread.
+
+Lanes step in lockstep: step ``s`` of epoch ``e`` is, for every lane, its own batch ``s`` of
+that epoch (``min(batch_size, n - s * batch_size)`` rows, none once past its epoch's last
+batch). The samples of a step are visited one at a time, each lane reading its own row,
+and each lane takes its optimizer step at the end of the step if it had rows. Lanes with
+different batch sizes therefore share a launch; the host sorts runs by batch size so the
+lanes of one program waste few iterations.
+
+Shuffled lanes read their row from ``order`` (int32 permutation tables, one per (seed,
+epoch) of the launch, written by ``order_kernel``: the counter-based Feistel permutation of
+trainer/order.py); unshuffled lanes read rows in order.
+
+The math, for an MLP with layers A (input), B, C (as deep as the model is):
+
+    h0 = x  (batchnorm: (x - mean_batch) / sqrt(var_batch + eps) * gamma + beta)
+    a = W h + b;  h' = act(a);  z = last layer's a
+    dz = mse: 2 (z - y) | bce: sigmoid(z) - y;   gradients summed over the batch, then / rows
+    dW += da h^T;  db += da;  da_prev = (W^T da) * act'(a_prev)
+
+Padding rows (``OUTP > OUT``) carry zero weights and zero activations, so they stay zero.
+"""
+
+import triton
+import triton.language as tl
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
+LOSS_MSE, LOSS_BCE = 0, 1
+OPT_SGD, OPT_ADAM = 0, 1       # adam covers adamw (decoupled weight decay per lane)
+
+
+# ---- batch order ---------------------------------------------------------------------
+@triton.jit
+def _mix32(x):
+    """trainer.order.mix32 on uint32 (multiplications wrap modulo 2**32)."""
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x846CA68B
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _feistel(x, k0, k1, k2, k3, half, lo_mask):
+    """trainer.order.feistel: four rounds on ``2 * half`` bits."""
+    left = x >> half
+    right = x & lo_mask
+    left, right = right, left ^ (_mix32(right ^ k0) & lo_mask)
+    left, right = right, left ^ (_mix32(right ^ k1) & lo_mask)
+    left, right = right, left ^ (_mix32(right ^ k2) & lo_mask)
+    left, right = right, left ^ (_mix32(right ^ k3) & lo_mask)
+    return (left << half) | right
+
+
+@triton.jit
+def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
+    """out[q, p] = row visited at position p under round keys q (int64 [Q, 4], 32-bit
+    values), for p < n: trainer.order.permutations, cycle-walking included.
+    Grid: (Q, cdiv(n, BLOCK))."""
+    q = tl.program_id(0).to(tl.int64)
+    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = pos < n
+    k0 = tl.load(keys_ptr + q * 4).to(tl.uint32)
+    k1 = tl.load(keys_ptr + q * 4 + 1).to(tl.uint32)
+    k2 = tl.load(keys_ptr + q * 4 + 2).to(tl.uint32)
+    k3 = tl.load(keys_ptr + q * 4 + 3).to(tl.uint32)
+    h = half.to(tl.uint32)
+    lm = lo_mask.to(tl.uint32)
+    nu = n.to(tl.uint32)
+    x = _feistel(pos.to(tl.uint32), k0, k1, k2, k3, h, lm)
+    walk = (x >= nu) & inside
+    while tl.max(walk.to(tl.int32), axis=0) > 0:   # a few passes: the domain is < 4 n
+        x = tl.where(walk, _feistel(x, k0, k1, k2, k3, h, lm), x)
+        walk = (x >= nu) & inside
+    tl.store(out_ptr + q * n + pos, x.to(tl.int32), mask=inside)
+
+
+# ---- state in and out -----------------------------------------------------------------
+@triton.jit
+def _mat_offsets(off, OUT: tl.constexpr, IN: tl.constexpr, OUTP: tl.constexpr,
+                 INP: tl.constexpr, lanes, live, stride):
+    """Offsets [OUTP, INP, BLOCK_R] of a weight (OUT x IN, row-major at entry ``off`` of
+    every run's column) in a state tensor [P, stride], and the mask of real entries."""
+    o = tl.arange(0, OUTP)[:, None, None]
+    i = tl.arange(0, INP)[None, :, None]
+    row = (off + o * IN + i).to(tl.int64)
+    return row * stride + lanes[None, None, :], (o < OUT) & (i < IN) & live[None, None, :]
+
+
+@triton.jit
+def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, lanes, live, stride):
+    """Offsets [OUTP, BLOCK_R] of a vector entry (bias, batchnorm weight), and the mask."""
+    o = tl.arange(0, OUTP)[:, None]
+    row = (off + o).to(tl.int64)
+    return row * stride + lanes[None, :], (o < OUT) & live[None, :]
+
+
+# ---- the model --------------------------------------------------------------------------
+@triton.jit
+def _act(a, ACT: tl.constexpr):
+    if ACT == 0:
+        h = tl.sigmoid(a)
+    elif ACT == 1:
+        h = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)      # tanh, finite for any finite a
+    else:
+        h = tl.maximum(a, 0.0)
+    return h
+
+
+@triton.jit
+def _act_grad(a, h, ACT: tl.constexpr):
+    """d act / d a, from the pre-activation a and the activation h, as autograd has it."""
+    if ACT == 0:
+        d = h * (1.0 - h)
+    elif ACT == 1:
+        d = 1.0 - h * h
+    else:
+        d = (a > 0).to(tl.float32)
+    return d
+
+
+@triton.jit
+def _dense(w, b, h):
+    """w [OUT, IN, R], b [OUT, R], h [IN, R] -> w h + b, [OUT, R]."""
+    return tl.sum(w * h[None, :, :], axis=1) + b
+
+
+@triton.jit
+def _dense_t(w, d):
+    """w [OUT, IN, R], d [OUT, R] -> w^T d, [IN, R]."""
+    return tl.sum(w * d[:, None, :], axis=0)
+
+
+@triton.jit
+def _loss(z, y, LOSS: tl.constexpr):
+    if LOSS == 0:
+        r = z - y
+        out = r * r
+    else:   # stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|))
+        out = tl.maximum(z, 0.0) - z * y + tl.log(1.0 + tl.exp(-tl.abs(z)))
+    return out
+
+
+@triton.jit
+def _loss_grad(z, y, LOSS: tl.constexpr):
+    if LOSS == 0:
+        g = 2.0 * (z - y)
+    else:
+        g = tl.sigmoid(z) - y
+    return g
+
+
+@triton.jit
+def _finite(t):
+    """1 where t is finite, else 0 (NaN and inf give NaN under t - t)."""
+    return ((t - t) == 0.0).to(tl.int32)
+
+
+@triton.jit
+def _update(p, g, m, v, take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+            nest, OPT: tl.constexpr):
+    """One optimizer step of one tensor where ``take`` [R]; torch.optim's update order.
+
+    sgd: g += wd p; buf = mom buf + g; p -= lr (nesterov ? g + mom buf : buf)   (m = buf)
+    adam/adamw: p *= decay (1 - lr wd for adamw, else 1); g += wd p (adam);
+        m = lerp(m, g, 1 - b1); v = lerp(v, g^2, 1 - b2);
+        p -= step_size m / (sqrt(v) / bc2s + eps),  step_size = lr / (1 - b1^t)
+    """
+    g = g * scale + wd_c * p
+    if OPT == 0:
+        m2 = m * mom + g
+        p2 = p - lr * tl.where(nest, g + mom * m2, m2)
+        v2 = v
+    else:
+        m2 = m + (1.0 - b1) * (g - m)
+        v2 = v + (1.0 - b2) * (g * g - v)
+        p2 = p * decay - step_size * (m2 / (tl.sqrt(v2) / bc2s + eps))
+    return tl.where(take, p2, p), tl.where(take, m2, m), tl.where(take, v2, v)
+
+
+@triton.jit
+def train_kernel(
+        # state [P, RS] (parameters, optimizer state m and v), [D, RS] running stats, [RS]
+        par_ptr, m_ptr, v_ptr, rmean_ptr, rvar_ptr, steps_ptr, div_ptr,
+        # per-run constants [RS]
+        bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
+        eps_ptr, mom_ptr, nest_ptr, wdc_ptr, wdd_ptr, oq_ptr,
+        # data: x [n, D], y [n], validation likewise; order tables [Q, e1 - e0, n] int32
+        x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr,
+        # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
+        curve_ptr, col, n_cols,
+        R, RS, n, n_val, e0, e1, eval_every,
+        D: tl.constexpr, DP: tl.constexpr, OA: tl.constexpr, OAP: tl.constexpr,
+        OB: tl.constexpr, OBP: tl.constexpr, DEPTH: tl.constexpr,
+        OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
+        ACT: tl.constexpr, LOSS: tl.constexpr, OPT: tl.constexpr, BN: tl.constexpr,
+        BLOCK_R: tl.constexpr):
+    """Trains epochs e0..e1-1 of runs [pid * BLOCK_R, ...) and evaluates those whose
+    evaluation falls after epoch e1 into curve column ``col`` (none when col < 0).
+
+    Layers: A = Linear(D, OA) (depth 0: the output, OA = 1), B = Linear(OA, OB) (depth 1:
+    the output, OB = 1), C = Linear(OB, 1). OFF_*: each layer's weight entry in the state
+    columns, the bias right after it; OFF_N: batchnorm's gamma, beta after it.
+    """
+    lanes = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    live = lanes < R
+    bs = tl.load(bs_ptr + lanes, mask=live, other=1)
+    epochs = tl.load(ep_ptr + lanes, mask=live, other=0)
+    diverged = tl.load(div_ptr + lanes, mask=live, other=1)
+    steps = tl.load(steps_ptr + lanes, mask=live, other=0)
+    lr0 = tl.load(lr_ptr + lanes, mask=live, other=0.0)
+    log2g = tl.load(log2g_ptr + lanes, mask=live, other=0.0)
+    ssize = tl.load(ssize_ptr + lanes, mask=live, other=1)      # 0: constant schedule
+    b1 = tl.load(b1_ptr + lanes, mask=live, other=0.0)
+    b2 = tl.load(b2_ptr + lanes, mask=live, other=0.0)
+    log2b1 = tl.load(log2b1_ptr + lanes, mask=live, other=-1.0)
+    log2b2 = tl.load(log2b2_ptr + lanes, mask=live, other=-1.0)
+    eps = tl.load(eps_ptr + lanes, mask=live, other=1.0)
+    mom = tl.load(mom_ptr + lanes, mask=live, other=0.0)
+    nest = tl.load(nest_ptr + lanes, mask=live, other=0) != 0
+    wd_c = tl.load(wdc_ptr + lanes, mask=live, other=0.0)
+    wd_d = tl.load(wdd_ptr + lanes, mask=live, other=0.0)
+    oq = tl.load(oq_ptr + lanes, mask=live, other=-1)             # order table, -1: in order
+    shuffled = oq >= 0
+    obase = tl.maximum(oq, 0).to(tl.int64) * (e1 - e0) * n
+    training = live & (diverged == 0)
+
+    d_idx = tl.arange(0, DP)
+    d_in = d_idx < D
+    a_in = (tl.arange(0, OAP) < OA)[:, None]
+    b_in = (tl.arange(0, OBP) < OB)[:, None]
+
+    # ---- load the state --------------------------------------------------------------
+    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, lanes, live, RS)
+    wa = tl.load(par_ptr + pa, mask=ma, other=0.0)
+    wa_m = tl.load(m_ptr + pa, mask=ma, other=0.0)
+    wa_v = tl.load(v_ptr + pa, mask=ma, other=0.0)
+    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, lanes, live, RS)
+    ba = tl.load(par_ptr + qa, mask=na, other=0.0)
+    ba_m = tl.load(m_ptr + qa, mask=na, other=0.0)
+    ba_v = tl.load(v_ptr + qa, mask=na, other=0.0)
+    if DEPTH >= 1:
+        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, lanes, live, RS)
+        wb = tl.load(par_ptr + pb, mask=mb, other=0.0)
+        wb_m = tl.load(m_ptr + pb, mask=mb, other=0.0)
+        wb_v = tl.load(v_ptr + pb, mask=mb, other=0.0)
+        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, lanes, live, RS)
+        bb = tl.load(par_ptr + qb, mask=nb, other=0.0)
+        bb_m = tl.load(m_ptr + qb, mask=nb, other=0.0)
+        bb_v = tl.load(v_ptr + qb, mask=nb, other=0.0)
+    if DEPTH >= 2:
+        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, lanes, live, RS)
+        wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
+        wc_m = tl.load(m_ptr + pc, mask=mc, other=0.0)
+        wc_v = tl.load(v_ptr + pc, mask=mc, other=0.0)
+        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, lanes, live, RS)
+        bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
+        bc_m = tl.load(m_ptr + qc, mask=nc, other=0.0)
+        bc_v = tl.load(v_ptr + qc, mask=nc, other=0.0)
+    if BN:
+        qg, ng = _vec_offsets(OFF_N, D, DP, lanes, live, RS)
+        gam = tl.load(par_ptr + qg, mask=ng, other=0.0)
+        gam_m = tl.load(m_ptr + qg, mask=ng, other=0.0)
+        gam_v = tl.load(v_ptr + qg, mask=ng, other=0.0)
+        qn, nn = _vec_offsets(OFF_N + D, D, DP, lanes, live, RS)
+        bet = tl.load(par_ptr + qn, mask=nn, other=0.0)
+        bet_m = tl.load(m_ptr + qn, mask=nn, other=0.0)
+        bet_v = tl.load(v_ptr + qn, mask=nn, other=0.0)
+        qr, nr = _vec_offsets(0, D, DP, lanes, live, RS)
+        rmean = tl.load(rmean_ptr + qr, mask=nr, other=0.0)
+        rvar = tl.load(rvar_ptr + qr, mask=nr, other=1.0)
+
+    # ---- train epochs e0 .. e1-1 -----------------------------------------------------------
+    spe = (n + bs - 1) // bs
+    for e in range(e0, e1):
+        on = training & (e < epochs)
+        decays = tl.where(ssize > 0, e // tl.maximum(ssize, 1), 0)
+        lr = tl.where(decays > 0, lr0 * tl.exp2(decays.to(tl.float32) * log2g), lr0)
+        rows_e = order_ptr + obase + (e - e0) * n
+        for s in range(0, tl.max(tl.where(on, spe, 0), axis=0)):
+            start = s * bs
+            cnt = tl.where(on, tl.maximum(tl.minimum(bs, n - start), 0), 0)
+            take = cnt > 0
+            cmax = tl.max(cnt, axis=0)
+            if BN:   # batch statistics over each lane's rows, summed then divided
+                xsum = tl.zeros([DP, BLOCK_R], tl.float32)
+                for i in range(0, cmax):
+                    valid = i < cnt
+                    pos = start + i
+                    row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
+                    row = tl.where(shuffled, row, pos).to(tl.int64)
+                    x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                                mask=valid[None, :] & d_in[:, None], other=0.0)
+                    xsum += x
+                rows_f = tl.maximum(cnt, 1).to(tl.float32)
+                bmean = xsum / rows_f[None, :]
+                xsq = tl.zeros([DP, BLOCK_R], tl.float32)
+                for i in range(0, cmax):
+                    valid = i < cnt
+                    pos = start + i
+                    row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
+                    row = tl.where(shuffled, row, pos).to(tl.int64)
+                    x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                                mask=valid[None, :] & d_in[:, None], other=0.0)
+                    dev = tl.where(valid[None, :], x - bmean, 0.0)
+                    xsq += dev * dev
+                bvar = xsq / rows_f[None, :]
+                brstd = 1.0 / tl.sqrt(bvar + BN_EPS)
+                g_gam = tl.zeros([DP, BLOCK_R], tl.float32)
+                g_bet = tl.zeros([DP, BLOCK_R], tl.float32)
+            g_wa = tl.zeros([OAP, DP, BLOCK_R], tl.float32)
+            g_ba = tl.zeros([OAP, BLOCK_R], tl.float32)
+            if DEPTH >= 1:
+                g_wb = tl.zeros([OBP, OAP, BLOCK_R], tl.float32)
+                g_bb = tl.zeros([OBP, BLOCK_R], tl.float32)
+            if DEPTH >= 2:
+                g_wc = tl.zeros([1, OBP, BLOCK_R], tl.float32)
+                g_bc = tl.zeros([1, BLOCK_R], tl.float32)
+            for i in range(0, cmax):
+                valid = i < cnt
+                pos = start + i
+                row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
+                row = tl.where(shuffled, row, pos).to(tl.int64)
+                x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                            mask=valid[None, :] & d_in[:, None], other=0.0)
+                y = tl.load(y_ptr + row, mask=valid, other=0.0)[None, :]
+                if BN:
+                    xh = (x - bmean) * brstd
+                    h0 = xh * gam + bet
+                else:
+                    h0 = x
+                aa = _dense(wa, ba, h0)
+                if DEPTH == 0:
+                    z = aa
+                else:
+                    ha = tl.where(a_in, _act(aa, ACT), 0.0)
+                    ab = _dense(wb, bb, ha)
+                    if DEPTH == 1:
+                        z = ab
+                    else:
+                        hb = tl.where(b_in, _act(ab, ACT), 0.0)
+                        z = _dense(wc, bc, hb)
+                dz = tl.where(valid[None, :], _loss_grad(z, y, LOSS), 0.0)      # [1, R]
+                if DEPTH == 2:
+                    g_wc += dz[:, None, :] * hb[None, :, :]
+                    g_bc += dz
+                    db = _dense_t(wc, dz) * _act_grad(ab, hb, ACT)
+                else:
+                    db = dz
+                if DEPTH >= 1:
+                    g_wb += db[:, None, :] * ha[None, :, :]
+                    g_bb += db
+                    da = _dense_t(wb, db) * _act_grad(aa, ha, ACT)
+                else:
+                    da = dz
+                g_wa += da[:, None, :] * h0[None, :, :]
+                g_ba += da
+                if BN:
+                    dh0 = _dense_t(wa, da)
+                    g_gam += dh0 * xh
+                    g_bet += dh0
+
+            # ---- the optimizer step of the lanes that had rows ----------------------------
+            scale = 1.0 / tl.maximum(cnt, 1).to(tl.float32)
+            decay = 1.0 - lr * wd_d
+            if OPT == 1:   # Adam's bias corrections at the lane's step t
+                t = (steps + 1).to(tl.float32)
+                step_size = lr / (1.0 - tl.exp2(t * log2b1))
+                bc2s = tl.sqrt(1.0 - tl.exp2(t * log2b2))
+            else:
+                step_size = lr
+                bc2s = lr
+            wa, wa_m, wa_v = _update(wa, g_wa, wa_m, wa_v, take, scale, lr, wd_c, decay, b1,
+                                     b2, eps, step_size, bc2s, mom, nest, OPT)
+            ba, ba_m, ba_v = _update(ba, g_ba, ba_m, ba_v, take, scale, lr, wd_c, decay, b1,
+                                     b2, eps, step_size, bc2s, mom, nest, OPT)
+            if DEPTH >= 1:
+                wb, wb_m, wb_v = _update(wb, g_wb, wb_m, wb_v, take, scale, lr, wd_c, decay,
+                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                bb, bb_m, bb_v = _update(bb, g_bb, bb_m, bb_v, take, scale, lr, wd_c, decay,
+                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+            if DEPTH >= 2:
+                wc, wc_m, wc_v = _update(wc, g_wc, wc_m, wc_v, take, scale, lr, wd_c, decay,
+                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                bc, bc_m, bc_v = _update(bc, g_bc, bc_m, bc_v, take, scale, lr, wd_c, decay,
+                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+            if BN:
+                gam, gam_m, gam_v = _update(gam, g_gam, gam_m, gam_v, take, scale, lr, wd_c,
+                                            decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                bet, bet_m, bet_v = _update(bet, g_bet, bet_m, bet_v, take, scale, lr, wd_c,
+                                            decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                unbiased = bvar * (cnt.to(tl.float32) / tl.maximum(cnt - 1, 1).to(tl.float32))
+                rmean = tl.where(take, rmean * (1.0 - BN_MOMENTUM) + bmean * BN_MOMENTUM, rmean)
+                rvar = tl.where(take, rvar * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM, rvar)
+            steps += take.to(tl.int32)
+
+    # ---- evaluate after epoch e1 -------------------------------------------------------
+    lane0 = tl.zeros([BLOCK_R], tl.int32)        # scalars as lane vectors, for the masks
+    due = ((lane0 + e1 % eval_every) == 0) | (epochs == e1)
+    evaluated = training & (e1 <= epochs) & due & ((lane0 + col) >= 0)
+    if BN:
+        ersd = 1.0 / tl.sqrt(rvar + BN_EPS)
+    for split in tl.static_range(2):
+        if split == 0:
+            xs, ys, rows = x_ptr, y_ptr, n
+        else:
+            xs, ys, rows = xv_ptr, yv_ptr, n_val
+        loss_sum = tl.zeros([1, BLOCK_R], tl.float32)
+        hits = tl.zeros([1, BLOCK_R], tl.float32)
+        for i in range(0, tl.where(tl.max(evaluated.to(tl.int32), axis=0) > 0, rows, 0)):
+            x = tl.load(xs + d_idx, mask=d_in, other=0.0)[:, None]
+            y = tl.load(ys)
+            xs += D
+            ys += 1
+            if BN:
+                h0 = (x - rmean) * ersd * gam + bet
+            else:
+                h0 = x + tl.zeros([DP, BLOCK_R], tl.float32)
+            aa = _dense(wa, ba, h0)
+            if DEPTH == 0:
+                z = aa
+            else:
+                ha = tl.where(a_in, _act(aa, ACT), 0.0)
+                ab = _dense(wb, bb, ha)
+                if DEPTH == 1:
+                    z = ab
+                else:
+                    hb = tl.where(b_in, _act(ab, ACT), 0.0)
+                    z = _dense(wc, bc, hb)
+            loss_sum += _loss(z, y, LOSS)
+            hits += ((z > 0).to(tl.float32) == y).to(tl.float32)
+        if rows > 0:
+            mean_loss = tl.sum(loss_sum, axis=0) / rows
+            cptr = curve_ptr + split * RS * n_cols + lanes.to(tl.int64) * n_cols + col
+            tl.store(cptr, mean_loss, mask=evaluated)
+            if LOSS == 1:
+                tl.store(cptr + 2 * RS * n_cols, tl.sum(hits, axis=0) / rows, mask=evaluated)
+            if split == 0:   # non-finite loss or weights: the run stops here
+                ok = _finite(mean_loss)
+                ok = ok & tl.min(tl.min(_finite(wa), axis=0), axis=0) & tl.min(_finite(ba), axis=0)
+                if DEPTH >= 1:
+                    ok = ok & tl.min(tl.min(_finite(wb), axis=0), axis=0) & tl.min(_finite(bb), axis=0)
+                if DEPTH >= 2:
+                    ok = ok & tl.min(tl.min(_finite(wc), axis=0), axis=0) & tl.min(_finite(bc), axis=0)
+                if BN:
+                    ok = ok & tl.min(_finite(gam), axis=0) & tl.min(_finite(bet), axis=0)
+                    ok = ok & tl.min(_finite(rmean), axis=0) & tl.min(_finite(rvar), axis=0)
+                diverged = tl.where(evaluated & (ok == 0), 1, diverged)
+
+    # ---- store the state ---------------------------------------------------------------
+    tl.store(steps_ptr + lanes, steps, mask=live)
+    tl.store(div_ptr + lanes, diverged, mask=live)
+    tl.store(par_ptr + pa, wa, mask=ma)
+    tl.store(m_ptr + pa, wa_m, mask=ma)
+    tl.store(v_ptr + pa, wa_v, mask=ma)
+    tl.store(par_ptr + qa, ba, mask=na)
+    tl.store(m_ptr + qa, ba_m, mask=na)
+    tl.store(v_ptr + qa, ba_v, mask=na)
+    if DEPTH >= 1:
+        tl.store(par_ptr + pb, wb, mask=mb)
+        tl.store(m_ptr + pb, wb_m, mask=mb)
+        tl.store(v_ptr + pb, wb_v, mask=mb)
+        tl.store(par_ptr + qb, bb, mask=nb)
+        tl.store(m_ptr + qb, bb_m, mask=nb)
+        tl.store(v_ptr + qb, bb_v, mask=nb)
+    if DEPTH >= 2:
+        tl.store(par_ptr + pc, wc, mask=mc)
+        tl.store(m_ptr + pc, wc_m, mask=mc)
+        tl.store(v_ptr + pc, wc_v, mask=mc)
+        tl.store(par_ptr + qc, bc, mask=nc)
+        tl.store(m_ptr + qc, bc_m, mask=nc)
+        tl.store(v_ptr + qc, bc_v, mask=nc)
+    if BN:
+        tl.store(par_ptr + qg, gam, mask=ng)
+        tl.store(m_ptr + qg, gam_m, mask=ng)
+        tl.store(v_ptr + qg, gam_v, mask=ng)
+        tl.store(par_ptr + qn, bet, mask=nn)
+        tl.store(m_ptr + qn, bet_m, mask=nn)
+        tl.store(v_ptr + qn, bet_v, mask=nn)
+        tl.store(rmean_ptr + qr, rmean, mask=nr)
+        tl.store(rvar_ptr + qr, rvar, mask=nr)

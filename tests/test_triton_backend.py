@@ -1,0 +1,146 @@
+"""The triton backend against the reference, run by run, as the torch backend is checked.
+
+Without a GPU the kernels run in Triton's interpreter (conftest.py sets TRITON_INTERPRET),
+which costs about 0.2 ms per operation per loop iteration: the sweeps here are small (few
+rows, few epochs), yet cover every configuration class of test_torch_backend.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import tinysweep
+from tinysweep.trainer.errors import UserError
+
+from conftest import assert_same_runs
+
+pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def both(path, **kw):
+    return (tinysweep.run(path, backend="triton", device=DEVICE, **kw),
+            tinysweep.run(path, backend="reference", **kw))
+
+
+# 13 training rows: batch sizes 5 and 7 leave short last batches (3 and 6 rows), 16 is one
+# batch of everything; every optimizer and input_norm shares the sweep.
+MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
+         "optimizer": ["sgd", "adam", "adamw"],
+         "batch_size": [5, 7, 16],
+         "shuffle": [True, False]}
+
+
+@pytest.mark.parametrize("hidden, activation, loss, source", [
+    ([], "sigmoid", "mse", "line"),
+    ([5], "tanh", "bce_with_logits", "moons"),
+    ([4, 3], "relu", "mse", "line"),
+    ([3, 2], "sigmoid", "bce_with_logits", "heart_rate"),
+])
+def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, source):
+    path = write_config(
+        data={"source": source, "params": {"n": 13}, "seed": 3},
+        model={"hidden": hidden, "activation": activation, "loss": loss},
+        train={"epochs": 2, "lr": 0.03, "momentum": 0.5, "seed": 11},
+        sweep={"params": MIXED})
+    triton_res, ref = both(path)
+    assert len(ref.table) == 54
+    assert not ref.table.diverged.any()
+    assert_same_runs(triton_res, ref)
+
+
+def test_optimizer_settings_and_schedules_match(write_config):
+    """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs, seeds and a
+    validation split, in one launch per evaluation interval."""
+    path = write_config(
+        data={"source": "circles", "params": {"n": 15}, "seed": 1, "val_fraction": 0.25},
+        model={"hidden": [3], "activation": "sigmoid", "loss": "bce_with_logits"},
+        train={"epochs": 4, "lr": 0.05, "eval_every": 2, "batch_size": 4, "momentum": 0.9},
+        sweep={"strategy": "random", "samples": 40, "seed": 5, "params": {
+            "optimizer": ["sgd", "adam", "adamw"],
+            "nesterov": [False, True],
+            "beta1": {"uniform": [0.5, 0.95]},
+            "beta2": [0.9, 0.999],
+            "eps": [1e-8, 1e-3],
+            "weight_decay": [0.0, 0.1],
+            "lr_schedule": ["constant", "step"],
+            "step_size": [1, 2],
+            "gamma": [0.5],
+            "epochs": [1, 3, 4],
+            "seed": [0, 1, 2],
+            "shuffle": [True, False],
+            "lr": {"loguniform": [1e-3, 1e-1]},
+        }})
+    triton_res, ref = both(path)
+    table = ref.table
+    assert set(table.epochs) == {1, 3, 4} and table.lr_schedule.nunique() == 2
+    assert "final_val_loss" in table and "final_val_accuracy" in table
+    assert list(ref.curves["epoch"]) == [1, 2, 3, 4]
+    assert_same_runs(triton_res, ref)
+
+
+@pytest.mark.parametrize("eval_every", [1, 2])
+def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
+    params = {"lr": [0.01, 1e6, 1e12], "batch_size": [3, 11]}
+    model = {"hidden": [3], "activation": "tanh", "loss": "mse"}
+    train = {"epochs": 3, "optimizer": "sgd", "eval_every": eval_every}
+    path = write_config(data={"source": "line", "params": {"n": 11}}, model=model, train=train,
+                        sweep={"params": params})
+    triton_res, ref = both(path)
+    bad = ref.table.lr > 100
+    assert list(ref.table.diverged) == list(bad)
+    assert_same_runs(triton_res, ref)
+    assert triton_res.table.final_train_loss[bad].isna().all()
+    # the healthy runs are exactly what they are in a sweep without the diverging ones
+    calm = tinysweep.run(write_config("calm.yaml", data={"source": "line", "params": {"n": 11}},
+                                      model=model, train=train,
+                                      sweep={"params": {"lr": [0.01], "batch_size": [3, 11]}}),
+                         backend="triton", device=DEVICE)
+    for name, value in calm.params.items():
+        np.testing.assert_array_equal(triton_res.params[name][~bad.to_numpy()], value,
+                                      err_msg=name)
+
+
+def test_chunk_size_changes_nothing(write_config):
+    """Each run is computed on its own lane: chunking changes no bit."""
+    path = write_config(data={"source": "line", "params": {"n": 9}},
+                        model={"hidden": [4], "activation": "sigmoid", "loss": "mse"},
+                        train={"epochs": 2, "lr": 0.05},
+                        sweep={"params": {"batch_size": [3, 5], "shuffle": [True, False],
+                                          "input_norm": ["none", "batchnorm"]}})
+    whole = tinysweep.run(path, backend="triton", device=DEVICE)
+    for chunk_runs in (1, 3):
+        part = tinysweep.run(path, backend="triton", device=DEVICE, chunk_runs=chunk_runs)
+        assert part.table.equals(whole.table)
+        for name in whole.params:
+            np.testing.assert_array_equal(part.params[name], whole.params[name], err_msg=name)
+
+
+def test_order_kernel_matches_the_reference_permutations():
+    from tinysweep.kernels import mlp
+    from tinysweep.trainer.order import half_bits, permutations, round_keys
+
+    for n in (1, 2, 7, 64, 100, 1000):
+        seeds = np.array([0, 1, 2**40 + 3, 12345])
+        epochs = np.array([0, 5, 1, 99])
+        keys = torch.tensor(round_keys(seeds, epochs).astype(np.int64), device=DEVICE)
+        out = torch.full((len(seeds), n), -1, dtype=torch.int32, device=DEVICE)
+        half = half_bits(n)
+        mlp.order_kernel[(len(seeds), -(-n // 256))](keys, out, n, half, (1 << half) - 1,
+                                                      BLOCK=256)
+        np.testing.assert_array_equal(out.cpu().numpy(), permutations(seeds, epochs, n),
+                                      err_msg=f"n={n}")
+
+
+def test_models_too_large_for_the_kernels_are_refused(write_config):
+    path = write_config(model={"hidden": [4, 4, 4], "loss": "mse"})
+    with pytest.raises(UserError, match="triton backend fuses up to 2 hidden layers"):
+        tinysweep.run(path, backend="triton", device=DEVICE)
+    path = write_config(model={"hidden": [65], "loss": "mse"})
+    with pytest.raises(UserError, match="64 wide"):
+        tinysweep.run(path, backend="triton", device=DEVICE)
+    # auto falls back to the torch backend for them
+    assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1

@@ -1,0 +1,200 @@
+"""The triton backend: each group of runs trained by one fused kernel launch per evaluation
+interval (kernels/mlp.py), with everything between launches left on the device.
+
+Runs are grouped as in the torch backend (input normalization, optimizer family), whose
+set-up (initial weights, standardized data, result writing) this backend shares; only the
+training differs. Within a group, runs are sorted by batch size, shuffle and seed, so the
+lanes of one program take steps of similar sizes and often read the same rows. For each
+interval between evaluation epochs, the permutations the shuffled runs need are written by
+``order_kernel`` (one table per (seed, epoch)), then ``train_kernel`` trains the interval's
+epochs and evaluates the runs due for an evaluation, writing their curves in place.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .backend import Chunk, ChunkResult, evaluation_epochs
+from .errors import UserError
+from .order import half_bits, round_keys
+from .torch_backend import _Group, group_rows
+
+MAX_DEPTH = 2
+MAX_WIDTH = 64          # features and hidden units per layer, each
+BLOCK_R = 32            # runs per program: one warp, one run per thread
+ORDER_BLOCK = 1024
+# Permutation tables of one launch (int32 [seeds, epochs, n]) stay under this; a longer
+# evaluation interval is trained in several launches.
+ORDER_BYTES = 1 << 28
+METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
+
+
+def unsupported(chunk: Chunk) -> str | None:
+    """Why the fused kernels cannot train this model, or None when they can."""
+    hidden = chunk.model.hidden
+    if len(hidden) > MAX_DEPTH:
+        return f"model.hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, got {len(hidden)}"
+    widths = [chunk.data.n_features, *hidden]
+    if max(widths) > MAX_WIDTH:
+        return (f"model: the triton backend fuses layers up to {MAX_WIDTH} wide "
+                f"({chunk.data.n_features} features, hidden {list(hidden)})")
+    return None
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def available() -> str | None:
+    """Why triton cannot run here, or None when it can."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "the triton package is not installed"
+    return None
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class _TritonGroup(_Group):
+    """A group of runs trained by the fused kernels; state as in the torch backend."""
+
+    def train(self):
+        from ..kernels import mlp
+
+        c, dev, chunk = self.c, self.device, self.chunk
+        runs = [chunk.runs[i] for i in self.rows]
+        lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
+        n_runs = len(lanes)
+        idx = torch.from_numpy(lanes).to(dev)
+        f32 = lambda a: torch.tensor(np.asarray(a)[lanes], dtype=torch.float32, device=dev)
+        i32 = lambda a: torch.tensor(np.asarray(a)[lanes], dtype=torch.int32, device=dev)
+
+        params = self.params[idx].T.contiguous()                      # [P, R]
+        opt = [v[idx].T.contiguous() for v in self.opt_state.values()]
+        m, v = (opt[0], torch.zeros_like(opt[0])) if self.sgd else opt
+        if self.running is not None:
+            rmean, rvar = (r[idx].squeeze(1).T.contiguous() for r in self.running)
+        else:
+            rmean = rvar = torch.zeros(1, device=dev)
+        steps = torch.zeros(n_runs, dtype=torch.int32, device=dev)
+        diverged = torch.zeros(n_runs, dtype=torch.int32, device=dev)
+        with np.errstate(divide="ignore"):
+            log2 = lambda a: np.log2(np.asarray(a, dtype=np.float64))
+            consts = dict(
+                bs=i32(c.batch), ep=i32(c.epochs), lr=f32(c.lr), log2g=f32(log2(c.gamma)),
+                ssize=i32(np.where(c.scheduled, c.step_size, 0)),
+                b1=f32(c.beta1), b2=f32(c.beta2),
+                log2b1=f32(log2(c.beta1) if not self.sgd else np.zeros(n_runs)),
+                log2b2=f32(log2(c.beta2) if not self.sgd else np.zeros(n_runs)),
+                eps=f32([r.eps for r in runs]), mom=f32(c.momentum), nest=i32(c.nesterov),
+                wdc=f32(c.wd_coupled), wdd=f32(c.wd_decoupled))
+        eval_cols = chunk.column(evaluation_epochs(runs, chunk.eval_every))
+        n_cols = len(chunk.eval_epochs)
+        curves = torch.full((4, n_runs, n_cols), float("nan"), device=dev)
+
+        layout = self.net.layout
+        offset = dict(zip(layout.names, layout.offsets))
+        hidden = list(chunk.model.hidden)
+        d = chunk.data.n_features
+        oa = hidden[0] if hidden else 1
+        ob = hidden[1] if len(hidden) > 1 else 1
+        spec = dict(
+            D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob), DEPTH=len(hidden),
+            OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
+            OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
+            ACT={"sigmoid": mlp.ACT_SIGMOID, "tanh": mlp.ACT_TANH, "relu": mlp.ACT_RELU}[
+                chunk.model.activation],
+            LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
+            OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
+            BN=self.running is not None, BLOCK_R=BLOCK_R)
+        x, y = self.x.contiguous(), self.y.contiguous()
+        x_val, y_val = self.x_val.contiguous(), self.y_val.contiguous()
+        if len(x_val) == 0:
+            x_val, y_val = torch.zeros(1, d, device=dev), torch.zeros(1, device=dev)
+
+        n, e0 = self.n, 0
+        grid = (triton_cdiv(n_runs, BLOCK_R),)
+        for e1, col in zip(evaluation_epochs(runs, chunk.eval_every), eval_cols):
+            for lo, hi in self._launches(e0, int(e1), lanes):
+                order, oq = self._orders(lo, hi, lanes, mlp)
+                mlp.train_kernel[grid](
+                    params, m, v, rmean, rvar, steps, diverged,
+                    consts["bs"], consts["ep"], consts["lr"], consts["log2g"], consts["ssize"],
+                    consts["b1"], consts["b2"], consts["log2b1"], consts["log2b2"],
+                    consts["eps"], consts["mom"], consts["nest"], consts["wdc"], consts["wdd"], oq,
+                    x, y, x_val, y_val, order,
+                    curves, int(col) if hi == e1 else -1, n_cols,
+                    n_runs, n_runs, n, self.chunk.data.n_val, lo, hi, chunk.eval_every,
+                    **spec)
+                if self.progress is not None:
+                    left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
+                    self.progress(int((left * c.spe).sum()))
+            e0 = int(e1)
+
+        self.params[idx] = params.T
+        state = [m] if self.sgd else [m, v]
+        for full, part in zip(self.opt_state.values(), state):
+            full[idx] = part.T
+        if self.running is not None:
+            self.running[0][idx] = rmean.T.unsqueeze(1)
+            self.running[1][idx] = rvar.T.unsqueeze(1)
+        self.steps[lanes] = steps.cpu().numpy()
+        self.diverged[lanes] = diverged.cpu().numpy() != 0
+        curves = curves.cpu().numpy()
+        for k, name in enumerate(METRICS):
+            if name in self.result.curves:
+                self.result.curves[name][self.rows[lanes]] = curves[k]
+
+    def _launches(self, e0: int, e1: int, lanes: np.ndarray):
+        """Epoch ranges [lo, hi) covering [e0, e1), one per launch: one unless the
+        permutation tables of the whole interval would pass ORDER_BYTES."""
+        c = self.c
+        seeds = np.unique(c.seed[c.shuffle & (c.epochs > e0)])
+        per_epoch = max(1, len(seeds) * self.n * 4)
+        span = max(1, ORDER_BYTES // per_epoch)
+        return [(lo, min(lo + span, e1)) for lo in range(e0, e1, span)]
+
+    def _orders(self, lo: int, hi: int, lanes: np.ndarray, mlp):
+        """Permutation tables of epochs lo..hi-1 for every seed a shuffled run still needs,
+        int32 [Q, hi - lo, n], and each lane's table index (-1: rows in order)."""
+        c, dev, n = self.c, self.device, self.n
+        needs = c.shuffle & (c.epochs > lo)
+        seeds = np.unique(c.seed[needs])
+        oq = np.where(needs, np.searchsorted(seeds, c.seed), -1)[lanes]
+        oq = torch.tensor(oq, dtype=torch.int32, device=dev)
+        if len(seeds) == 0:
+            return torch.zeros(1, dtype=torch.int32, device=dev), oq
+        epochs = np.arange(lo, hi)
+        keys = round_keys(np.repeat(seeds, len(epochs)), np.tile(epochs, len(seeds)))
+        keys = torch.tensor(keys.astype(np.int64), device=dev)
+        table = torch.empty(len(keys), n, dtype=torch.int32, device=dev)
+        half = half_bits(n)
+        mlp.order_kernel[(len(keys), triton_cdiv(n, ORDER_BLOCK))](
+            keys, table, n, half, (1 << half) - 1, BLOCK=ORDER_BLOCK)
+        return table, oq
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def train(chunk: Chunk, device="cuda", progress=None) -> ChunkResult:
+    """Trains every run of the chunk with the fused kernels on ``device`` (cuda, or the CPU
+    under TRITON_INTERPRET=1)."""
+    n_runs = len(chunk.runs)
+    result = ChunkResult(
+        curves=chunk.empty_curves(),
+        diverged=np.zeros(n_runs, dtype=bool), steps=np.zeros(n_runs, dtype=np.int64),
+        init={}, final={}, optim={})
+    with torch.no_grad():
+        for rows in group_rows(chunk):
+            group = _TritonGroup(chunk, rows, torch.device(device), result, progress)
+            group.train()
+            group.write_result()
+    return result
