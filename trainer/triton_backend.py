@@ -24,7 +24,8 @@ from .torch_backend import _Group, group_rows
 
 MAX_DEPTH = 2
 MAX_WIDTH = 64          # features and hidden units per layer, each
-BLOCK_R = 32            # runs per program: one warp, one run per thread
+BLOCK_R = 32            # runs per program
+NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) runs per thread
 ORDER_BLOCK = 1024
 # Permutation tables of one launch (int32 [seeds, epochs, n]) stay under this; a longer
 # evaluation interval is trained in several launches.
@@ -65,38 +66,49 @@ class _TritonGroup(_Group):
     """A group of runs trained by the fused kernels; state as in the torch backend."""
 
     def train(self):
+        self.load()
+        e0 = 0
+        for e1 in self.boundaries:
+            self.train_interval(e0, int(e1))
+            e0 = int(e1)
+        self.unload()
+
+    def load(self):
+        """Moves the group's state into the kernels' layout: runs sorted into lanes, every
+        state tensor [entries, runs] so a program reads its lanes' entries contiguously."""
         from ..kernels import mlp
 
         c, dev, chunk = self.c, self.device, self.chunk
         runs = [chunk.runs[i] for i in self.rows]
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
+        self.lanes = lanes
         n_runs = len(lanes)
         idx = torch.from_numpy(lanes).to(dev)
         f32 = lambda a: torch.tensor(np.asarray(a)[lanes], dtype=torch.float32, device=dev)
         i32 = lambda a: torch.tensor(np.asarray(a)[lanes], dtype=torch.int32, device=dev)
 
-        params = self.params[idx].T.contiguous()                      # [P, R]
         opt = [v[idx].T.contiguous() for v in self.opt_state.values()]
         m, v = (opt[0], torch.zeros_like(opt[0])) if self.sgd else opt
         if self.running is not None:
             rmean, rvar = (r[idx].squeeze(1).T.contiguous() for r in self.running)
         else:
             rmean = rvar = torch.zeros(1, device=dev)
-        steps = torch.zeros(n_runs, dtype=torch.int32, device=dev)
-        diverged = torch.zeros(n_runs, dtype=torch.int32, device=dev)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore"):      # gamma 0: log2 is -inf, the lr 0
             log2 = lambda a: np.log2(np.asarray(a, dtype=np.float64))
-            consts = dict(
+            no_adam = np.zeros(n_runs)
+            self.state = dict(
+                par=self.params[idx].T.contiguous(), m=m, v=v, rmean=rmean, rvar=rvar,
+                steps=torch.zeros(n_runs, dtype=torch.int32, device=dev),
+                div=torch.zeros(n_runs, dtype=torch.int32, device=dev),
                 bs=i32(c.batch), ep=i32(c.epochs), lr=f32(c.lr), log2g=f32(log2(c.gamma)),
                 ssize=i32(np.where(c.scheduled, c.step_size, 0)),
                 b1=f32(c.beta1), b2=f32(c.beta2),
-                log2b1=f32(log2(c.beta1) if not self.sgd else np.zeros(n_runs)),
-                log2b2=f32(log2(c.beta2) if not self.sgd else np.zeros(n_runs)),
+                log2b1=f32(no_adam if self.sgd else log2(c.beta1)),
+                log2b2=f32(no_adam if self.sgd else log2(c.beta2)),
                 eps=f32([r.eps for r in runs]), mom=f32(c.momentum), nest=i32(c.nesterov),
                 wdc=f32(c.wd_coupled), wdd=f32(c.wd_decoupled))
-        eval_cols = chunk.column(evaluation_epochs(runs, chunk.eval_every))
-        n_cols = len(chunk.eval_epochs)
-        curves = torch.full((4, n_runs, n_cols), float("nan"), device=dev)
+        self.boundaries = evaluation_epochs(runs, chunk.eval_every)
+        self.curves = torch.full((4, n_runs, len(chunk.eval_epochs)), float("nan"), device=dev)
 
         layout = self.net.layout
         offset = dict(zip(layout.names, layout.offsets))
@@ -104,7 +116,7 @@ class _TritonGroup(_Group):
         d = chunk.data.n_features
         oa = hidden[0] if hidden else 1
         ob = hidden[1] if len(hidden) > 1 else 1
-        spec = dict(
+        self.spec = dict(
             D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob), DEPTH=len(hidden),
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
             OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
@@ -113,45 +125,50 @@ class _TritonGroup(_Group):
             LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
             BN=self.running is not None, BLOCK_R=BLOCK_R)
-        x, y = self.x.contiguous(), self.y.contiguous()
-        x_val, y_val = self.x_val.contiguous(), self.y_val.contiguous()
-        if len(x_val) == 0:
-            x_val, y_val = torch.zeros(1, d, device=dev), torch.zeros(1, device=dev)
+        self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
+                     self.y_val.contiguous()]
+        if len(self.x_val) == 0:   # a pointer the kernel never reads
+            self.data[2:] = [torch.zeros(1, d, device=dev), torch.zeros(1, device=dev)]
 
-        n, e0 = self.n, 0
-        grid = (triton_cdiv(n_runs, BLOCK_R),)
-        for e1, col in zip(evaluation_epochs(runs, chunk.eval_every), eval_cols):
-            for lo, hi in self._launches(e0, int(e1), lanes):
-                order, oq = self._orders(lo, hi, lanes, mlp)
-                mlp.train_kernel[grid](
-                    params, m, v, rmean, rvar, steps, diverged,
-                    consts["bs"], consts["ep"], consts["lr"], consts["log2g"], consts["ssize"],
-                    consts["b1"], consts["b2"], consts["log2b1"], consts["log2b2"],
-                    consts["eps"], consts["mom"], consts["nest"], consts["wdc"], consts["wdd"], oq,
-                    x, y, x_val, y_val, order,
-                    curves, int(col) if hi == e1 else -1, n_cols,
-                    n_runs, n_runs, n, self.chunk.data.n_val, lo, hi, chunk.eval_every,
-                    **spec)
-                if self.progress is not None:
-                    left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
-                    self.progress(int((left * c.spe).sum()))
-            e0 = int(e1)
+    def train_interval(self, e0: int, e1: int):
+        """Trains epochs e0..e1-1 and evaluates the runs due after epoch e1: one launch
+        (several only if the interval's permutation tables would pass ORDER_BYTES)."""
+        from ..kernels import mlp
 
-        self.params[idx] = params.T
-        state = [m] if self.sgd else [m, v]
-        for full, part in zip(self.opt_state.values(), state):
+        c, s, n_runs = self.c, self.state, len(self.lanes)
+        col = int(self.chunk.column(e1))
+        for lo, hi in self._launches(e0, e1):
+            order, oq = self._orders(lo, hi, mlp)
+            mlp.train_kernel[(cdiv(n_runs, BLOCK_R),)](
+                s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
+                s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
+                s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
+                oq, *self.data, order,
+                self.curves, col if hi == e1 else -1, self.curves.shape[2],
+                n_runs, n_runs, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
+                num_warps=NUM_WARPS, **self.spec)
+            if self.progress is not None:
+                left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
+                self.progress(int((left * c.spe).sum()))
+
+    def unload(self):
+        """Copies the lanes' state back into the group's tensors and the result's curves."""
+        s, lanes = self.state, self.lanes
+        idx = torch.from_numpy(lanes).to(self.device)
+        self.params[idx] = s["par"].T
+        for full, part in zip(self.opt_state.values(), [s["m"], s["v"]]):
             full[idx] = part.T
         if self.running is not None:
-            self.running[0][idx] = rmean.T.unsqueeze(1)
-            self.running[1][idx] = rvar.T.unsqueeze(1)
-        self.steps[lanes] = steps.cpu().numpy()
-        self.diverged[lanes] = diverged.cpu().numpy() != 0
-        curves = curves.cpu().numpy()
+            self.running[0][idx] = s["rmean"].T.unsqueeze(1)
+            self.running[1][idx] = s["rvar"].T.unsqueeze(1)
+        self.steps[lanes] = s["steps"].cpu().numpy()
+        self.diverged[lanes] = s["div"].cpu().numpy() != 0
+        curves = self.curves.cpu().numpy()
         for k, name in enumerate(METRICS):
             if name in self.result.curves:
                 self.result.curves[name][self.rows[lanes]] = curves[k]
 
-    def _launches(self, e0: int, e1: int, lanes: np.ndarray):
+    def _launches(self, e0: int, e1: int):
         """Epoch ranges [lo, hi) covering [e0, e1), one per launch: one unless the
         permutation tables of the whole interval would pass ORDER_BYTES."""
         c = self.c
@@ -160,13 +177,13 @@ class _TritonGroup(_Group):
         span = max(1, ORDER_BYTES // per_epoch)
         return [(lo, min(lo + span, e1)) for lo in range(e0, e1, span)]
 
-    def _orders(self, lo: int, hi: int, lanes: np.ndarray, mlp):
+    def _orders(self, lo: int, hi: int, mlp):
         """Permutation tables of epochs lo..hi-1 for every seed a shuffled run still needs,
         int32 [Q, hi - lo, n], and each lane's table index (-1: rows in order)."""
         c, dev, n = self.c, self.device, self.n
         needs = c.shuffle & (c.epochs > lo)
         seeds = np.unique(c.seed[needs])
-        oq = np.where(needs, np.searchsorted(seeds, c.seed), -1)[lanes]
+        oq = np.where(needs, np.searchsorted(seeds, c.seed), -1)[self.lanes]
         oq = torch.tensor(oq, dtype=torch.int32, device=dev)
         if len(seeds) == 0:
             return torch.zeros(1, dtype=torch.int32, device=dev), oq
@@ -175,12 +192,12 @@ class _TritonGroup(_Group):
         keys = torch.tensor(keys.astype(np.int64), device=dev)
         table = torch.empty(len(keys), n, dtype=torch.int32, device=dev)
         half = half_bits(n)
-        mlp.order_kernel[(len(keys), triton_cdiv(n, ORDER_BLOCK))](
+        mlp.order_kernel[(len(keys), cdiv(n, ORDER_BLOCK))](
             keys, table, n, half, (1 << half) - 1, BLOCK=ORDER_BLOCK)
         return table, oq
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 

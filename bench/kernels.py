@@ -1,0 +1,171 @@
+"""Fused-kernel timings on a CUDA GPU (issue 3; results in kernels/NOTES.md).
+
+    python bench/kernels.py [--variants] [--json FILE]
+
+Times the triton backend's training launches on the two kernel workloads of
+bench/workloads/ (each one launch of the whole sweep: eval_every = epochs) with
+triton.testing.do_bench, the median of repeated launches on the loaded state; and, for
+the MLP workload, torch.func ensembling (vmap + grad + functional_call, Adam on stacked
+parameters) under torch.compile on the same GPU, timed over some steps and scaled to the
+workload's 10,000 steps. --variants also times other lane layouts (runs per program,
+warps per program).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = {"line_100k": HERE / "workloads" / "line_100k.yaml",
+             "mlp_10k": HERE / "workloads" / "mlp_10k.yaml"}
+# The FP32 floor of each workload on an H100 (issue 3): arithmetic, not memory.
+FLOOR_MS = {"line_100k": 1.5, "mlp_10k": 41.0}
+
+
+def loaded_group(path):
+    """The workload's one group of runs, loaded into the kernels' layout, and its sample-steps."""
+    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backend import ChunkResult
+    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.torch_backend import group_rows
+
+    plan = prepare(path, backend="triton", device="cuda")
+    chunk = plan.chunk
+    (rows,) = group_rows(chunk)
+    result = ChunkResult(curves=chunk.empty_curves(), diverged=np.zeros(len(rows), bool),
+                         steps=np.zeros(len(rows), np.int64), init={}, final={})
+    group = triton_backend._TritonGroup(chunk, rows, torch.device("cuda"), result)
+    group.load()
+    samples = sum(r.epochs for r in chunk.runs) * chunk.data.n_train
+    return group, samples
+
+
+def time_kernel(name: str, block_r: int, num_warps: int) -> dict:
+    from triton.testing import do_bench
+
+    from tinysweep.trainer import triton_backend
+    triton_backend.BLOCK_R, triton_backend.NUM_WARPS = block_r, num_warps
+    t0 = time.perf_counter()
+    group, samples = loaded_group(WORKLOADS[name])
+    setup_s = time.perf_counter() - t0
+    epochs = int(group.boundaries[-1])
+    launch = lambda: group.train_interval(0, epochs)
+    t0 = time.perf_counter()
+    launch()
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - t0
+    ms = do_bench(launch, warmup=1, rep=400, return_mode="median")
+    finite = bool(torch.isfinite(group.state["par"]).all())
+    return {"workload": name, "block_r": block_r, "num_warps": num_warps, "ms": ms,
+            "sample_steps_per_s": samples / (ms / 1e3), "floor_ms": FLOOR_MS[name],
+            "of_floor": FLOOR_MS[name] / ms, "first_call_s": first_s, "setup_s": setup_s,
+            "finite": finite}
+
+
+def torch_func_mlp(runs: int = 10_000, steps: int = 200, mode: str | None = None) -> dict:
+    """torch.func ensembling of the MLP workload: ms for its 10,000 Adam steps (scaled)."""
+    from torch import nn
+    from torch.func import functional_call, grad, vmap
+
+    dev = "cuda"
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 1, generator=gen).to(dev)
+    y = (torch.rand(1000, generator=gen) > 0.5).float().to(dev)
+    model = nn.Sequential(nn.Linear(1, 16), nn.Sigmoid(), nn.Linear(16, 1)).to(dev)
+    params = {k: (torch.randn(runs, *v.shape, generator=gen) * 0.5).to(dev)
+              for k, v in model.named_parameters()}
+    lr = torch.logspace(-4, -1, runs).to(dev)
+    m = {k: torch.zeros_like(v) for k, v in params.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in params.items()}
+
+    def loss_fn(p, xb, yb):
+        z = functional_call(model, p, (xb,)).squeeze(-1)
+        return nn.functional.binary_cross_entropy_with_logits(z, yb)
+
+    grads_of = vmap(grad(loss_fn), in_dims=(0, None, None))
+
+    def step(params, m, v2, t, xb, yb):
+        g = grads_of(params, xb, yb)
+        out = ({}, {}, {})
+        for k in params:
+            shape = (runs,) + (1,) * (params[k].dim() - 1)
+            mk = 0.9 * m[k] + 0.1 * g[k]
+            vk = 0.999 * v2[k] + 0.001 * g[k] * g[k]
+            denom = (vk / (1 - 0.999 ** t)).sqrt() + 1e-8
+            out[0][k] = params[k] - lr.view(shape) * (mk / (1 - 0.9 ** t)) / denom
+            out[1][k], out[2][k] = mk, vk
+        return out
+
+    compiled = torch.compile(step, mode=mode)
+    batches = [(x[i:i + 100], y[i:i + 100]) for i in range(0, 1000, 100)]
+    t0 = time.perf_counter()
+    for t in range(1, 21):   # compile and warm up
+        xb, yb = batches[t % 10]
+        params, m, v2 = compiled(params, m, v2, float(t), xb, yb)
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for t in range(21, 21 + steps):
+        xb, yb = batches[t % 10]
+        params, m, v2 = compiled(params, m, v2, float(t), xb, yb)
+    torch.cuda.synchronize()
+    per_step = (time.perf_counter() - t0) / steps
+    return {"contender": f"torch.func+compile(mode={mode})", "runs": runs,
+            "ms_per_step": per_step * 1e3, "ms_10000_steps": per_step * 1e3 * 10_000,
+            "compile_s": compile_s}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", action="store_true", help="also time other lane layouts")
+    ap.add_argument("--skip-torch-func", action="store_true")
+    ap.add_argument("--json", type=Path, help="write the numbers here")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench/kernels.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    import triton
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "triton": triton.__version__, "kernels": [], "contenders": []}
+    layouts = [(32, 1)] + ([(64, 1), (64, 2), (128, 4), (128, 1)] if args.variants else [])
+    for name in WORKLOADS:
+        for block_r, num_warps in layouts:
+            try:
+                row = time_kernel(name, block_r, num_warps)
+            except Exception as e:   # keep the other numbers
+                row = {"workload": name, "block_r": block_r, "num_warps": num_warps,
+                       "error": repr(e)[:300]}
+            report["kernels"].append(row)
+            print(json.dumps(row), flush=True)
+    if not args.skip_torch_func:
+        for mode in (None, "reduce-overhead"):
+            try:
+                row = torch_func_mlp(mode=mode)
+            except Exception as e:
+                row = {"contender": f"torch.func+compile(mode={mode})", "error": repr(e)[:300]}
+            report["contenders"].append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    print(f"\n{report['device']}, torch {report['torch']}, triton {report['triton']}")
+    print(f"{'workload':10} {'R/prog':>6} {'warps':>5} {'ms':>9} {'floor':>6} {'of floor':>8}")
+    for r in report["kernels"]:
+        if "error" in r:
+            print(f"{r['workload']:10} {r['block_r']:6} {r['num_warps']:5} error: {r['error'][:80]}")
+        else:
+            print(f"{r['workload']:10} {r['block_r']:6} {r['num_warps']:5} {r['ms']:9.2f} "
+                  f"{r['floor_ms']:6.1f} {r['of_floor']:8.1%}")
+    for r in report["contenders"]:
+        print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
