@@ -204,13 +204,15 @@ def train_kernel(
         OB: tl.constexpr, OBP: tl.constexpr, DEPTH: tl.constexpr,
         OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
         ACT: tl.constexpr, LOSS: tl.constexpr, OPT: tl.constexpr, BN: tl.constexpr,
-        BLOCK_R: tl.constexpr):
+        SHUFFLED: tl.constexpr, BLOCK_R: tl.constexpr):
     """Trains epochs e0..e1-1 of runs [pid * BLOCK_R, ...) and evaluates those whose
     evaluation falls after epoch e1 into curve column ``col`` (none when col < 0).
 
     Layers: A = Linear(D, OA) (depth 0: the output, OA = 1), B = Linear(OA, OB) (depth 1:
     the output, OB = 1), C = Linear(OB, 1). OFF_*: each layer's weight entry in the state
     columns, the bias right after it; OFF_N: batchnorm's gamma, beta after it.
+    SHUFFLED: some lane reads its rows through the order tables. Row offsets are int32:
+    the host keeps n * D < 2**31.
     """
     lanes = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     live = lanes < R
@@ -298,7 +300,7 @@ def train_kernel(
                     valid = i < cnt
                     pos = start + i
                     row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-                    row = tl.where(shuffled, row, pos).to(tl.int64)
+                    row = tl.where(shuffled, row, pos)
                     x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                 mask=valid[None, :] & d_in[:, None], other=0.0)
                     xsum += x
@@ -309,7 +311,7 @@ def train_kernel(
                     valid = i < cnt
                     pos = start + i
                     row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-                    row = tl.where(shuffled, row, pos).to(tl.int64)
+                    row = tl.where(shuffled, row, pos)
                     x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                 mask=valid[None, :] & d_in[:, None], other=0.0)
                     dev = tl.where(valid[None, :], x - bmean, 0.0)
@@ -326,14 +328,32 @@ def train_kernel(
             if DEPTH >= 2:
                 g_wc = tl.zeros([1, OBP, BLOCK_R], tl.float32)
                 g_bc = tl.zeros([1, BLOCK_R], tl.float32)
-            for i in range(0, cmax):
-                valid = i < cnt
+            # Rows every lane has (no masks), then the rows only some lanes have.
+            cmin = tl.min(cnt, axis=0)
+            for ragged in tl.static_range(2):
+              for i in range(cmin if ragged else 0, cmax if ragged else cmin):
                 pos = start + i
-                row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-                row = tl.where(shuffled, row, pos).to(tl.int64)
-                x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
-                            mask=valid[None, :] & d_in[:, None], other=0.0)
-                y = tl.load(y_ptr + row, mask=valid, other=0.0)[None, :]
+                if ragged:
+                    valid = i < cnt
+                    if SHUFFLED:
+                        row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
+                        row = tl.where(shuffled, row, pos)
+                    else:
+                        row = pos
+                    x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                                mask=valid[None, :] & d_in[:, None], other=0.0)
+                    y = tl.load(y_ptr + row, mask=valid, other=0.0)[None, :]
+                else:
+                    if SHUFFLED:
+                        row = tl.where(shuffled, tl.load(rows_e + pos, mask=shuffled, other=0), pos)
+                    else:
+                        row = pos
+                    if DP == D:
+                        x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None])
+                    else:
+                        x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                                    mask=d_in[:, None], other=0.0)
+                    y = tl.load(y_ptr + row)[None, :]
                 if BN:
                     xh = (x - bmean) * brstd
                     h0 = xh * gam + bet
@@ -350,7 +370,9 @@ def train_kernel(
                     else:
                         hb = tl.where(b_in, _act(ab, ACT), 0.0)
                         z = _dense(wc, bc, hb)
-                dz = tl.where(valid[None, :], _loss_grad(z, y, LOSS), 0.0)      # [1, R]
+                dz = _loss_grad(z, y, LOSS)                                     # [1, R]
+                if ragged:
+                    dz = tl.where(valid[None, :], dz, 0.0)
                 if DEPTH == 2:
                     g_wc += dz[:, None, :] * hb[None, :, :]
                     g_bc += dz

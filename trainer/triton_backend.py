@@ -38,6 +38,8 @@ def unsupported(chunk: Chunk) -> str | None:
     hidden = chunk.model.hidden
     if len(hidden) > MAX_DEPTH:
         return f"model.hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, got {len(hidden)}"
+    if chunk.data.n_train * chunk.data.n_features >= 2**31:
+        return "data: the triton backend indexes the training data with int32 (n x features < 2**31)"
     widths = [chunk.data.n_features, *hidden]
     if max(widths) > MAX_WIDTH:
         return (f"model: the triton backend fuses layers up to {MAX_WIDTH} wide "
@@ -124,7 +126,7 @@ class _TritonGroup(_Group):
                 chunk.model.activation],
             LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
-            BN=self.running is not None, BLOCK_R=BLOCK_R)
+            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), BLOCK_R=BLOCK_R)
         self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
                      self.y_val.contiguous()]
         if len(self.x_val) == 0:   # a pointer the kernel never reads
@@ -139,7 +141,7 @@ class _TritonGroup(_Group):
         col = int(self.chunk.column(e1))
         for lo, hi in self._launches(e0, e1):
             order, oq = self._orders(lo, hi, mlp)
-            mlp.train_kernel[(cdiv(n_runs, BLOCK_R),)](
+            self.compiled = mlp.train_kernel[(cdiv(n_runs, BLOCK_R),)](
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
