@@ -31,8 +31,8 @@ Padding rows (``OUTP > OUT``) carry zero weights and zero activations, so they s
 import triton
 import triton.language as tl
 
-BN_EPS = 1e-5
-BN_MOMENTUM = 0.1
+BN_EPS = tl.constexpr(1e-5)             # nn.BatchNorm1d's defaults
+BN_MOMENTUM = tl.constexpr(0.1)
 
 ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
 LOSS_MSE, LOSS_BCE = 0, 1
@@ -88,21 +88,20 @@ def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
 # ---- state in and out -----------------------------------------------------------------
 @triton.jit
 def _mat_offsets(off, OUT: tl.constexpr, IN: tl.constexpr, OUTP: tl.constexpr,
-                 INP: tl.constexpr, lanes, live, stride):
-    """Offsets [OUTP, INP, BLOCK_R] of a weight (OUT x IN, row-major at entry ``off`` of
-    every run's column) in a state tensor [P, stride], and the mask of real entries."""
+                 INP: tl.constexpr, lanes, RS):
+    """Offsets [OUTP, INP, BLOCK_R] of a weight (OUT x IN, row-major from entry ``off``) in
+    an entry-major state tensor [P, RS], and the mask of real entries. Runs are the
+    contiguous axis, so each load is coalesced across the lanes, one run per thread."""
     o = tl.arange(0, OUTP)[:, None, None]
     i = tl.arange(0, INP)[None, :, None]
-    row = (off + o * IN + i).to(tl.int64)
-    return row * stride + lanes[None, None, :], (o < OUT) & (i < IN) & live[None, None, :]
+    return (off + o * IN + i) * RS + lanes[None, None, :], (o < OUT) & (i < IN)
 
 
 @triton.jit
-def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, lanes, live, stride):
+def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, lanes, RS):
     """Offsets [OUTP, BLOCK_R] of a vector entry (bias, batchnorm weight), and the mask."""
     o = tl.arange(0, OUTP)[:, None]
-    row = (off + o).to(tl.int64)
-    return row * stride + lanes[None, :], (o < OUT) & live[None, :]
+    return (off + o) * RS + lanes[None, :], o < OUT
 
 
 # ---- the model --------------------------------------------------------------------------
@@ -167,9 +166,11 @@ def _finite(t):
 
 
 @triton.jit
-def _update(p, g, m, v, take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-            nest, OPT: tl.constexpr):
-    """One optimizer step of one tensor where ``take`` [R]; torch.optim's update order.
+def _update(p, g, m_ptrs, v_ptrs, mask, take, scale, lr, wd_c, decay, b1, b2, eps, step_size,
+            bc2s, mom, nest, OPT: tl.constexpr):
+    """One optimizer step of one tensor where ``take`` [R], in torch.optim's order. The
+    optimizer state (m: momentum buffer or exp_avg, v: exp_avg_sq) stays in memory (cache)
+    between steps, read and written only here: registers hold the weights and gradients.
 
     sgd: g += wd p; buf = mom buf + g; p -= lr (nesterov ? g + mom buf : buf)   (m = buf)
     adam/adamw: p *= decay (1 - lr wd for adamw, else 1); g += wd p (adam);
@@ -177,20 +178,24 @@ def _update(p, g, m, v, take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc
         p -= step_size m / (sqrt(v) / bc2s + eps),  step_size = lr / (1 - b1^t)
     """
     g = g * scale + wd_c * p
+    m = tl.load(m_ptrs, mask=mask, other=0.0)
     if OPT == 0:
-        m2 = m * mom + g
-        p2 = p - lr * tl.where(nest, g + mom * m2, m2)
-        v2 = v
+        m = m * mom + g
+        p2 = p - lr * tl.where(nest, g + mom * m, m)
     else:
-        m2 = m + (1.0 - b1) * (g - m)
-        v2 = v + (1.0 - b2) * (g * g - v)
-        p2 = p * decay - step_size * (m2 / (tl.sqrt(v2) / bc2s + eps))
-    return tl.where(take, p2, p), tl.where(take, m2, m), tl.where(take, v2, v)
+        v = tl.load(v_ptrs, mask=mask, other=0.0)
+        m = m + (1.0 - b1) * (g - m)
+        v = v + (1.0 - b2) * (g * g - v)
+        p2 = p * decay - step_size * (m / (tl.sqrt(v) / bc2s + eps))
+        tl.store(v_ptrs, v, mask=mask)
+    tl.store(m_ptrs, m, mask=mask)
+    return tl.where(take, p2, p)
 
 
 @triton.jit
 def train_kernel(
-        # state [P, RS] (parameters, optimizer state m and v), [D, RS] running stats, [RS]
+        # state, entry-major: [P, RS] parameters and optimizer state m and v, [D, RS]
+        # running statistics, [RS] steps and diverged flags (RS: runs padded to programs)
         par_ptr, m_ptr, v_ptr, rmean_ptr, rvar_ptr, steps_ptr, div_ptr,
         # per-run constants [RS]
         bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
@@ -199,7 +204,7 @@ def train_kernel(
         x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr,
         # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
         curve_ptr, col, n_cols,
-        R, RS, n, n_val, e0, e1, eval_every,
+        RS, n, n_val, e0, e1, eval_every,
         D: tl.constexpr, DP: tl.constexpr, OA: tl.constexpr, OAP: tl.constexpr,
         OB: tl.constexpr, OBP: tl.constexpr, DEPTH: tl.constexpr,
         OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
@@ -215,27 +220,26 @@ def train_kernel(
     the host keeps n * D < 2**31.
     """
     lanes = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    live = lanes < R
-    bs = tl.load(bs_ptr + lanes, mask=live, other=1)
-    epochs = tl.load(ep_ptr + lanes, mask=live, other=0)
-    diverged = tl.load(div_ptr + lanes, mask=live, other=1)
-    steps = tl.load(steps_ptr + lanes, mask=live, other=0)
-    lr0 = tl.load(lr_ptr + lanes, mask=live, other=0.0)
-    log2g = tl.load(log2g_ptr + lanes, mask=live, other=0.0)
-    ssize = tl.load(ssize_ptr + lanes, mask=live, other=1)      # 0: constant schedule
-    b1 = tl.load(b1_ptr + lanes, mask=live, other=0.0)
-    b2 = tl.load(b2_ptr + lanes, mask=live, other=0.0)
-    log2b1 = tl.load(log2b1_ptr + lanes, mask=live, other=-1.0)
-    log2b2 = tl.load(log2b2_ptr + lanes, mask=live, other=-1.0)
-    eps = tl.load(eps_ptr + lanes, mask=live, other=1.0)
-    mom = tl.load(mom_ptr + lanes, mask=live, other=0.0)
-    nest = tl.load(nest_ptr + lanes, mask=live, other=0) != 0
-    wd_c = tl.load(wdc_ptr + lanes, mask=live, other=0.0)
-    wd_d = tl.load(wdd_ptr + lanes, mask=live, other=0.0)
-    oq = tl.load(oq_ptr + lanes, mask=live, other=-1)             # order table, -1: in order
+    bs = tl.load(bs_ptr + lanes)
+    epochs = tl.load(ep_ptr + lanes)
+    diverged = tl.load(div_ptr + lanes)
+    steps = tl.load(steps_ptr + lanes)
+    lr0 = tl.load(lr_ptr + lanes)
+    log2g = tl.load(log2g_ptr + lanes)
+    ssize = tl.load(ssize_ptr + lanes)      # 0: constant schedule
+    b1 = tl.load(b1_ptr + lanes)
+    b2 = tl.load(b2_ptr + lanes)
+    log2b1 = tl.load(log2b1_ptr + lanes)
+    log2b2 = tl.load(log2b2_ptr + lanes)
+    eps = tl.load(eps_ptr + lanes)
+    mom = tl.load(mom_ptr + lanes)
+    nest = tl.load(nest_ptr + lanes) != 0
+    wd_c = tl.load(wdc_ptr + lanes)
+    wd_d = tl.load(wdd_ptr + lanes)
+    oq = tl.load(oq_ptr + lanes)             # order table, -1: in order
     shuffled = oq >= 0
     obase = tl.maximum(oq, 0).to(tl.int64) * (e1 - e0) * n
-    training = live & (diverged == 0)
+    training = diverged == 0
 
     d_idx = tl.arange(0, DP)
     d_in = d_idx < D
@@ -243,42 +247,26 @@ def train_kernel(
     b_in = (tl.arange(0, OBP) < OB)[:, None]
 
     # ---- load the state --------------------------------------------------------------
-    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, lanes, live, RS)
+    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, lanes, RS)
     wa = tl.load(par_ptr + pa, mask=ma, other=0.0)
-    wa_m = tl.load(m_ptr + pa, mask=ma, other=0.0)
-    wa_v = tl.load(v_ptr + pa, mask=ma, other=0.0)
-    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, lanes, live, RS)
+    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, lanes, RS)
     ba = tl.load(par_ptr + qa, mask=na, other=0.0)
-    ba_m = tl.load(m_ptr + qa, mask=na, other=0.0)
-    ba_v = tl.load(v_ptr + qa, mask=na, other=0.0)
     if DEPTH >= 1:
-        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, lanes, live, RS)
+        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, lanes, RS)
         wb = tl.load(par_ptr + pb, mask=mb, other=0.0)
-        wb_m = tl.load(m_ptr + pb, mask=mb, other=0.0)
-        wb_v = tl.load(v_ptr + pb, mask=mb, other=0.0)
-        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, lanes, live, RS)
+        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, lanes, RS)
         bb = tl.load(par_ptr + qb, mask=nb, other=0.0)
-        bb_m = tl.load(m_ptr + qb, mask=nb, other=0.0)
-        bb_v = tl.load(v_ptr + qb, mask=nb, other=0.0)
     if DEPTH >= 2:
-        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, lanes, live, RS)
+        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, lanes, RS)
         wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
-        wc_m = tl.load(m_ptr + pc, mask=mc, other=0.0)
-        wc_v = tl.load(v_ptr + pc, mask=mc, other=0.0)
-        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, lanes, live, RS)
+        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, lanes, RS)
         bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
-        bc_m = tl.load(m_ptr + qc, mask=nc, other=0.0)
-        bc_v = tl.load(v_ptr + qc, mask=nc, other=0.0)
     if BN:
-        qg, ng = _vec_offsets(OFF_N, D, DP, lanes, live, RS)
+        qg, ng = _vec_offsets(OFF_N, D, DP, lanes, RS)
         gam = tl.load(par_ptr + qg, mask=ng, other=0.0)
-        gam_m = tl.load(m_ptr + qg, mask=ng, other=0.0)
-        gam_v = tl.load(v_ptr + qg, mask=ng, other=0.0)
-        qn, nn = _vec_offsets(OFF_N + D, D, DP, lanes, live, RS)
+        qn, nn = _vec_offsets(OFF_N + D, D, DP, lanes, RS)
         bet = tl.load(par_ptr + qn, mask=nn, other=0.0)
-        bet_m = tl.load(m_ptr + qn, mask=nn, other=0.0)
-        bet_v = tl.load(v_ptr + qn, mask=nn, other=0.0)
-        qr, nr = _vec_offsets(0, D, DP, lanes, live, RS)
+        qr, nr = _vec_offsets(0, D, DP, lanes, RS)
         rmean = tl.load(rmean_ptr + qr, mask=nr, other=0.0)
         rvar = tl.load(rvar_ptr + qr, mask=nr, other=1.0)
 
@@ -402,25 +390,25 @@ def train_kernel(
             else:
                 step_size = lr
                 bc2s = lr
-            wa, wa_m, wa_v = _update(wa, g_wa, wa_m, wa_v, take, scale, lr, wd_c, decay, b1,
-                                     b2, eps, step_size, bc2s, mom, nest, OPT)
-            ba, ba_m, ba_v = _update(ba, g_ba, ba_m, ba_v, take, scale, lr, wd_c, decay, b1,
-                                     b2, eps, step_size, bc2s, mom, nest, OPT)
+            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, take, scale, lr, wd_c,
+                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take, take, scale, lr, wd_c,
+                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             if DEPTH >= 1:
-                wb, wb_m, wb_v = _update(wb, g_wb, wb_m, wb_v, take, scale, lr, wd_c, decay,
-                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bb, bb_m, bb_v = _update(bb, g_bb, bb_m, bb_v, take, scale, lr, wd_c, decay,
-                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take, take, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take, take, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             if DEPTH >= 2:
-                wc, wc_m, wc_v = _update(wc, g_wc, wc_m, wc_v, take, scale, lr, wd_c, decay,
-                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bc, bc_m, bc_v = _update(bc, g_bc, bc_m, bc_v, take, scale, lr, wd_c, decay,
-                                         b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take, take, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take, take, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             if BN:
-                gam, gam_m, gam_v = _update(gam, g_gam, gam_m, gam_v, take, scale, lr, wd_c,
-                                            decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bet, bet_m, bet_v = _update(bet, g_bet, bet_m, bet_v, take, scale, lr, wd_c,
-                                            decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng & take, take, scale, lr,
+                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn & take, take, scale, lr,
+                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
                 unbiased = bvar * (cnt.to(tl.float32) / tl.maximum(cnt - 1, 1).to(tl.float32))
                 rmean = tl.where(take, rmean * (1.0 - BN_MOMENTUM) + bmean * BN_MOMENTUM, rmean)
                 rvar = tl.where(take, rvar * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM, rvar)
@@ -480,34 +468,18 @@ def train_kernel(
                 diverged = tl.where(evaluated & (ok == 0), 1, diverged)
 
     # ---- store the state ---------------------------------------------------------------
-    tl.store(steps_ptr + lanes, steps, mask=live)
-    tl.store(div_ptr + lanes, diverged, mask=live)
+    tl.store(steps_ptr + lanes, steps)
+    tl.store(div_ptr + lanes, diverged)
     tl.store(par_ptr + pa, wa, mask=ma)
-    tl.store(m_ptr + pa, wa_m, mask=ma)
-    tl.store(v_ptr + pa, wa_v, mask=ma)
     tl.store(par_ptr + qa, ba, mask=na)
-    tl.store(m_ptr + qa, ba_m, mask=na)
-    tl.store(v_ptr + qa, ba_v, mask=na)
     if DEPTH >= 1:
         tl.store(par_ptr + pb, wb, mask=mb)
-        tl.store(m_ptr + pb, wb_m, mask=mb)
-        tl.store(v_ptr + pb, wb_v, mask=mb)
         tl.store(par_ptr + qb, bb, mask=nb)
-        tl.store(m_ptr + qb, bb_m, mask=nb)
-        tl.store(v_ptr + qb, bb_v, mask=nb)
     if DEPTH >= 2:
         tl.store(par_ptr + pc, wc, mask=mc)
-        tl.store(m_ptr + pc, wc_m, mask=mc)
-        tl.store(v_ptr + pc, wc_v, mask=mc)
         tl.store(par_ptr + qc, bc, mask=nc)
-        tl.store(m_ptr + qc, bc_m, mask=nc)
-        tl.store(v_ptr + qc, bc_v, mask=nc)
     if BN:
         tl.store(par_ptr + qg, gam, mask=ng)
-        tl.store(m_ptr + qg, gam_m, mask=ng)
-        tl.store(v_ptr + qg, gam_v, mask=ng)
         tl.store(par_ptr + qn, bet, mask=nn)
-        tl.store(m_ptr + qn, bet_m, mask=nn)
-        tl.store(v_ptr + qn, bet_v, mask=nn)
         tl.store(rmean_ptr + qr, rmean, mask=nr)
         tl.store(rvar_ptr + qr, rvar, mask=nr)

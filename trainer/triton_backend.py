@@ -85,32 +85,43 @@ class _TritonGroup(_Group):
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
         self.lanes = lanes
         n_runs = len(lanes)
+        padded = cdiv(n_runs, BLOCK_R) * BLOCK_R    # padding lanes train no epoch
         idx = torch.from_numpy(lanes).to(dev)
-        f32 = lambda a: torch.tensor(np.asarray(a)[lanes], dtype=torch.float32, device=dev)
-        i32 = lambda a: torch.tensor(np.asarray(a)[lanes], dtype=torch.int32, device=dev)
 
-        opt = [v[idx].T.contiguous() for v in self.opt_state.values()]
+        def lane_values(a, dtype, pad):
+            out = np.full(padded, pad, dtype=np.float64)
+            out[:n_runs] = np.asarray(a, dtype=np.float64)[lanes]
+            return torch.tensor(out, dtype=dtype, device=dev)
+        f32 = lambda a, pad=0.0: lane_values(a, torch.float32, pad)
+        i32 = lambda a, pad=0: lane_values(a, torch.int32, pad)
+
+        def rows(t: torch.Tensor, pad: float = 0.0) -> torch.Tensor:   # [R, k] -> [k, padded]
+            out = torch.full((t.shape[1], padded), pad, dtype=t.dtype, device=dev)
+            out[:, :n_runs] = t[idx].T
+            return out
+
+        opt = [rows(v) for v in self.opt_state.values()]
         m, v = (opt[0], torch.zeros_like(opt[0])) if self.sgd else opt
         if self.running is not None:
-            rmean, rvar = (r[idx].squeeze(1).T.contiguous() for r in self.running)
+            rmean, rvar = rows(self.running[0].squeeze(1)), rows(self.running[1].squeeze(1), 1.0)
         else:
             rmean = rvar = torch.zeros(1, device=dev)
         with np.errstate(divide="ignore"):      # gamma 0: log2 is -inf, the lr 0
             log2 = lambda a: np.log2(np.asarray(a, dtype=np.float64))
             no_adam = np.zeros(n_runs)
             self.state = dict(
-                par=self.params[idx].T.contiguous(), m=m, v=v, rmean=rmean, rvar=rvar,
-                steps=torch.zeros(n_runs, dtype=torch.int32, device=dev),
-                div=torch.zeros(n_runs, dtype=torch.int32, device=dev),
-                bs=i32(c.batch), ep=i32(c.epochs), lr=f32(c.lr), log2g=f32(log2(c.gamma)),
+                par=rows(self.params), m=m, v=v, rmean=rmean, rvar=rvar,
+                steps=i32(np.zeros(n_runs)), div=i32(np.zeros(n_runs), 1),
+                bs=i32(c.batch, 1), ep=i32(c.epochs), lr=f32(c.lr), log2g=f32(log2(c.gamma)),
                 ssize=i32(np.where(c.scheduled, c.step_size, 0)),
                 b1=f32(c.beta1), b2=f32(c.beta2),
-                log2b1=f32(no_adam if self.sgd else log2(c.beta1)),
-                log2b2=f32(no_adam if self.sgd else log2(c.beta2)),
-                eps=f32([r.eps for r in runs]), mom=f32(c.momentum), nest=i32(c.nesterov),
+                log2b1=f32(no_adam if self.sgd else log2(c.beta1), -1.0),
+                log2b2=f32(no_adam if self.sgd else log2(c.beta2), -1.0),
+                eps=f32([r.eps for r in runs], 1.0), mom=f32(c.momentum), nest=i32(c.nesterov),
                 wdc=f32(c.wd_coupled), wdd=f32(c.wd_decoupled))
+            self.padded = padded
         self.boundaries = evaluation_epochs(runs, chunk.eval_every)
-        self.curves = torch.full((4, n_runs, len(chunk.eval_epochs)), float("nan"), device=dev)
+        self.curves = torch.full((4, padded, len(chunk.eval_epochs)), float("nan"), device=dev)
 
         layout = self.net.layout
         offset = dict(zip(layout.names, layout.offsets))
@@ -137,17 +148,17 @@ class _TritonGroup(_Group):
         (several only if the interval's permutation tables would pass ORDER_BYTES)."""
         from ..kernels import mlp
 
-        c, s, n_runs = self.c, self.state, len(self.lanes)
+        c, s, padded = self.c, self.state, self.padded
         col = int(self.chunk.column(e1))
         for lo, hi in self._launches(e0, e1):
             order, oq = self._orders(lo, hi, mlp)
-            self.compiled = mlp.train_kernel[(cdiv(n_runs, BLOCK_R),)](
+            self.compiled = mlp.train_kernel[(padded // BLOCK_R,)](
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
                 oq, *self.data, order,
                 self.curves, col if hi == e1 else -1, self.curves.shape[2],
-                n_runs, n_runs, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
+                padded, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
                 num_warps=NUM_WARPS, **self.spec)
             if self.progress is not None:
                 left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
@@ -156,16 +167,16 @@ class _TritonGroup(_Group):
     def unload(self):
         """Copies the lanes' state back into the group's tensors and the result's curves."""
         s, lanes = self.state, self.lanes
-        idx = torch.from_numpy(lanes).to(self.device)
-        self.params[idx] = s["par"].T
+        idx, n_runs = torch.from_numpy(lanes).to(self.device), len(lanes)
+        self.params[idx] = s["par"][:, :n_runs].T
         for full, part in zip(self.opt_state.values(), [s["m"], s["v"]]):
-            full[idx] = part.T
+            full[idx] = part[:, :n_runs].T
         if self.running is not None:
-            self.running[0][idx] = s["rmean"].T.unsqueeze(1)
-            self.running[1][idx] = s["rvar"].T.unsqueeze(1)
-        self.steps[lanes] = s["steps"].cpu().numpy()
-        self.diverged[lanes] = s["div"].cpu().numpy() != 0
-        curves = self.curves.cpu().numpy()
+            self.running[0][idx] = s["rmean"][:, :n_runs].T.unsqueeze(1)
+            self.running[1][idx] = s["rvar"][:, :n_runs].T.unsqueeze(1)
+        self.steps[lanes] = s["steps"][:n_runs].cpu().numpy()
+        self.diverged[lanes] = s["div"][:n_runs].cpu().numpy() != 0
+        curves = self.curves[:, :n_runs].cpu().numpy()
         for k, name in enumerate(METRICS):
             if name in self.result.curves:
                 self.result.curves[name][self.rows[lanes]] = curves[k]
@@ -185,7 +196,8 @@ class _TritonGroup(_Group):
         c, dev, n = self.c, self.device, self.n
         needs = c.shuffle & (c.epochs > lo)
         seeds = np.unique(c.seed[needs])
-        oq = np.where(needs, np.searchsorted(seeds, c.seed), -1)[self.lanes]
+        oq = np.full(self.padded, -1)
+        oq[:len(self.lanes)] = np.where(needs, np.searchsorted(seeds, c.seed), -1)[self.lanes]
         oq = torch.tensor(oq, dtype=torch.int32, device=dev)
         if len(seeds) == 0:
             return torch.zeros(1, dtype=torch.int32, device=dev), oq
