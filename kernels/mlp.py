@@ -88,20 +88,20 @@ def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
 # ---- state in and out -----------------------------------------------------------------
 @triton.jit
 def _mat_offsets(off, OUT: tl.constexpr, IN: tl.constexpr, OUTP: tl.constexpr,
-                 INP: tl.constexpr, lanes, RS):
+                 INP: tl.constexpr, r, BLOCK_R: tl.constexpr):
     """Offsets [OUTP, INP, BLOCK_R] of a weight (OUT x IN, row-major from entry ``off``) in
-    an entry-major state tensor [P, RS], and the mask of real entries. Runs are the
-    contiguous axis, so each load is coalesced across the lanes, one run per thread."""
+    a program's state tile [entries, BLOCK_R], and the mask of real entries. Every stride
+    is a constant: a thread addresses all its entries from one register."""
     o = tl.arange(0, OUTP)[:, None, None]
     i = tl.arange(0, INP)[None, :, None]
-    return (off + o * IN + i) * RS + lanes[None, None, :], (o < OUT) & (i < IN)
+    return (off + o * IN + i) * BLOCK_R + r[None, None, :], (o < OUT) & (i < IN)
 
 
 @triton.jit
-def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, lanes, RS):
+def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, r, BLOCK_R: tl.constexpr):
     """Offsets [OUTP, BLOCK_R] of a vector entry (bias, batchnorm weight), and the mask."""
     o = tl.arange(0, OUTP)[:, None]
-    return (off + o) * RS + lanes[None, :], o < OUT
+    return (off + o) * BLOCK_R + r[None, :], o < OUT
 
 
 # ---- the model --------------------------------------------------------------------------
@@ -194,8 +194,9 @@ def _update(p, g, m_ptrs, v_ptrs, mask, take, scale, lr, wd_c, decay, b1, b2, ep
 
 @triton.jit
 def train_kernel(
-        # state, entry-major: [P, RS] parameters and optimizer state m and v, [D, RS]
-        # running statistics, [RS] steps and diverged flags (RS: runs padded to programs)
+        # state in tiles, one per program: [RS / BLOCK_R, P, BLOCK_R] parameters and
+        # optimizer state m and v, [RS / BLOCK_R, D, BLOCK_R] running statistics; [RS]
+        # steps and diverged flags (RS: the runs, padded to whole programs)
         par_ptr, m_ptr, v_ptr, rmean_ptr, rvar_ptr, steps_ptr, div_ptr,
         # per-run constants [RS]
         bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
@@ -205,21 +206,30 @@ def train_kernel(
         # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
         curve_ptr, col, n_cols,
         RS, n, n_val, e0, e1, eval_every,
-        D: tl.constexpr, DP: tl.constexpr, OA: tl.constexpr, OAP: tl.constexpr,
+        P: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, OA: tl.constexpr, OAP: tl.constexpr,
         OB: tl.constexpr, OBP: tl.constexpr, DEPTH: tl.constexpr,
         OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
         ACT: tl.constexpr, LOSS: tl.constexpr, OPT: tl.constexpr, BN: tl.constexpr,
-        SHUFFLED: tl.constexpr, BLOCK_R: tl.constexpr):
+        SHUFFLED: tl.constexpr, UNROLL: tl.constexpr, BLOCK_R: tl.constexpr):
     """Trains epochs e0..e1-1 of runs [pid * BLOCK_R, ...) and evaluates those whose
     evaluation falls after epoch e1 into curve column ``col`` (none when col < 0).
 
     Layers: A = Linear(D, OA) (depth 0: the output, OA = 1), B = Linear(OA, OB) (depth 1:
     the output, OB = 1), C = Linear(OB, 1). OFF_*: each layer's weight entry in the state
     columns, the bias right after it; OFF_N: batchnorm's gamma, beta after it.
-    SHUFFLED: some lane reads its rows through the order tables. Row offsets are int32:
+    SHUFFLED: some lane reads its rows through the order tables. UNROLL: unrolling of the
+    loop over the rows every lane has. Row offsets are int32:
     the host keeps n * D < 2**31.
     """
-    lanes = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    pid = tl.program_id(0)
+    r = tl.arange(0, BLOCK_R)
+    lanes = pid * BLOCK_R + r
+    # this program's state tiles
+    par_ptr += pid * (P * BLOCK_R)
+    m_ptr += pid * (P * BLOCK_R)
+    v_ptr += pid * (P * BLOCK_R)
+    rmean_ptr += pid * (D * BLOCK_R)
+    rvar_ptr += pid * (D * BLOCK_R)
     bs = tl.load(bs_ptr + lanes)
     epochs = tl.load(ep_ptr + lanes)
     diverged = tl.load(div_ptr + lanes)
@@ -247,26 +257,26 @@ def train_kernel(
     b_in = (tl.arange(0, OBP) < OB)[:, None]
 
     # ---- load the state --------------------------------------------------------------
-    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, lanes, RS)
+    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, r, BLOCK_R)
     wa = tl.load(par_ptr + pa, mask=ma, other=0.0)
-    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, lanes, RS)
+    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, r, BLOCK_R)
     ba = tl.load(par_ptr + qa, mask=na, other=0.0)
     if DEPTH >= 1:
-        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, lanes, RS)
+        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, r, BLOCK_R)
         wb = tl.load(par_ptr + pb, mask=mb, other=0.0)
-        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, lanes, RS)
+        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, r, BLOCK_R)
         bb = tl.load(par_ptr + qb, mask=nb, other=0.0)
     if DEPTH >= 2:
-        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, lanes, RS)
+        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, r, BLOCK_R)
         wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
-        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, lanes, RS)
+        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, r, BLOCK_R)
         bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
     if BN:
-        qg, ng = _vec_offsets(OFF_N, D, DP, lanes, RS)
+        qg, ng = _vec_offsets(OFF_N, D, DP, r, BLOCK_R)
         gam = tl.load(par_ptr + qg, mask=ng, other=0.0)
-        qn, nn = _vec_offsets(OFF_N + D, D, DP, lanes, RS)
+        qn, nn = _vec_offsets(OFF_N + D, D, DP, r, BLOCK_R)
         bet = tl.load(par_ptr + qn, mask=nn, other=0.0)
-        qr, nr = _vec_offsets(0, D, DP, lanes, RS)
+        qr, nr = _vec_offsets(0, D, DP, r, BLOCK_R)
         rmean = tl.load(rmean_ptr + qr, mask=nr, other=0.0)
         rvar = tl.load(rvar_ptr + qr, mask=nr, other=1.0)
 
@@ -319,7 +329,8 @@ def train_kernel(
             # Rows every lane has (no masks), then the rows only some lanes have.
             cmin = tl.min(cnt, axis=0)
             for ragged in tl.static_range(2):
-              for i in range(cmin if ragged else 0, cmax if ragged else cmin):
+              for i in tl.range(cmin if ragged else 0, cmax if ragged else cmin,
+                                loop_unroll_factor=1 if ragged else UNROLL):
                 pos = start + i
                 if ragged:
                     valid = i < cnt

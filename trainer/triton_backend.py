@@ -26,6 +26,7 @@ MAX_DEPTH = 2
 MAX_WIDTH = 64          # features and hidden units per layer, each
 BLOCK_R = 32            # runs per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) runs per thread
+UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
 ORDER_BLOCK = 1024
 # Permutation tables of one launch (int32 [seeds, epochs, n]) stay under this; a longer
 # evaluation interval is trained in several launches.
@@ -95,10 +96,10 @@ class _TritonGroup(_Group):
         f32 = lambda a, pad=0.0: lane_values(a, torch.float32, pad)
         i32 = lambda a, pad=0: lane_values(a, torch.int32, pad)
 
-        def rows(t: torch.Tensor, pad: float = 0.0) -> torch.Tensor:   # [R, k] -> [k, padded]
-            out = torch.full((t.shape[1], padded), pad, dtype=t.dtype, device=dev)
-            out[:, :n_runs] = t[idx].T
-            return out
+        def rows(t: torch.Tensor, pad: float = 0.0) -> torch.Tensor:   # [R, k] -> tiles
+            out = torch.full((padded, t.shape[1]), pad, dtype=t.dtype, device=dev)
+            out[:n_runs] = t[idx]
+            return to_tiles(out)
 
         opt = [rows(v) for v in self.opt_state.values()]
         m, v = (opt[0], torch.zeros_like(opt[0])) if self.sgd else opt
@@ -130,14 +131,14 @@ class _TritonGroup(_Group):
         oa = hidden[0] if hidden else 1
         ob = hidden[1] if len(hidden) > 1 else 1
         self.spec = dict(
-            D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob), DEPTH=len(hidden),
+            P=layout.size, D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob), DEPTH=len(hidden),
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
             OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
             ACT={"sigmoid": mlp.ACT_SIGMOID, "tanh": mlp.ACT_TANH, "relu": mlp.ACT_RELU}[
                 chunk.model.activation],
             LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
-            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), BLOCK_R=BLOCK_R)
+            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL, BLOCK_R=BLOCK_R)
         self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
                      self.y_val.contiguous()]
         if len(self.x_val) == 0:   # a pointer the kernel never reads
@@ -168,12 +169,12 @@ class _TritonGroup(_Group):
         """Copies the lanes' state back into the group's tensors and the result's curves."""
         s, lanes = self.state, self.lanes
         idx, n_runs = torch.from_numpy(lanes).to(self.device), len(lanes)
-        self.params[idx] = s["par"][:, :n_runs].T
+        self.params[idx] = from_tiles(s["par"])[:n_runs]
         for full, part in zip(self.opt_state.values(), [s["m"], s["v"]]):
-            full[idx] = part[:, :n_runs].T
+            full[idx] = from_tiles(part)[:n_runs]
         if self.running is not None:
-            self.running[0][idx] = s["rmean"][:, :n_runs].T.unsqueeze(1)
-            self.running[1][idx] = s["rvar"][:, :n_runs].T.unsqueeze(1)
+            self.running[0][idx] = from_tiles(s["rmean"])[:n_runs].unsqueeze(1)
+            self.running[1][idx] = from_tiles(s["rvar"])[:n_runs].unsqueeze(1)
         self.steps[lanes] = s["steps"][:n_runs].cpu().numpy()
         self.diverged[lanes] = s["div"][:n_runs].cpu().numpy() != 0
         curves = self.curves[:, :n_runs].cpu().numpy()
@@ -209,6 +210,17 @@ class _TritonGroup(_Group):
         mlp.order_kernel[(len(keys), cdiv(n, ORDER_BLOCK))](
             keys, table, n, half, (1 << half) - 1, BLOCK=ORDER_BLOCK)
         return table, oq
+
+
+def to_tiles(rows: torch.Tensor) -> torch.Tensor:
+    """[programs * BLOCK_R, k] -> [programs, k, BLOCK_R]: each program's state one tile in
+    which an entry of its runs is BLOCK_R consecutive floats (constant strides in-kernel)."""
+    return rows.view(-1, BLOCK_R, rows.shape[1]).transpose(1, 2).contiguous()
+
+
+def from_tiles(tiles: torch.Tensor) -> torch.Tensor:
+    """The inverse of to_tiles."""
+    return tiles.transpose(1, 2).reshape(-1, tiles.shape[1])
 
 
 def cdiv(a: int, b: int) -> int:
