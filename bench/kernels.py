@@ -47,12 +47,12 @@ def loaded_group(path):
     return group, samples
 
 
-def time_kernel(name: str, block_r: int, num_warps: int, unroll: int) -> dict:
+def time_kernel(name: str, block_r: int, num_warps: int, unroll: int, split) -> dict:
     from triton.testing import do_bench
 
     from tinysweep.trainer import triton_backend
     triton_backend.BLOCK_R, triton_backend.NUM_WARPS = block_r, num_warps
-    triton_backend.UNROLL = unroll
+    triton_backend.UNROLL, triton_backend.SPLIT = unroll, split
     t0 = time.perf_counter()
     group, samples = loaded_group(WORKLOADS[name])
     setup_s = time.perf_counter() - t0
@@ -66,7 +66,7 @@ def time_kernel(name: str, block_r: int, num_warps: int, unroll: int) -> dict:
     finite = bool(torch.isfinite(group.state["par"]).all())
     compiled = group.compiled
     return {"workload": name, "block_r": block_r, "num_warps": num_warps, "unroll": unroll,
-            "ms": ms,
+            "split": group.split, "ms": ms,
             "sample_steps_per_s": samples / (ms / 1e3), "floor_ms": FLOOR_MS[name],
             "of_floor": FLOOR_MS[name] / ms, "first_call_s": first_s, "setup_s": setup_s,
             "finite": finite, "n_regs": getattr(compiled, "n_regs", None),
@@ -146,18 +146,20 @@ def main(argv=None) -> int:
     import triton
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "triton": triton.__version__, "kernels": [], "contenders": []}
-    # (runs per program, warps per program, unrolling of the row loop)
-    layouts = {"line_100k": [(32, 1, 1)] + ([(32, 1, 2), (32, 1, 4), (64, 2, 2)]
-                                            if args.variants else []),
-               "mlp_10k": [(32, 1, 1)] + ([(32, 1, 2), (16, 1, 1), (8, 1, 1)]
-                                          if args.variants else [])}
+    # (lanes per program, warps per program, unrolling of the row loop, lanes per run;
+    # None: the backend's choice)
+    layouts = {"line_100k": [(32, 1, 1, None)] + ([(32, 1, 2, None), (64, 2, 1, None)]
+                                                  if args.variants else []),
+               "mlp_10k": [(32, 1, 1, None)] + ([(32, 1, 1, 1), (32, 1, 1, 4), (32, 1, 1, 16),
+                                                 (64, 2, 1, None), (32, 1, 2, None)]
+                                                if args.variants else [])}
     for name in WORKLOADS:
-        for block_r, num_warps, unroll in layouts[name]:
+        for block_r, num_warps, unroll, split in layouts[name]:
             try:
-                row = time_kernel(name, block_r, num_warps, unroll)
+                row = time_kernel(name, block_r, num_warps, unroll, split)
             except Exception as e:   # keep the other numbers
                 row = {"workload": name, "block_r": block_r, "num_warps": num_warps,
-                       "unroll": unroll, "error": repr(e)[:300]}
+                       "unroll": unroll, "split": split, "error": repr(e)[:300]}
             report["kernels"].append(row)
             print(json.dumps(row), flush=True)
     if not args.skip_torch_func:
@@ -171,14 +173,15 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     print(f"\n{report['device']}, torch {report['torch']}, triton {report['triton']}")
-    print(f"{'workload':10} {'R/prog':>6} {'warps':>5} {'unroll':>6} {'ms':>9} {'floor':>6} "
-          f"{'of floor':>8} regs spills")
+    print(f"{'workload':10} {'lanes':>6} {'warps':>5} {'unroll':>6} {'split':>5} {'ms':>9} "
+          f"{'floor':>6} {'of floor':>8} regs spills")
     for r in report["kernels"]:
         if "error" in r:
             print(f"{r['workload']:10} {r['block_r']:6} {r['num_warps']:5} {r['unroll']:6} "
-                  f"error: {r['error'][:80]}")
+                  f"{str(r['split']):>5} error: {r['error'][:80]}")
         else:
-            print(f"{r['workload']:10} {r['block_r']:6} {r['num_warps']:5} {r['unroll']:6} {r['ms']:9.2f} "
+            print(f"{r['workload']:10} {r['block_r']:6} {r['num_warps']:5} {r['unroll']:6} "
+                  f"{r['split']:5} {r['ms']:9.2f} "
                   f"{r['floor_ms']:6.1f} {r['of_floor']:8.1%} {r['n_regs']} {r['n_spills']}")
     for r in report["contenders"]:
         print(r)

@@ -62,7 +62,7 @@ def _feistel(x, k0, k1, k2, k3, half, lo_mask):
     return (left << half) | right
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "half", "lo_mask"])
 def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
     """out[q, p] = row visited at position p under round keys q (int64 [Q, 4], 32-bit
     values), for p < n: trainer.order.permutations, cycle-walking included.
@@ -88,20 +88,44 @@ def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
 # ---- state in and out -----------------------------------------------------------------
 @triton.jit
 def _mat_offsets(off, OUT: tl.constexpr, IN: tl.constexpr, OUTP: tl.constexpr,
-                 INP: tl.constexpr, r, BLOCK_R: tl.constexpr):
+                 INP: tl.constexpr, r, RUNS: tl.constexpr):
     """Offsets [OUTP, INP, BLOCK_R] of a weight (OUT x IN, row-major from entry ``off``) in
-    a program's state tile [entries, BLOCK_R], and the mask of real entries. Every stride
-    is a constant: a thread addresses all its entries from one register."""
+    a program's state tile [entries, RUNS] for the lanes' runs ``r``, and the mask of real
+    entries. Every stride is a constant: a thread addresses all its entries from one
+    register."""
     o = tl.arange(0, OUTP)[:, None, None]
     i = tl.arange(0, INP)[None, :, None]
-    return (off + o * IN + i) * BLOCK_R + r[None, None, :], (o < OUT) & (i < IN)
+    return (off + o * IN + i) * RUNS + r[None, None, :], (o < OUT) & (i < IN)
 
 
 @triton.jit
-def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, r, BLOCK_R: tl.constexpr):
+def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, r, RUNS: tl.constexpr):
     """Offsets [OUTP, BLOCK_R] of a vector entry (bias, batchnorm weight), and the mask."""
     o = tl.arange(0, OUTP)[:, None]
-    return (off + o) * BLOCK_R + r[None, :], o < OUT
+    return (off + o) * RUNS + r[None, :], o < OUT
+
+
+@triton.jit
+def _split_sum2(t, SPLIT: tl.constexpr):
+    """t [X, BLOCK_R]: each lane gets the sum over the SPLIT lanes of its run."""
+    if SPLIT > 1:
+        X: tl.constexpr = t.shape[0]
+        R: tl.constexpr = t.shape[1]
+        s = tl.sum(tl.reshape(t, (X, R // SPLIT, SPLIT)), axis=2)
+        t = tl.reshape(tl.broadcast_to(s[:, :, None], (X, R // SPLIT, SPLIT)), (X, R))
+    return t
+
+
+@triton.jit
+def _split_sum3(t, SPLIT: tl.constexpr):
+    """t [X, Y, BLOCK_R]: each lane gets the sum over the SPLIT lanes of its run."""
+    if SPLIT > 1:
+        X: tl.constexpr = t.shape[0]
+        Y: tl.constexpr = t.shape[1]
+        R: tl.constexpr = t.shape[2]
+        s = tl.sum(tl.reshape(t, (X, Y, R // SPLIT, SPLIT)), axis=3)
+        t = tl.reshape(tl.broadcast_to(s[:, :, :, None], (X, Y, R // SPLIT, SPLIT)), (X, Y, R))
+    return t
 
 
 # ---- the model --------------------------------------------------------------------------
@@ -166,11 +190,12 @@ def _finite(t):
 
 
 @triton.jit
-def _update(p, g, m_ptrs, v_ptrs, mask, take, scale, lr, wd_c, decay, b1, b2, eps, step_size,
-            bc2s, mom, nest, OPT: tl.constexpr):
+def _update(p, g, m_ptrs, v_ptrs, mask, first, take, scale, lr, wd_c, decay, b1, b2, eps,
+            step_size, bc2s, mom, nest, OPT: tl.constexpr):
     """One optimizer step of one tensor where ``take`` [R], in torch.optim's order. The
     optimizer state (m: momentum buffer or exp_avg, v: exp_avg_sq) stays in memory (cache)
     between steps, read and written only here: registers hold the weights and gradients.
+    Every lane of a run computes the same step; the ``first`` one writes the state.
 
     sgd: g += wd p; buf = mom buf + g; p -= lr (nesterov ? g + mom buf : buf)   (m = buf)
     adam/adamw: p *= decay (1 - lr wd for adamw, else 1); g += wd p (adam);
@@ -187,8 +212,8 @@ def _update(p, g, m_ptrs, v_ptrs, mask, take, scale, lr, wd_c, decay, b1, b2, ep
         m = m + (1.0 - b1) * (g - m)
         v = v + (1.0 - b2) * (g * g - v)
         p2 = p * decay - step_size * (m / (tl.sqrt(v) / bc2s + eps))
-        tl.store(v_ptrs, v, mask=mask)
-    tl.store(m_ptrs, m, mask=mask)
+        tl.store(v_ptrs, v, mask=mask & first)
+    tl.store(m_ptrs, m, mask=mask & first)
     return tl.where(take, p2, p)
 
 
@@ -210,7 +235,8 @@ def train_kernel(
         OB: tl.constexpr, OBP: tl.constexpr, DEPTH: tl.constexpr,
         OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
         ACT: tl.constexpr, LOSS: tl.constexpr, OPT: tl.constexpr, BN: tl.constexpr,
-        SHUFFLED: tl.constexpr, UNROLL: tl.constexpr, BLOCK_R: tl.constexpr):
+        SHUFFLED: tl.constexpr, UNROLL: tl.constexpr, SPLIT: tl.constexpr,
+        BLOCK_R: tl.constexpr):
     """Trains epochs e0..e1-1 of runs [pid * BLOCK_R, ...) and evaluates those whose
     evaluation falls after epoch e1 into curve column ``col`` (none when col < 0).
 
@@ -218,18 +244,24 @@ def train_kernel(
     the output, OB = 1), C = Linear(OB, 1). OFF_*: each layer's weight entry in the state
     columns, the bias right after it; OFF_N: batchnorm's gamma, beta after it.
     SHUFFLED: some lane reads its rows through the order tables. UNROLL: unrolling of the
-    loop over the rows every lane has. Row offsets are int32:
+    loop over the rows every lane has. SPLIT: lanes per run (a power of two dividing 32),
+    each taking every SPLIT-th row of a batch; their gradients are summed at each step and
+    every lane takes the same step, so the copies stay identical. Row offsets are int32:
     the host keeps n * D < 2**31.
     """
+    RUNS: tl.constexpr = BLOCK_R // SPLIT          # runs per program
     pid = tl.program_id(0)
-    r = tl.arange(0, BLOCK_R)
-    lanes = pid * BLOCK_R + r
+    lane = tl.arange(0, BLOCK_R)
+    r = lane // SPLIT                               # the lane's run within the program
+    k = lane % SPLIT                                # and its share of each batch's rows
+    lanes = pid * RUNS + r                          # the lane's run
+    first = k == 0                                  # the lane that writes its run's state
     # this program's state tiles
-    par_ptr += pid * (P * BLOCK_R)
-    m_ptr += pid * (P * BLOCK_R)
-    v_ptr += pid * (P * BLOCK_R)
-    rmean_ptr += pid * (D * BLOCK_R)
-    rvar_ptr += pid * (D * BLOCK_R)
+    par_ptr += pid * (P * RUNS)
+    m_ptr += pid * (P * RUNS)
+    v_ptr += pid * (P * RUNS)
+    rmean_ptr += pid * (D * RUNS)
+    rvar_ptr += pid * (D * RUNS)
     bs = tl.load(bs_ptr + lanes)
     epochs = tl.load(ep_ptr + lanes)
     diverged = tl.load(div_ptr + lanes)
@@ -257,26 +289,26 @@ def train_kernel(
     b_in = (tl.arange(0, OBP) < OB)[:, None]
 
     # ---- load the state --------------------------------------------------------------
-    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, r, BLOCK_R)
+    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, r, RUNS)
     wa = tl.load(par_ptr + pa, mask=ma, other=0.0)
-    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, r, BLOCK_R)
+    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, r, RUNS)
     ba = tl.load(par_ptr + qa, mask=na, other=0.0)
     if DEPTH >= 1:
-        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, r, BLOCK_R)
+        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, r, RUNS)
         wb = tl.load(par_ptr + pb, mask=mb, other=0.0)
-        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, r, BLOCK_R)
+        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, r, RUNS)
         bb = tl.load(par_ptr + qb, mask=nb, other=0.0)
     if DEPTH >= 2:
-        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, r, BLOCK_R)
+        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, r, RUNS)
         wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
-        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, r, BLOCK_R)
+        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, r, RUNS)
         bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
     if BN:
-        qg, ng = _vec_offsets(OFF_N, D, DP, r, BLOCK_R)
+        qg, ng = _vec_offsets(OFF_N, D, DP, r, RUNS)
         gam = tl.load(par_ptr + qg, mask=ng, other=0.0)
-        qn, nn = _vec_offsets(OFF_N + D, D, DP, r, BLOCK_R)
+        qn, nn = _vec_offsets(OFF_N + D, D, DP, r, RUNS)
         bet = tl.load(par_ptr + qn, mask=nn, other=0.0)
-        qr, nr = _vec_offsets(0, D, DP, r, BLOCK_R)
+        qr, nr = _vec_offsets(0, D, DP, r, RUNS)
         rmean = tl.load(rmean_ptr + qr, mask=nr, other=0.0)
         rvar = tl.load(rvar_ptr + qr, mask=nr, other=1.0)
 
@@ -294,7 +326,8 @@ def train_kernel(
             cmax = tl.max(cnt, axis=0)
             if BN:   # batch statistics over each lane's rows, summed then divided
                 xsum = tl.zeros([DP, BLOCK_R], tl.float32)
-                for i in range(0, cmax):
+                for j in range(0, (cmax + SPLIT - 1) // SPLIT):
+                    i = j * SPLIT + k
                     valid = i < cnt
                     pos = start + i
                     row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
@@ -302,10 +335,12 @@ def train_kernel(
                     x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                 mask=valid[None, :] & d_in[:, None], other=0.0)
                     xsum += x
+                xsum = _split_sum2(xsum, SPLIT)
                 rows_f = tl.maximum(cnt, 1).to(tl.float32)
                 bmean = xsum / rows_f[None, :]
                 xsq = tl.zeros([DP, BLOCK_R], tl.float32)
-                for i in range(0, cmax):
+                for j in range(0, (cmax + SPLIT - 1) // SPLIT):
+                    i = j * SPLIT + k
                     valid = i < cnt
                     pos = start + i
                     row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
@@ -314,6 +349,7 @@ def train_kernel(
                                 mask=valid[None, :] & d_in[:, None], other=0.0)
                     dev = tl.where(valid[None, :], x - bmean, 0.0)
                     xsq += dev * dev
+                xsq = _split_sum2(xsq, SPLIT)
                 bvar = xsq / rows_f[None, :]
                 brstd = 1.0 / tl.sqrt(bvar + BN_EPS)
                 g_gam = tl.zeros([DP, BLOCK_R], tl.float32)
@@ -326,11 +362,14 @@ def train_kernel(
             if DEPTH >= 2:
                 g_wc = tl.zeros([1, OBP, BLOCK_R], tl.float32)
                 g_bc = tl.zeros([1, BLOCK_R], tl.float32)
-            # Rows every lane has (no masks), then the rows only some lanes have.
-            cmin = tl.min(cnt, axis=0)
+            # Rows every lane has (no masks), then the rows only some lanes have. Lane k of a
+            # run takes rows k, k + SPLIT, ... of the batch.
+            jmin = tl.min(cnt, axis=0) // SPLIT
+            jmax = (cmax + SPLIT - 1) // SPLIT
             for ragged in tl.static_range(2):
-              for i in tl.range(cmin if ragged else 0, cmax if ragged else cmin,
+              for j in tl.range(jmin if ragged else 0, jmax if ragged else jmin,
                                 loop_unroll_factor=1 if ragged else UNROLL):
+                i = j * SPLIT + k
                 pos = start + i
                 if ragged:
                     valid = i < cnt
@@ -392,6 +431,17 @@ def train_kernel(
                     g_bet += dh0
 
             # ---- the optimizer step of the lanes that had rows ----------------------------
+            g_wa = _split_sum3(g_wa, SPLIT)
+            g_ba = _split_sum2(g_ba, SPLIT)
+            if DEPTH >= 1:
+                g_wb = _split_sum3(g_wb, SPLIT)
+                g_bb = _split_sum2(g_bb, SPLIT)
+            if DEPTH >= 2:
+                g_wc = _split_sum3(g_wc, SPLIT)
+                g_bc = _split_sum2(g_bc, SPLIT)
+            if BN:
+                g_gam = _split_sum2(g_gam, SPLIT)
+                g_bet = _split_sum2(g_bet, SPLIT)
             scale = 1.0 / tl.maximum(cnt, 1).to(tl.float32)
             decay = 1.0 - lr * wd_d
             if OPT == 1:   # Adam's bias corrections at the lane's step t
@@ -401,24 +451,24 @@ def train_kernel(
             else:
                 step_size = lr
                 bc2s = lr
-            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, take, scale, lr, wd_c,
+            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, first, take, scale, lr, wd_c,
                          decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take, take, scale, lr, wd_c,
+            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take, first, take, scale, lr, wd_c,
                          decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             if DEPTH >= 1:
-                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take, take, scale, lr, wd_c,
+                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take, first, take, scale, lr, wd_c,
                              decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take, take, scale, lr, wd_c,
+                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take, first, take, scale, lr, wd_c,
                              decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             if DEPTH >= 2:
-                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take, take, scale, lr, wd_c,
+                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take, first, take, scale, lr, wd_c,
                              decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take, take, scale, lr, wd_c,
+                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take, first, take, scale, lr, wd_c,
                              decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             if BN:
-                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng & take, take, scale, lr,
+                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng & take, first, take, scale, lr,
                               wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn & take, take, scale, lr,
+                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn & take, first, take, scale, lr,
                               wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
                 unbiased = bvar * (cnt.to(tl.float32) / tl.maximum(cnt - 1, 1).to(tl.float32))
                 rmean = tl.where(take, rmean * (1.0 - BN_MOMENTUM) + bmean * BN_MOMENTUM, rmean)
@@ -438,15 +488,18 @@ def train_kernel(
             xs, ys, rows = xv_ptr, yv_ptr, n_val
         loss_sum = tl.zeros([1, BLOCK_R], tl.float32)
         hits = tl.zeros([1, BLOCK_R], tl.float32)
-        for i in range(0, tl.where(tl.max(evaluated.to(tl.int32), axis=0) > 0, rows, 0)):
-            x = tl.load(xs + d_idx, mask=d_in, other=0.0)[:, None]
-            y = tl.load(ys)
-            xs += D
-            ys += 1
+        # lane k of a run takes rows k, k + SPLIT, ...
+        todo = tl.where(tl.max(evaluated.to(tl.int32), axis=0) > 0, rows, 0)
+        for j in range(0, (todo + SPLIT - 1) // SPLIT):
+            i = j * SPLIT + k
+            valid = i < rows
+            x = tl.load(xs + i[None, :].to(tl.int64) * D + d_idx[:, None],
+                        mask=valid[None, :] & d_in[:, None], other=0.0)
+            y = tl.load(ys + i, mask=valid, other=0.0)
             if BN:
                 h0 = (x - rmean) * ersd * gam + bet
             else:
-                h0 = x + tl.zeros([DP, BLOCK_R], tl.float32)
+                h0 = x
             aa = _dense(wa, ba, h0)
             if DEPTH == 0:
                 z = aa
@@ -458,14 +511,17 @@ def train_kernel(
                 else:
                     hb = tl.where(b_in, _act(ab, ACT), 0.0)
                     z = _dense(wc, bc, hb)
-            loss_sum += _loss(z, y, LOSS)
-            hits += ((z > 0).to(tl.float32) == y).to(tl.float32)
+            loss_sum += tl.where(valid[None, :], _loss(z, y, LOSS), 0.0)
+            hits += tl.where(valid[None, :], ((z > 0).to(tl.float32) == y).to(tl.float32), 0.0)
+        loss_sum = _split_sum2(loss_sum, SPLIT)
+        hits = _split_sum2(hits, SPLIT)
         if rows > 0:
             mean_loss = tl.sum(loss_sum, axis=0) / rows
             cptr = curve_ptr + split * RS * n_cols + lanes.to(tl.int64) * n_cols + col
-            tl.store(cptr, mean_loss, mask=evaluated)
+            tl.store(cptr, mean_loss, mask=evaluated & first)
             if LOSS == 1:
-                tl.store(cptr + 2 * RS * n_cols, tl.sum(hits, axis=0) / rows, mask=evaluated)
+                tl.store(cptr + 2 * RS * n_cols, tl.sum(hits, axis=0) / rows,
+                         mask=evaluated & first)
             if split == 0:   # non-finite loss or weights: the run stops here
                 ok = _finite(mean_loss)
                 ok = ok & tl.min(tl.min(_finite(wa), axis=0), axis=0) & tl.min(_finite(ba), axis=0)
@@ -479,18 +535,18 @@ def train_kernel(
                 diverged = tl.where(evaluated & (ok == 0), 1, diverged)
 
     # ---- store the state ---------------------------------------------------------------
-    tl.store(steps_ptr + lanes, steps)
-    tl.store(div_ptr + lanes, diverged)
-    tl.store(par_ptr + pa, wa, mask=ma)
-    tl.store(par_ptr + qa, ba, mask=na)
+    tl.store(steps_ptr + lanes, steps, mask=first)
+    tl.store(div_ptr + lanes, diverged, mask=first)
+    tl.store(par_ptr + pa, wa, mask=ma & first)
+    tl.store(par_ptr + qa, ba, mask=na & first)
     if DEPTH >= 1:
-        tl.store(par_ptr + pb, wb, mask=mb)
-        tl.store(par_ptr + qb, bb, mask=nb)
+        tl.store(par_ptr + pb, wb, mask=mb & first)
+        tl.store(par_ptr + qb, bb, mask=nb & first)
     if DEPTH >= 2:
-        tl.store(par_ptr + pc, wc, mask=mc)
-        tl.store(par_ptr + qc, bc, mask=nc)
+        tl.store(par_ptr + pc, wc, mask=mc & first)
+        tl.store(par_ptr + qc, bc, mask=nc & first)
     if BN:
-        tl.store(par_ptr + qg, gam, mask=ng)
-        tl.store(par_ptr + qn, bet, mask=nn)
-        tl.store(rmean_ptr + qr, rmean, mask=nr)
-        tl.store(rvar_ptr + qr, rvar, mask=nr)
+        tl.store(par_ptr + qg, gam, mask=ng & first)
+        tl.store(par_ptr + qn, bet, mask=nn & first)
+        tl.store(rmean_ptr + qr, rmean, mask=nr & first)
+        tl.store(rvar_ptr + qr, rvar, mask=nr & first)

@@ -52,6 +52,31 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
     assert_same_runs(triton_res, ref)
 
 
+@pytest.mark.parametrize("split", [1, 2, 8])
+def test_lanes_per_run_change_nothing_but_rounding(write_config, monkeypatch, split):
+    """Each run's batch rows shared by 1, 2 or 8 lanes (more than some batches have rows),
+    with batchnorm, shuffles and a validation split: all match the reference."""
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "SPLIT", split)
+    path = write_config(
+        data={"source": "moons", "params": {"n": 14}, "seed": 3, "val_fraction": 0.2},
+        model={"hidden": [5], "activation": "tanh", "loss": "bce_with_logits"},
+        train={"epochs": 2, "lr": 0.03, "momentum": 0.5, "seed": 11},
+        sweep={"params": {"input_norm": ["none", "batchnorm"], "optimizer": ["sgd", "adam"],
+                          "batch_size": [4, 3, 16], "shuffle": [True, False]}})
+    triton_res, ref = both(path)
+    assert_same_runs(triton_res, ref)
+
+
+def test_few_runs_get_several_lanes_each():
+    from tinysweep.trainer.triton_backend import TARGET_LANES, split_for
+    assert split_for(100_000, 1000) == 1
+    assert split_for(10_000, 100) == 8
+    assert split_for(10, 5) == 4            # no more lanes than the smallest batch has rows
+    assert split_for(1, 1000) == 32
+    assert split_for(TARGET_LANES, 64) == 1
+
+
 def test_optimizer_settings_and_schedules_match(write_config):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs, seeds and a
     validation split, in one launch per evaluation interval."""
@@ -104,8 +129,12 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
                                       err_msg=name)
 
 
-def test_chunk_size_changes_nothing(write_config):
-    """Each run is computed on its own lane: chunking changes no bit."""
+def test_chunk_size_changes_nothing(write_config, monkeypatch):
+    """With a fixed number of lanes per run, each run is computed on its own lanes:
+    chunking changes no bit. (The automatic choice gives a small chunk more lanes per run,
+    which changes the order of the batch sums: rounding only.)"""
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "SPLIT", 2)
     path = write_config(data={"source": "line", "params": {"n": 9}},
                         model={"hidden": [4], "activation": "sigmoid", "loss": "mse"},
                         train={"epochs": 2, "lr": 0.05},

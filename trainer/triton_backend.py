@@ -27,6 +27,19 @@ MAX_WIDTH = 64          # features and hidden units per layer, each
 BLOCK_R = 32            # runs per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) runs per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
+SPLIT = None            # lanes per run (see kernels/mlp.py); None: split_for(...)
+# A sweep of few runs gives each run several lanes (each taking a share of every batch's
+# rows) until about this many lanes keep the GPU's schedulers busy.
+TARGET_LANES = 1 << 17
+
+
+def split_for(n_runs: int, min_batch: int) -> int:
+    """Lanes per run: a power of two up to 32, at most the smallest batch, while the runs'
+    lanes stay within TARGET_LANES."""
+    split = 1
+    while split < 32 and n_runs * split * 2 <= TARGET_LANES and split * 2 <= min_batch:
+        split *= 2
+    return split
 ORDER_BLOCK = 1024
 # Permutation tables of one launch (int32 [seeds, epochs, n]) stay under this; a longer
 # evaluation interval is trained in several launches.
@@ -86,7 +99,9 @@ class _TritonGroup(_Group):
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
         self.lanes = lanes
         n_runs = len(lanes)
-        padded = cdiv(n_runs, BLOCK_R) * BLOCK_R    # padding lanes train no epoch
+        self.split = SPLIT or split_for(n_runs, int(min(c.batch.min(), self.n)))
+        runs_per_program = BLOCK_R // self.split
+        padded = cdiv(n_runs, runs_per_program) * runs_per_program   # padding: no epoch
         idx = torch.from_numpy(lanes).to(dev)
 
         def lane_values(a, dtype, pad):
@@ -99,7 +114,7 @@ class _TritonGroup(_Group):
         def rows(t: torch.Tensor, pad: float = 0.0) -> torch.Tensor:   # [R, k] -> tiles
             out = torch.full((padded, t.shape[1]), pad, dtype=t.dtype, device=dev)
             out[:n_runs] = t[idx]
-            return to_tiles(out)
+            return to_tiles(out, runs_per_program)
 
         opt = [rows(v) for v in self.opt_state.values()]
         m, v = (opt[0], torch.zeros_like(opt[0])) if self.sgd else opt
@@ -138,7 +153,8 @@ class _TritonGroup(_Group):
                 chunk.model.activation],
             LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
-            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL, BLOCK_R=BLOCK_R)
+            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL, SPLIT=self.split,
+            BLOCK_R=BLOCK_R)
         self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
                      self.y_val.contiguous()]
         if len(self.x_val) == 0:   # a pointer the kernel never reads
@@ -153,7 +169,7 @@ class _TritonGroup(_Group):
         col = int(self.chunk.column(e1))
         for lo, hi in self._launches(e0, e1):
             order, oq = self._orders(lo, hi, mlp)
-            self.compiled = mlp.train_kernel[(padded // BLOCK_R,)](
+            self.compiled = mlp.train_kernel[(padded // (BLOCK_R // self.split),)](
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
@@ -212,10 +228,10 @@ class _TritonGroup(_Group):
         return table, oq
 
 
-def to_tiles(rows: torch.Tensor) -> torch.Tensor:
-    """[programs * BLOCK_R, k] -> [programs, k, BLOCK_R]: each program's state one tile in
-    which an entry of its runs is BLOCK_R consecutive floats (constant strides in-kernel)."""
-    return rows.view(-1, BLOCK_R, rows.shape[1]).transpose(1, 2).contiguous()
+def to_tiles(rows: torch.Tensor, runs: int) -> torch.Tensor:
+    """[programs * runs, k] -> [programs, k, runs]: each program's state one tile in which
+    an entry of its runs is consecutive floats (constant strides in-kernel)."""
+    return rows.view(-1, runs, rows.shape[1]).transpose(1, 2).contiguous()
 
 
 def from_tiles(tiles: torch.Tensor) -> torch.Tensor:
