@@ -226,8 +226,9 @@ def train_kernel(
         # per-run constants [RS]
         bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
         eps_ptr, mom_ptr, nest_ptr, wdc_ptr, wdd_ptr, oq_ptr,
-        # data: x [n, D], y [n], validation likewise; order tables [Q, e1 - e0, n] int32
-        x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr,
+        # data: x [n, D], y [n], validation likewise; order tables int32 [Q, o_epochs, n]
+        # for epochs o_e0, o_e0 + 1, ...
+        x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr, o_e0, o_epochs,
         # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
         curve_ptr, col, n_cols,
         RS, n, n_val, e0, e1, eval_every,
@@ -280,7 +281,7 @@ def train_kernel(
     wd_d = tl.load(wdd_ptr + lanes)
     oq = tl.load(oq_ptr + lanes)             # order table, -1: in order
     shuffled = oq >= 0
-    obase = tl.maximum(oq, 0).to(tl.int64) * (e1 - e0) * n
+    obase = tl.maximum(oq, 0).to(tl.int64) * o_epochs * n
     training = diverged == 0
 
     d_idx = tl.arange(0, DP)
@@ -318,7 +319,7 @@ def train_kernel(
         on = training & (e < epochs)
         decays = tl.where(ssize > 0, e // tl.maximum(ssize, 1), 0)
         lr = tl.where(decays > 0, lr0 * tl.exp2(decays.to(tl.float32) * log2g), lr0)
-        rows_e = order_ptr + obase + (e - e0) * n
+        rows_e = order_ptr + obase + (e - o_e0) * n
         for s in range(0, tl.max(tl.where(on, spe, 0), axis=0)):
             start = s * bs
             cnt = tl.where(on, tl.maximum(tl.minimum(bs, n - start), 0), 0)

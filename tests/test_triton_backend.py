@@ -68,13 +68,23 @@ def test_lanes_per_run_change_nothing_but_rounding(write_config, monkeypatch, sp
     assert_same_runs(triton_res, ref)
 
 
-def test_few_runs_get_several_lanes_each():
-    from tinysweep.trainer.triton_backend import TARGET_LANES, split_for
-    assert split_for(100_000, 1000) == 1
-    assert split_for(10_000, 100) == 8
-    assert split_for(10, 5) == 4            # no more lanes than the smallest batch has rows
-    assert split_for(1, 1000) == 32
-    assert split_for(TARGET_LANES, 64) == 1
+def test_long_intervals_are_split_when_permutations_would_not_fit(write_config, monkeypatch):
+    """Permutation tables for one epoch at a time: an evaluation interval of 3 shuffled
+    epochs takes 3 launches, and nothing changes."""
+    from tinysweep.trainer import triton_backend
+    path = write_config(data={"source": "line", "params": {"n": 10}},
+                        train={"epochs": 4, "lr": 0.05, "eval_every": 3, "shuffle": True},
+                        sweep={"params": {"batch_size": [3, 4], "seed": [0, 1]}})
+    whole = tinysweep.run(path, backend="triton", device=DEVICE)
+    monkeypatch.setattr(triton_backend, "ORDER_BYTES", 2 * 10 * 4)   # two seeds, one epoch
+    launches = []
+    real = triton_backend._TritonGroup._orders
+    monkeypatch.setattr(triton_backend._TritonGroup, "_orders",
+                        lambda self, lo, hi, mlp: launches.append((lo, hi)) or real(self, lo, hi, mlp))
+    split = tinysweep.run(path, backend="triton", device=DEVICE)
+    assert launches == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert split.table.equals(whole.table)
+    assert_same_runs(split, tinysweep.run(path, backend="reference"))
 
 
 def test_optimizer_settings_and_schedules_match(write_config):
@@ -173,3 +183,12 @@ def test_models_too_large_for_the_kernels_are_refused(write_config):
         tinysweep.run(path, backend="triton", device=DEVICE)
     # auto falls back to the torch backend for them
     assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1
+
+
+def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(UserError, match="needs --device cuda"):
+        tinysweep.run(write_config(), backend="triton", device="cpu")
+    # auto picks the torch backend on the CPU
+    from tinysweep.trainer.sweep import prepare
+    assert prepare(write_config(), backend="auto", device="cpu").backend == "torch"

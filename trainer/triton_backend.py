@@ -27,19 +27,10 @@ MAX_WIDTH = 64          # features and hidden units per layer, each
 BLOCK_R = 32            # runs per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) runs per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
-SPLIT = None            # lanes per run (see kernels/mlp.py); None: split_for(...)
-# A sweep of few runs gives each run several lanes (each taking a share of every batch's
-# rows) until about this many lanes keep the GPU's schedulers busy.
-TARGET_LANES = 1 << 17
-
-
-def split_for(n_runs: int, min_batch: int) -> int:
-    """Lanes per run: a power of two up to 32, at most the smallest batch, while the runs'
-    lanes stay within TARGET_LANES."""
-    split = 1
-    while split < 32 and n_runs * split * 2 <= TARGET_LANES and split * 2 <= min_batch:
-        split *= 2
-    return split
+# Lanes per run (see kernels/mlp.py). Several lanes per run would fill the GPU with fewer
+# runs, but on the H100 (Triton 3.6) the 10,000-run MLP workload ran slower with 4, 8 or
+# 16 (645, 573, 699 ms) than with 1 (497 ms): the cross-lane sums spill registers.
+SPLIT = 1
 ORDER_BLOCK = 1024
 # Permutation tables of one launch (int32 [seeds, epochs, n]) stay under this; a longer
 # evaluation interval is trained in several launches.
@@ -99,7 +90,7 @@ class _TritonGroup(_Group):
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
         self.lanes = lanes
         n_runs = len(lanes)
-        self.split = SPLIT or split_for(n_runs, int(min(c.batch.min(), self.n)))
+        self.split = SPLIT
         runs_per_program = BLOCK_R // self.split
         padded = cdiv(n_runs, runs_per_program) * runs_per_program   # padding: no epoch
         idx = torch.from_numpy(lanes).to(dev)
@@ -137,6 +128,7 @@ class _TritonGroup(_Group):
                 wdc=f32(c.wd_coupled), wdd=f32(c.wd_decoupled))
             self.padded = padded
         self.boundaries = evaluation_epochs(runs, chunk.eval_every)
+        self._table = None      # the permutation tables in use: (table, oq, first, end epoch)
         self.curves = torch.full((4, padded, len(chunk.eval_epochs)), float("nan"), device=dev)
 
         layout = self.net.layout
@@ -168,12 +160,12 @@ class _TritonGroup(_Group):
         c, s, padded = self.c, self.state, self.padded
         col = int(self.chunk.column(e1))
         for lo, hi in self._launches(e0, e1):
-            order, oq = self._orders(lo, hi, mlp)
+            order, oq, o_lo, o_hi = self._orders(lo, hi, mlp)
             self.compiled = mlp.train_kernel[(padded // (BLOCK_R // self.split),)](
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
-                oq, *self.data, order,
+                oq, *self.data, order, o_lo, o_hi - o_lo,
                 self.curves, col if hi == e1 else -1, self.curves.shape[2],
                 padded, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
                 num_warps=NUM_WARPS, **self.spec)
@@ -208,16 +200,23 @@ class _TritonGroup(_Group):
         return [(lo, min(lo + span, e1)) for lo in range(e0, e1, span)]
 
     def _orders(self, lo: int, hi: int, mlp):
-        """Permutation tables of epochs lo..hi-1 for every seed a shuffled run still needs,
-        int32 [Q, hi - lo, n], and each lane's table index (-1: rows in order)."""
+        """Permutation tables for every seed a shuffled run still needs, int32 [Q, epochs,
+        n], covering epochs lo..hi-1 and as many later ones as fit in ORDER_BYTES (usually
+        the whole sweep: one order_kernel launch per group); each lane's table index (-1:
+        rows in order); and the table's epochs [o_lo, o_hi)."""
+        if self._table is not None and self._table[2] <= lo and hi <= self._table[3]:
+            return self._table
         c, dev, n = self.c, self.device, self.n
         needs = c.shuffle & (c.epochs > lo)
         seeds = np.unique(c.seed[needs])
         oq = np.full(self.padded, -1)
         oq[:len(self.lanes)] = np.where(needs, np.searchsorted(seeds, c.seed), -1)[self.lanes]
         oq = torch.tensor(oq, dtype=torch.int32, device=dev)
+        last = int(c.epochs.max())
         if len(seeds) == 0:
-            return torch.zeros(1, dtype=torch.int32, device=dev), oq
+            self._table = (torch.zeros(1, dtype=torch.int32, device=dev), oq, lo, last)
+            return self._table
+        hi = max(hi, min(last, lo + ORDER_BYTES // (len(seeds) * n * 4)))
         epochs = np.arange(lo, hi)
         keys = round_keys(np.repeat(seeds, len(epochs)), np.tile(epochs, len(seeds)))
         keys = torch.tensor(keys.astype(np.int64), device=dev)
@@ -225,7 +224,8 @@ class _TritonGroup(_Group):
         half = half_bits(n)
         mlp.order_kernel[(len(keys), cdiv(n, ORDER_BLOCK))](
             keys, table, n, half, (1 << half) - 1, BLOCK=ORDER_BLOCK)
-        return table, oq
+        self._table = (table, oq, lo, hi)
+        return self._table
 
 
 def to_tiles(rows: torch.Tensor, runs: int) -> torch.Tensor:
