@@ -52,7 +52,9 @@ def time_kernel(name: str, block_r: int, num_warps: int, unroll: int, split) -> 
 
     from tinysweep.trainer import triton_backend
     triton_backend.BLOCK_R, triton_backend.NUM_WARPS = block_r, num_warps
-    triton_backend.UNROLL, triton_backend.SPLIT = unroll, split
+    triton_backend.UNROLL = unroll
+    if split is not None:
+        triton_backend.SPLIT = split
     t0 = time.perf_counter()
     group, samples = loaded_group(WORKLOADS[name])
     setup_s = time.perf_counter() - t0

@@ -2,10 +2,11 @@
 
 ``train_kernel`` trains the runs of one group (same architecture, input normalization and
 optimizer family) from epoch ``e0`` to ``e1`` and then evaluates them, in one launch. Each
-program owns ``BLOCK_R`` runs (its lanes); everything a run needs between steps (weights,
-gradients, optimizer state, batchnorm statistics, learning rate) stays in registers for the
-whole launch. Tensors are laid out with the runs last, ``[out, in, BLOCK_R]``, so a thread
-holds whole layers of its own runs and every sum over a layer stays inside the thread.
+program owns ``BLOCK_R`` lanes, one per run (or ``SPLIT`` per run). The weights and
+gradients stay in registers for the whole launch; the optimizer state is read and written
+at steps only, from the program's tile of the state (in cache). Tensors are laid out with
+the lanes last, ``[out, in, BLOCK_R]``, so a thread holds whole layers of its own run and
+every sum over a layer stays inside the thread. kernels/NOTES.md has the timings.
 
 Lanes step in lockstep: step ``s`` of epoch ``e`` is, for every lane, its own batch ``s`` of
 that epoch (``min(batch_size, n - s * batch_size)`` rows, none once past its epoch's last
@@ -190,6 +191,12 @@ def _finite(t):
 
 
 @triton.jit
+def _all_finite3(t):
+    """t [X, Y, R] -> [R]: 1 where all of a lane's entries are finite."""
+    return tl.min(tl.min(_finite(t), axis=0), axis=0)
+
+
+@triton.jit
 def _update(p, g, m_ptrs, v_ptrs, mask, first, take, scale, lr, wd_c, decay, b1, b2, eps,
             step_size, bc2s, mom, nest, OPT: tl.constexpr):
     """One optimizer step of one tensor where ``take`` [R], in torch.optim's order. The
@@ -251,7 +258,7 @@ def train_kernel(
     the host keeps n * D < 2**31.
     """
     RUNS: tl.constexpr = BLOCK_R // SPLIT          # runs per program
-    pid = tl.program_id(0)
+    pid = tl.program_id(0).to(tl.int64)             # runs x entries may pass 2**31
     lane = tl.arange(0, BLOCK_R)
     r = lane // SPLIT                               # the lane's run within the program
     k = lane % SPLIT                                # and its share of each batch's rows
@@ -452,20 +459,26 @@ def train_kernel(
             else:
                 step_size = lr
                 bc2s = lr
-            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, first, take, scale, lr, wd_c,
-                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take, first, take, scale, lr, wd_c,
-                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, first,
+                         take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+                         nest, OPT)
+            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take, first,
+                         take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+                         nest, OPT)
             if DEPTH >= 1:
-                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take, first, take, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take, first, take, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take, first,
+                             take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+                             nest, OPT)
+                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take, first,
+                             take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+                             nest, OPT)
             if DEPTH >= 2:
-                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take, first, take, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take, first, take, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take, first,
+                             take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+                             nest, OPT)
+                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take, first,
+                             take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
+                             nest, OPT)
             if BN:
                 gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng & take, first, take, scale, lr,
                               wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
@@ -524,12 +537,11 @@ def train_kernel(
                 tl.store(cptr + 2 * RS * n_cols, tl.sum(hits, axis=0) / rows,
                          mask=evaluated & first)
             if split == 0:   # non-finite loss or weights: the run stops here
-                ok = _finite(mean_loss)
-                ok = ok & tl.min(tl.min(_finite(wa), axis=0), axis=0) & tl.min(_finite(ba), axis=0)
+                ok = _finite(mean_loss) & _all_finite3(wa) & tl.min(_finite(ba), axis=0)
                 if DEPTH >= 1:
-                    ok = ok & tl.min(tl.min(_finite(wb), axis=0), axis=0) & tl.min(_finite(bb), axis=0)
+                    ok = ok & _all_finite3(wb) & tl.min(_finite(bb), axis=0)
                 if DEPTH >= 2:
-                    ok = ok & tl.min(tl.min(_finite(wc), axis=0), axis=0) & tl.min(_finite(bc), axis=0)
+                    ok = ok & _all_finite3(wc) & tl.min(_finite(bc), axis=0)
                 if BN:
                     ok = ok & tl.min(_finite(gam), axis=0) & tl.min(_finite(bet), axis=0)
                     ok = ok & tl.min(_finite(rmean), axis=0) & tl.min(_finite(rvar), axis=0)

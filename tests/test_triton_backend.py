@@ -7,17 +7,22 @@ rows, few epochs), yet cover every configuration class of test_torch_backend.py.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import tinysweep
 from tinysweep.trainer.errors import UserError
 
 from conftest import assert_same_runs
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -79,8 +84,10 @@ def test_long_intervals_are_split_when_permutations_would_not_fit(write_config, 
     monkeypatch.setattr(triton_backend, "ORDER_BYTES", 2 * 10 * 4)   # two seeds, one epoch
     launches = []
     real = triton_backend._TritonGroup._orders
-    monkeypatch.setattr(triton_backend._TritonGroup, "_orders",
-                        lambda self, lo, hi, mlp: launches.append((lo, hi)) or real(self, lo, hi, mlp))
+    def orders(self, lo, hi, mlp):
+        launches.append((lo, hi))
+        return real(self, lo, hi, mlp)
+    monkeypatch.setattr(triton_backend._TritonGroup, "_orders", orders)
     split = tinysweep.run(path, backend="triton", device=DEVICE)
     assert launches == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert split.table.equals(whole.table)
@@ -192,3 +199,19 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     # auto picks the torch backend on the CPU
     from tinysweep.trainer.sweep import prepare
     assert prepare(write_config(), backend="auto", device="cpu").backend == "torch"
+
+
+@pytest.mark.parametrize("spec", [
+    dict(DEPTH=0, OA=1, OAP=1, OB=1, OBP=1, P=4, OFF_A=2, BN=True, OPT=0, SHUFFLED=True),
+    dict(DEPTH=1, OA=16, OAP=16, OB=1, OBP=1, P=49, LOSS=1, UNROLL=2),
+    dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, P=52, OFF_B=15, OFF_C=33, ACT=2, SPLIT=4),
+])
+def test_kernels_compile_for_an_h100(spec):
+    """The interpreter skips Triton's compiler, which rejects things the interpreter
+    accepts (a non-constexpr global, say): compile for sm_90 too, in a process without
+    TRITON_INTERPRET. No GPU needed."""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("compile_kernels.py")),
+                           json.dumps(spec)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train_kernel order_kernel" in done.stdout

@@ -4,10 +4,12 @@ interval (kernels/mlp.py), with everything between launches left on the device.
 Runs are grouped as in the torch backend (input normalization, optimizer family), whose
 set-up (initial weights, standardized data, result writing) this backend shares; only the
 training differs. Within a group, runs are sorted by batch size, shuffle and seed, so the
-lanes of one program take steps of similar sizes and often read the same rows. For each
-interval between evaluation epochs, the permutations the shuffled runs need are written by
-``order_kernel`` (one table per (seed, epoch)), then ``train_kernel`` trains the interval's
-epochs and evaluates the runs due for an evaluation, writing their curves in place.
+lanes of one program take steps of similar sizes and often read the same rows. The
+permutations the shuffled runs need are written once by ``order_kernel`` (one table per
+(seed, epoch), for the whole sweep when they fit in ORDER_BYTES); then, for each interval
+between evaluation epochs, ``train_kernel`` trains the interval's epochs and evaluates the
+runs due for an evaluation, writing their curves in place. State stays on the device
+between launches, in per-program tiles (``to_tiles``).
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ import numpy as np
 import torch
 
 from .backend import Chunk, ChunkResult, evaluation_epochs
-from .errors import UserError
 from .order import half_bits, round_keys
 from .torch_backend import _Group, group_rows
 
 MAX_DEPTH = 2
 MAX_WIDTH = 64          # features and hidden units per layer, each
-BLOCK_R = 32            # runs per program
-NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) runs per thread
+BLOCK_R = 32            # lanes per program
+NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) lanes per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
 # Lanes per run (see kernels/mlp.py). Several lanes per run would fill the GPU with fewer
 # runs, but on the H100 (Triton 3.6) the 10,000-run MLP workload ran slower with 4, 8 or
 # 16 (645, 573, 699 ms) than with 1 (497 ms): the cross-lane sums spill registers.
 SPLIT = 1
 ORDER_BLOCK = 1024
-# Permutation tables of one launch (int32 [seeds, epochs, n]) stay under this; a longer
-# evaluation interval is trained in several launches.
+# Permutation tables (int32 [seeds, epochs, n]) stay under this (256 MB); an evaluation
+# interval whose tables do not fit is trained in several launches.
 ORDER_BYTES = 1 << 28
 METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
@@ -42,9 +43,11 @@ def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
     hidden = chunk.model.hidden
     if len(hidden) > MAX_DEPTH:
-        return f"model.hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, got {len(hidden)}"
+        return (f"model.hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
+                f"got {len(hidden)}")
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
-        return "data: the triton backend indexes the training data with int32 (n x features < 2**31)"
+        return ("data: the triton backend indexes the training data with int32 "
+                "(n x features must stay under 2**31)")
     widths = [chunk.data.n_features, *hidden]
     if max(widths) > MAX_WIDTH:
         return (f"model: the triton backend fuses layers up to {MAX_WIDTH} wide "
@@ -53,6 +56,7 @@ def unsupported(chunk: Chunk) -> str | None:
 
 
 def interpreted() -> bool:
+    """Do Triton kernels run in Triton's interpreter (on the CPU) in this process?"""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -138,15 +142,16 @@ class _TritonGroup(_Group):
         oa = hidden[0] if hidden else 1
         ob = hidden[1] if len(hidden) > 1 else 1
         self.spec = dict(
-            P=layout.size, D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob), DEPTH=len(hidden),
+            P=layout.size, D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob),
+            DEPTH=len(hidden),
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
             OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
             ACT={"sigmoid": mlp.ACT_SIGMOID, "tanh": mlp.ACT_TANH, "relu": mlp.ACT_RELU}[
                 chunk.model.activation],
             LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
-            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL, SPLIT=self.split,
-            BLOCK_R=BLOCK_R)
+            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL,
+            SPLIT=self.split, BLOCK_R=BLOCK_R)
         self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
                      self.y_val.contiguous()]
         if len(self.x_val) == 0:   # a pointer the kernel never reads

@@ -1,0 +1,38 @@
+"""Compiles the fused kernels for an H100 (sm_90) without a GPU; used by
+test_triton_backend.py in a process where TRITON_INTERPRET is off.
+
+    python tests/compile_kernels.py '{"DEPTH": 1, "OA": 16, ...}'   # train_kernel constexprs
+"""
+
+import json
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from tinysweep.kernels import mlp
+
+INT_PTRS = ("steps_ptr", "div_ptr", "bs_ptr", "ep_ptr", "ssize_ptr", "nest_ptr", "oq_ptr",
+            "order_ptr", "out_ptr")
+
+
+def compile_for_h100(fn, constexprs: dict):
+    names = fn.arg_names
+    sig = {a: "constexpr" if a in constexprs else "*i32" if a in INT_PTRS else
+           "*i64" if a == "keys_ptr" else "*fp32" if a.endswith("_ptr") else "i32"
+           for a in names}
+    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
+
+
+def main(spec: dict) -> None:
+    const = {**dict(D=1, DP=1, OFF_N=0, OFF_A=0, OFF_B=0, OFF_C=0, ACT=0, LOSS=0, OPT=1,
+                    BN=False, SHUFFLED=False, UNROLL=1, SPLIT=1, BLOCK_R=32), **spec}
+    compiled = [compile_for_h100(mlp.train_kernel, const),
+                compile_for_h100(mlp.order_kernel, {"BLOCK": 256})]
+    print(" ".join(k.name for k in compiled))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
