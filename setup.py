@@ -18,7 +18,7 @@ setup(
                  "tinysweep.kernels": "kernels"},
     # triton: the fused kernels (on Linux, where its wheels are; the CPU runs them only
     # under TRITON_INTERPRET=1, as the tests do)
-    install_requires=["torch>=2.4", "numpy", "pandas", "pyyaml", "tqdm",
+    install_requires=["torch>=2.4", "numpy", "pandas", "pyyaml", "tqdm", "matplotlib",
                       "triton>=3.2; platform_system == 'Linux'"],
     extras_require={"test": ["pytest", "pytest-benchmark"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},

@@ -3,6 +3,8 @@
     tinysweep run CONFIG [--out DIR] [--backend auto|reference|torch|triton]
                          [--device cpu|cuda] [--chunk-runs N] [--executor local|ray]
                          [--resume] [--overwrite]
+    tinysweep report DIR                          plots and report.md, again
+    tinysweep export DIR (--run ID | --best) --out model.pt
 
 Exit 0 when the sweep finished (even if some runs diverged); exit 2 with one line on stderr
 for a bad config, bad data or bad arguments, before anything is written.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +24,8 @@ import pandas as pd
 
 from .errors import UserError
 from .sweep import BACKENDS, DEVICES, Plan, execute, prepare
-from .results import RESULT_FILES, Results
+from .report import write_report
+from .results import RESULT_FILES, Results, load
 from .store import ChunkStore
 
 
@@ -37,13 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="the sweep's YAML or JSON config")
     run.add_argument("--out", help="results directory (default: runs/NAME)")
     run.add_argument("--backend", default="auto", choices=BACKENDS,
-                     help="auto (default): torch for now; triton on CUDA once its kernels land")
+                     help="auto (default): triton on CUDA when it can train the model, "
+                          "else torch")
     run.add_argument("--device", choices=DEVICES, help="default: cuda when available")
     run.add_argument("--chunk-runs", type=int, metavar="N", help="at most N runs per launch")
     run.add_argument("--executor", default="local", choices=("local", "ray"))
     run.add_argument("--resume", action="store_true",
                      help="finish an interrupted sweep in --out, keeping its finished chunks")
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    report = sub.add_parser("report", help="write the plots and report.md of a results directory")
+    report.add_argument("dir", help="a results directory")
+    export = sub.add_parser("export", help="save one run's model: a state_dict and its JSON")
+    export.add_argument("dir", help="a results directory")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--run", type=int, metavar="ID", help="the run_id to export")
+    which.add_argument("--best", action="store_true",
+                       help="the finished run with the lowest final train loss")
+    export.add_argument("--out", required=True, help="the state_dict file (e.g. model.pt); "
+                        "the architecture goes beside it as .json")
     return ap
 
 
@@ -127,6 +142,8 @@ def cmd_run(args) -> int:
                             f"them or --overwrite to replace them")
         for name in RESULT_FILES:          # --overwrite: what the new sweep will replace
             (out / name).unlink(missing_ok=True)
+        (out / "report.md").unlink(missing_ok=True)
+        shutil.rmtree(out / "plots", ignore_errors=True)
         store.clear()                      # and chunks, or a manifest of a failed start
     start = time.perf_counter()
     res = execute(plan, progress=sys.stderr.isatty(), store=store)
@@ -134,7 +151,23 @@ def cmd_run(args) -> int:
     res.save(out)
     store.clear()
     print(_headline(res, seconds, plan))
-    print(f"results: {out}/ (results.csv, curves.npz, params.npz, config.yaml)")
+    report = write_report(res, out)
+    print(f"results: {out}/ (results.csv, curves.npz, params.npz, config.yaml); "
+          f"report: {report}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    out = Path(args.dir)
+    print(f"report: {write_report(load(out), out)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+    weights, spec = export_run(args.dir, args.out, run_id=args.run, best=args.best)
+    print(f"exported: {weights} (state_dict) and {spec} (architecture); load it with "
+          f"tinysweep.trainer.export.load_exported({str(weights)!r})")
     return 0
 
 
@@ -143,7 +176,7 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
         if args.command is None:
             raise UserError("missing command; try 'tinysweep run CONFIG' (see tinysweep --help)")
-        return cmd_run(args)
+        return {"run": cmd_run, "report": cmd_report, "export": cmd_export}[args.command](args)
     except UserError as e:
         print(f"tinysweep: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,115 @@
+"""Plots, report.md and model export, through the command line."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+
+import tinysweep
+from tinysweep.trainer import cli
+from tinysweep.trainer.export import load_exported
+from tinysweep.trainer.report import ranking
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args):
+    return cli.main([str(a) for a in args])
+
+
+def sweep(write_config, tmp_path, **sections):
+    out = tmp_path / "out"
+    assert run_cli("run", write_config(**sections), "--out", out) == 0
+    return out
+
+
+def markdown_rows(text: str, header: str) -> pd.DataFrame:
+    """The markdown table under the heading that starts with ``header``."""
+    block = text.split(header, 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    return pd.DataFrame(cells[2:], columns=cells[0])
+
+
+def test_run_writes_plots_and_a_report_whose_numbers_are_the_results(write_config, tmp_path):
+    out = sweep(write_config, tmp_path,
+                data={"source": "moons", "params": {"n": 40}, "val_fraction": 0.25},
+                model={"hidden": [3], "activation": "tanh", "loss": "bce_with_logits"},
+                train={"epochs": 3},
+                sweep={"params": {"lr": [0.01, 0.1, 1.0], "batch_size": [4, 10],
+                                  "optimizer": ["sgd", "adam"]}})
+    table = pd.read_csv(out / "results.csv")
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["curves.png", "final_by_batch_size.png", "final_by_lr.png",
+                     "final_by_optimizer.png", "heatmap_lr_batch_size.png"]
+    for name in plots:
+        data = (out / "plots" / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000, name
+    text = (out / "report.md").read_text()
+    for name in plots:
+        assert f"](plots/{name})" in text
+    # the best runs, as results.csv has them
+    best = markdown_rows(text, "## Best")
+    expected = table.sort_values("final_train_loss").head(10)
+    assert best.run_id.astype(int).tolist() == expected.run_id.tolist()
+    for col in ("final_train_loss", "final_val_loss", "final_train_accuracy"):
+        np.testing.assert_allclose(best[col].astype(float), expected[col], rtol=1e-3)
+    # what mattered: each parameter's medians, from results.csv, largest effect first
+    ranked = ranking(table, ["lr", "batch_size", "optimizer"])
+    lines = re.findall(r"^\d+\. \*\*(\w+)\*\* moves the median final train loss from "
+                       r"(\S+) \(.*?\) to (\S+) \(", text, re.M)
+    assert [p for p, _, _ in lines] == [r["param"] for r in ranked]
+    for (param, worst, best_v), r in zip(lines, ranked):
+        medians = table.groupby(param).final_train_loss.median()
+        assert float(worst) == float(f"{medians.max():.4g}")
+        assert float(best_v) == float(f"{medians.min():.4g}")
+        assert r["ratio"] >= 1
+
+
+def test_linear_models_get_a_weights_plot(write_config, tmp_path):
+    out = sweep(write_config, tmp_path,
+                sweep={"params": {"batch_size": [3, 8, 37], "shuffle": [True, False]}})
+    names = {p.name for p in (out / "plots").iterdir()}
+    assert "weights_by_batch_size.png" in names and "heatmap" not in " ".join(names)
+
+
+def test_report_renders_again_and_overwrite_drops_stale_plots(write_config, tmp_path, capsys):
+    out = sweep(write_config, tmp_path, sweep={"params": {"lr": [0.01, 0.1]}})
+    for p in (out / "plots").iterdir():
+        p.unlink()
+    (out / "report.md").unlink()
+    assert run_cli("report", out) == 0
+    assert (out / "report.md").is_file() and (out / "plots" / "final_by_lr.png").is_file()
+    assert run_cli("run", write_config("b.yaml", sweep={"params": {"seed": [0, 1]}}),
+                   "--out", out, "--overwrite") == 0
+    assert not (out / "plots" / "final_by_lr.png").exists()
+    assert (out / "plots" / "final_by_seed.png").is_file()
+    capsys.readouterr()
+    assert run_cli("report", tmp_path / "missing") == 2
+    assert "not a results directory" in capsys.readouterr().err
+
+
+def test_export_round_trips_through_the_command_line(write_config, tmp_path, capsys):
+    out = sweep(write_config, tmp_path,
+                data={"source": "moons", "params": {"n": 30}},
+                model={"hidden": [4], "activation": "relu", "loss": "bce_with_logits"},
+                sweep={"params": {"input_norm": ["none", "standardize", "batchnorm"],
+                                  "batch_size": [5, 30]}})
+    res = tinysweep.load(out)
+    x = torch.randn(7, 2)
+    assert run_cli("export", out, "--run", 2, "--out", tmp_path / "m" / "run2.pt") == 0
+    model = load_exported(tmp_path / "m" / "run2.pt")
+    torch.testing.assert_close(model(x), res.model(2)(x))
+    state = torch.load(tmp_path / "m" / "run2.pt", weights_only=True)
+    assert state.keys() == res.model(2).state_dict().keys()
+    assert run_cli("export", out, "--best", "--out", tmp_path / "best.pt") == 0
+    best = int(res.table.final_train_loss.idxmin())
+    torch.testing.assert_close(load_exported(tmp_path / "best.pt")(x), res.model(best)(x))
+    capsys.readouterr()
+    assert run_cli("export", out, "--out", tmp_path / "x.pt") == 2
+    assert "--run ID or --best" in capsys.readouterr().err
+    assert run_cli("export", out, "--run", 99, "--out", tmp_path / "x.pt") == 2
+    assert "out of range" in capsys.readouterr().err
