@@ -113,3 +113,14 @@ def test_export_round_trips_through_the_command_line(write_config, tmp_path, cap
     assert "--run ID or --best" in capsys.readouterr().err
     assert run_cli("export", out, "--run", 99, "--out", tmp_path / "x.pt") == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_every_example_config_is_valid():
+    from pathlib import Path
+
+    from tinysweep.trainer.sweep import prepare
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert {p.stem for p in examples} >= {"line_batch_size", "heart_rate"}
+    for path in examples:
+        plan = prepare(path, backend="torch", device="cpu")
+        assert len(plan.chunk.runs) > 1, path

@@ -63,7 +63,7 @@ def interpreted() -> bool:
 def available() -> str | None:
     """Why triton cannot run here, or None when it can."""
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  (only whether it imports)
     except ImportError:
         return "the triton package is not installed"
     return None
