@@ -208,6 +208,11 @@ def plot_heatmap(table: pd.DataFrame, x: str, y: str, path: Path) -> Path:
     ax.set_yticks(range(len(grid.index)), [f"{v:.3g}" for v in grid.index], fontsize=7)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
+    if values.size <= 144:   # small grids: the numbers too
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8,
+                        color="white" if image.norm(v) > 0.5 else "black")
     fig.colorbar(image, ax=ax, label="median final train loss")
     fig.suptitle(f"final train loss over {x} and {y} (blank: every run diverged)")
     return _save(fig, path)
