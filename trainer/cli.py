@@ -3,6 +3,7 @@
     tinysweep run CONFIG [--out DIR] [--backend auto|reference|torch|triton]
                          [--device cpu|cuda] [--chunk-runs N] [--executor local|ray]
                          [--resume] [--overwrite]
+    tinysweep diagnose CONFIG [--out DIR] [--backend ...] [--device ...]
     tinysweep report DIR                          plots and report.md, again
     tinysweep export DIR (--run ID | --best) --out model.pt
 
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="finish an interrupted sweep in --out, keeping its finished chunks")
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    diag = sub.add_parser("diagnose", help="explain why one training setup converges or not")
+    diag.add_argument("config", help="one setup: a config whose sweep params are single values")
+    diag.add_argument("--out", help="results directory (default: runs/NAME-diagnose)")
+    diag.add_argument("--backend", default="auto", choices=BACKENDS)
+    diag.add_argument("--device", choices=DEVICES, help="default: cuda when available")
     report = sub.add_parser("report", help="write the plots and report.md of a results directory")
     report.add_argument("dir", help="a results directory")
     export = sub.add_parser("export", help="save one run's model: a state_dict and its JSON")
@@ -157,6 +163,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    from .diagnose import diagnose, format_findings, write_diagnosis
+    from .config import load_config
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-diagnose"
+    _check_out(out)
+    d = diagnose(config, backend=args.backend, device=args.device)
+    print(format_findings(d))
+    print(f"report: {write_diagnosis(d, out)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     out = Path(args.dir)
     print(f"report: {write_report(load(out), out)}")
@@ -176,7 +194,9 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
         if args.command is None:
             raise UserError("missing command; try 'tinysweep run CONFIG' (see tinysweep --help)")
-        return {"run": cmd_run, "report": cmd_report, "export": cmd_export}[args.command](args)
+        commands = {"run": cmd_run, "diagnose": cmd_diagnose, "report": cmd_report,
+                    "export": cmd_export}
+        return commands[args.command](args)
     except UserError as e:
         print(f"tinysweep: error: {e}", file=sys.stderr)
         return 2
