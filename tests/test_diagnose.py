@@ -67,6 +67,12 @@ def test_command_writes_a_report_and_refuses_a_sweep(write_config, tmp_path, cap
     for name in ("diagnose.md", "results.csv", "plots/changes.png", "plots/curves.png"):
         assert (out / name).is_file(), name
     assert "one change at a time" in (out / "diagnose.md").read_text()
+    assert cli.main(["diagnose", str(write_config(**LINE)), "--out", str(out)]) == 0  # again
+    results = tmp_path / "results"
+    assert cli.main(["run", str(write_config(**LINE)), "--out", str(results)]) == 0
+    capsys.readouterr()
+    assert cli.main(["diagnose", str(write_config(**LINE)), "--out", str(results)]) == 2
+    assert "holds a sweep's results" in capsys.readouterr().err
     swept = write_config("s.yaml", sweep={"params": {"lr": [0.1, 0.01]}})
     assert cli.main(["diagnose", str(swept), "--out", str(tmp_path / "x")]) == 2
     assert "diagnose takes one setup" in capsys.readouterr().err

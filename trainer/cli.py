@@ -169,6 +169,9 @@ def cmd_diagnose(args) -> int:
     config = load_config(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-diagnose"
     _check_out(out)
+    if _holds_results(out) and not (out / "diagnose.md").is_file():
+        raise UserError(f"--out: {out} holds a sweep's results; give the diagnosis its own "
+                        f"directory")
     d = diagnose(config, backend=args.backend, device=args.device)
     print(format_findings(d))
     print(f"report: {write_diagnosis(d, out)}")
