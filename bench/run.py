@@ -1,19 +1,32 @@
-"""The throughput report: tinysweep against the per-run loop a user would write.
+"""The throughput report: tinysweep against its peers and, on a GPU, the hardware floor.
 
-    python bench/run.py            # the line study (200 runs), CPU (about a minute)
-    python bench/run.py --quick    # the loop on a slice, for a smoke test (about 10 s)
+    python bench/run.py                      # every workload, this machine's device
+    python bench/run.py --workload a         # one workload: a | b | c | d (repeatable)
+    python bench/run.py --quick              # each workload scaled down (CPU, CI smoke)
 
-Workload (a), the line study: Linear(1, 1), MSE, Adam lr 1e-2, 100 epochs, 1,000 points,
-100 batch sizes 10..1000 x shuffle on/off = 200 runs. Both contenders run in this process,
-one after the other, on the same device. The per-run loop trains every run (with --quick,
-every 50th run, so that the slice spans all batch sizes, extrapolated by optimizer steps
-and marked as such); tinysweep's torch backend trains the whole sweep. Prints a table and
-writes bench/results/DEVICE-DATE.json and .md.
+Workloads (configs in examples/ and bench/workloads/):
+  a  the line study: 200 runs, 100 batch sizes 10..1000 x shuffle, Adam 1e-2, 100 epochs
+  b  the line workload at scale: 100,000 runs, 500 batch sizes x shuffle x 100 lrs
+  c  the MLP workload: 10,000 runs of 1-16-1 sigmoid, BCE, Adam per-run lr, batch 100,
+     1,000 epochs
+  d  batchnorm on the input, two hidden layers of 32: 1,000 runs, batch 100, 100 epochs
+
+Contenders, on the same device, one after the other in this process: the per-run loop
+(tinysweep's reference backend: one nn.Module and torch.optim per run), torch.func
+ensembling eager and under torch.compile (bench/contenders.py), tinysweep's torch backend,
+and on CUDA its triton backend. A contender whose whole run would take too long is timed on
+a slice of the runs and extrapolated (by optimizer steps for the loop, by run-steps for the
+ensembles, by sample-steps for the torch backend), and the figure is marked so. Before
+timing, each tinysweep backend trains a small slice that is checked against the reference;
+a backend that disagrees is reported as wrong, not as fast.
+
+Writes bench/results/DEVICE-DATE.json and .md (``-quick`` appended for --quick).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -28,14 +41,24 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from contenders import plain_loop  # noqa: E402
+import contenders  # noqa: E402
+import floor  # noqa: E402
 
 import tinysweep  # noqa: E402
-from tinysweep.trainer.backend import steps_per_epoch  # noqa: E402
-from tinysweep.trainer.config import load_config  # noqa: E402
-from tinysweep.trainer.sweep import execute, prepare  # noqa: E402
+from tinysweep.trainer import reference  # noqa: E402
+from tinysweep.trainer.backend import Chunk, evaluation_epochs, steps_per_epoch  # noqa: E402
+from tinysweep.trainer.sweep import Plan, prepare, train_chunk  # noqa: E402
 
-LINE_STUDY = HERE.parent / "examples" / "line_batch_size.yaml"
+WORKLOADS = {
+    "a": ("line study", HERE.parent / "examples" / "line_batch_size.yaml"),
+    "b": ("line at scale", HERE / "workloads" / "line_scale.yaml"),
+    "c": ("MLP 1-16-1", HERE / "workloads" / "mlp_10k.yaml"),
+    "d": ("batchnorm + 32-32 relu", HERE / "workloads" / "bn_mlp.yaml"),
+}
+# Runs timed per contender on a CPU (the rest extrapolated): (loop, ensemble, torch backend).
+CPU_SLICE = {"a": (200, 200, 200), "b": (3, 200, 1000), "c": (2, 200, 200), "d": (3, 100, 100)}
+QUICK_RUNS, QUICK_EPOCHS, QUICK_SLICE = 48, 5, (3, 16, 48)
+ENSEMBLE_STEPS = 20
 
 
 def device_name() -> str:
@@ -44,78 +67,232 @@ def device_name() -> str:
     return f"cpu-{os.cpu_count()}core-{platform.machine()}"
 
 
-def line_study(slice_every: int, repeats: int) -> dict:
-    """Times workload (a) for the per-run loop (a slice, extrapolated) and the torch backend."""
-    plan = prepare(load_config(LINE_STUDY), backend="torch", device="cpu")
-    runs, data = plan.chunk.runs, plan.chunk.data
-    n, epochs = data.n_train, runs[0].epochs
-    sample_steps = sum(r.epochs * n for r in runs)
-    opt_steps = sum(r.epochs * steps_per_epoch(n, r.batch_size) for r in runs)
+# ---- sizes -------------------------------------------------------------------------------
+def sub_chunk(chunk: Chunk, picked: list[int], epochs: int | None = None) -> Chunk:
+    runs = [chunk.runs[i] for i in picked]
+    if epochs is not None:
+        runs = [dataclasses.replace(r, epochs=min(r.epochs, epochs)) for r in runs]
+    eval_every = min(chunk.eval_every, max(r.epochs for r in runs))
+    return Chunk(chunk.model, chunk.data, runs, eval_every, evaluation_epochs(runs, eval_every))
 
-    execute(plan)                            # warm-up: first-call allocations, thread pools
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        res = execute(plan)
-        times.append(time.perf_counter() - t)
-    torch_s = float(np.median(times))
 
-    picked = runs[::slice_every]
+def totals(chunk: Chunk) -> dict[str, float]:
+    n = chunk.data.n_train
+    return {"runs": len(chunk.runs),
+            "sample_steps": float(sum(r.epochs * n for r in chunk.runs)),
+            "optimizer_steps": float(sum(r.epochs * steps_per_epoch(n, r.batch_size)
+                                         for r in chunk.runs))}
+
+
+# ---- measuring -------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak memory of what runs inside: torch.cuda.max_memory_allocated on CUDA, the
+    process's peak RSS (VmHWM, reset through /proc/self/clear_refs) on the CPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            status = Path("/proc/self/status").read_text()
+            line = next(ln for ln in status.splitlines() if ln.startswith("VmHWM"))
+            self.mb = int(line.split()[1]) / 1024
+        return False
+
+
+def guard(backend: str, chunk: Chunk, device: str) -> str:
+    """'ok' when the backend matches the reference on a small slice, else what differs."""
+    small = sub_chunk(chunk, contenders.spread(len(chunk.runs), 6), epochs=2)
+    plan = Plan(None, small, backend, device, len(small.runs))
+    got = train_chunk(plan, small)
+    want = reference.train(small)
+    # ||got - want|| / ||want|| per tensor: float32 arithmetic in another order lands far
+    # under 1e-3, even where Adam turns near-zero gradients into lr-sized steps (relu units
+    # off for most rows); a wrong result lands far above.
+    for what, a, b in [("curves", got.curves, want.curves), ("weights", got.final, want.final)]:
+        for name in b:
+            x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
+            if not np.array_equal(np.isnan(x), np.isnan(y)):
+                return f"wrong: {what} {name} is NaN in different places"
+            x, y = np.nan_to_num(x), np.nan_to_num(y)
+            err = np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)
+            if err > 1e-3:
+                return f"wrong: {what} {name} differs by {err:.2g} (relative norm)"
+    if not np.array_equal(got.steps, want.steps):
+        return "wrong: steps differ"
+    return "ok"
+
+
+def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
+                 repeats: int) -> dict:
+    part = sub_chunk(chunk, picked) if len(picked) < len(chunk.runs) else chunk
+    plan = Plan(None, part, backend, device, len(part.runs))
     t = time.perf_counter()
-    for r in picked:
-        plain_loop(data.x_train, data.y_train, r.batch_size, r.shuffle, epochs, r.lr, r.seed)
-    loop_slice_s = time.perf_counter() - t
-    # Extrapolate by optimizer steps, which is what the loop's time is made of.
-    slice_steps = sum(r.epochs * steps_per_epoch(n, r.batch_size) for r in picked)
-    loop_s = loop_slice_s * opt_steps / slice_steps
+    train_chunk(plan, part)                  # warm-up: compilation, first allocations
+    warm = time.perf_counter() - t
+    times = []
+    with PeakMemory(device) as mem:
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            train_chunk(plan, part)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    seconds = float(np.median(times))
+    scale = totals(chunk)["sample_steps"] / totals(part)["sample_steps"]
+    out = {"seconds": seconds * scale, "measured_seconds": seconds, "repeats": times,
+           "compile_seconds": max(0.0, warm - seconds), "peak_mb": mem.mb}
+    if scale != 1:
+        out["extrapolated_from_runs"] = len(picked)
+    return out
 
-    converged = res.table[res.table.final_train_loss < 0.01]
-    return {
-        "workload": "a: line study", "runs": len(runs), "sample_steps": sample_steps,
-        "optimizer_steps": opt_steps,
-        "contenders": {
-            "per-run loop": {"seconds": loop_s, "measured_seconds": loop_slice_s,
-                             **({"extrapolated_from_runs": len(picked)}
-                                if len(picked) < len(runs) else {})},
-            "tinysweep torch": {"seconds": torch_s, "repeats": times},
-        },
-        "speedup_torch_over_loop": loop_s / torch_s,
-        "largest_converged_batch_size": int(converged.batch_size.max()) if len(converged) else None,
-    }
+
+def time_loop(chunk: Chunk, picked: list[int]) -> dict:
+    with PeakMemory("cpu") as mem:
+        seconds = contenders.per_run_loop(chunk, picked)
+    n = chunk.data.n_train
+    steps = [r.epochs * steps_per_epoch(n, r.batch_size) for r in chunk.runs]
+    scale = sum(steps) / sum(steps[i] for i in picked)
+    out = {"seconds": seconds * scale, "measured_seconds": seconds, "peak_mb": mem.mb}
+    if len(picked) < len(chunk.runs):
+        out["extrapolated_from_runs"] = len(picked)
+    return out
 
 
-def report_markdown(result: dict, device: str) -> str:
-    lines = [f"# tinysweep throughput, {device}, {result['date']}", "",
-             f"Workload {result['workload']}: {result['runs']} runs, "
-             f"{result['sample_steps']:.3g} sample-steps, {result['optimizer_steps']:.3g} optimizer steps.", "",
-             "| contender | wall s | sample-steps/s | run-steps/s | runs/s | speedup vs loop |",
-             "|---|---|---|---|---|---|"]
-    loop_s = result["contenders"]["per-run loop"]["seconds"]
-    for name, c in result["contenders"].items():
-        s = c["seconds"]
-        note = " (extrapolated)" if "extrapolated_from_runs" in c else ""
-        lines.append(f"| {name} | {s:.3f}{note} | {result['sample_steps'] / s:.3g} | "
-                     f"{result['optimizer_steps'] / s:.3g} | {result['runs'] / s:.3g} | "
-                     f"{loop_s / s:.1f}x |")
-    return "\n".join(lines) + "\n"
+def time_ensemble(chunk: Chunk, max_runs: int, compiled: bool, device: str) -> dict:
+    """One batch-size group (the median batch size's), ENSEMBLE_STEPS steps, extrapolated
+    to every group by run-steps."""
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(chunk.runs):
+        groups.setdefault(r.batch_size, []).append(i)
+    sizes = sorted(groups)
+    bs = sizes[len(sizes) // 2]
+    picked = groups[bs][:max_runs]
+    with PeakMemory(device) as mem:
+        t = contenders.func_ensemble(chunk, picked, ENSEMBLE_STEPS, compiled, device)
+    per_run_step = t["seconds_per_step"] / len(picked)
+    run_steps = sum(steps * len(groups[b])
+                    for b, steps in contenders.ensemble_steps(chunk).items())
+    return {"seconds": per_run_step * run_steps, "measured_seconds":
+            t["seconds_per_step"] * ENSEMBLE_STEPS, "compile_seconds": t["warmup_seconds"],
+            "peak_mb": mem.mb, "extrapolated_from_runs": len(picked),
+            "measured_batch_size": bs}
+
+
+def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
+    title, path = WORKLOADS[key]
+    chunk = prepare(path, backend="torch", device="cpu").chunk
+    if quick:
+        chunk = sub_chunk(chunk, contenders.spread(len(chunk.runs), QUICK_RUNS), QUICK_EPOCHS)
+    size = totals(chunk)
+    n_loop, n_ens, n_torch = QUICK_SLICE if quick else CPU_SLICE[key]
+    if device == "cuda":
+        n_torch = len(chunk.runs)
+    result = {"workload": f"{key}: {title}", **size, "contenders": {}}
+    c = result["contenders"]
+    print(f"[{key}] {title}: {size['runs']:,} runs, {size['sample_steps']:.3g} sample-steps",
+          flush=True)
+    c["per-run loop"] = time_loop(chunk, contenders.spread(len(chunk.runs), n_loop))
+    for compiled in (False, True):
+        name = "torch.func vmap" + (" + compile" if compiled else "")
+        try:
+            c[name] = time_ensemble(chunk, n_ens, compiled, device)
+        except Exception as e:     # keep the report: say why this contender has no figure
+            c[name] = {"error": repr(e)[:200]}
+    backends = ["torch"] + (["triton"] if device == "cuda" else [])
+    for backend in backends:
+        name = f"tinysweep {backend}"
+        verdict = guard(backend, chunk, device)
+        if verdict != "ok":
+            c[name] = {"error": verdict}
+            continue
+        c[name] = time_backend(backend, chunk, contenders.spread(len(chunk.runs), n_torch),
+                               device, repeats)
+        c[name]["guard"] = verdict
+    loop_s = c["per-run loop"]["seconds"]
+    vmap_s = c.get("torch.func vmap + compile", {}).get("seconds")
+    for name, fig in c.items():
+        if "seconds" not in fig:
+            continue
+        s = fig["seconds"]
+        fig.update(sample_steps_per_s=size["sample_steps"] / s,
+                   run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
+                   speedup_vs_loop=loop_s / s,
+                   speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None)
+        if peaks is not None:
+            spec = chunk.model
+            cnt = floor.counts(chunk.data.n_features, spec.hidden, spec.activation, spec.loss,
+                               size["sample_steps"], size["optimizer_steps"], size["runs"],
+                               chunk.data.n_train)
+            fl = floor.floor_seconds(cnt, peaks)
+            fig.update(floor_seconds=fl["floor_s"], of_floor=fl["floor_s"] / s)
+    return result
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# tinysweep throughput: {report['device']}, {report['date']}"
+             + (" (quick)" if report["quick"] else ""), "",
+             f"torch {report['torch']}; figures marked * are extrapolated from a slice "
+             f"of the runs (see bench/run.py).", ""]
+    for w in report["workloads"]:
+        lines += [f"## {w['workload']}", "",
+                  f"{w['runs']:,} runs, {w['sample_steps']:.3g} sample-steps, "
+                  f"{w['optimizer_steps']:.3g} optimizer steps.", "",
+                  "| contender | wall s | compile s | sample-steps/s | run-steps/s | runs/s | "
+                  "vs loop | vs vmap+compile | peak MB | of floor |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, f in w["contenders"].items():
+            if "error" in f:
+                lines.append(f"| {name} | {f['error']} |" + " |" * 8)
+                continue
+            star = "*" if "extrapolated_from_runs" in f else ""
+            vs_vmap = f"{f['speedup_vs_vmap_compile']:.1f}x" if f.get("speedup_vs_vmap_compile") else "-"
+            of_floor = f"{f['of_floor']:.1%}" if "of_floor" in f else "-"
+            lines.append(
+                f"| {name} | {f['seconds']:.3g}{star} | {f.get('compile_seconds', 0):.2g} | "
+                f"{f['sample_steps_per_s']:.3g} | {f['run_steps_per_s']:.3g} | "
+                f"{f['runs_per_s']:.3g} | {f['speedup_vs_loop']:.1f}x | {vs_vmap} | "
+                f"{f['peak_mb']:.0f} | {of_floor} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a small slice of the loop, 1 repeat")
+    ap.add_argument("--workload", action="append", choices=sorted(WORKLOADS),
+                    help="a workload to run (repeatable; default: all)")
+    ap.add_argument("--quick", action="store_true", help="every workload scaled down")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each backend")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and table")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    result = line_study(slice_every=50 if args.quick else 1, repeats=1 if args.quick else 5)
-    device = device_name()
-    result.update(device=device, date=datetime.date.today().isoformat(),
-                  torch=torch.__version__, tinysweep=tinysweep.__version__, quick=args.quick)
-    table = report_markdown(result, device)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peaks = floor.measure_peaks() if device == "cuda" else None
+    report = {"device": device_name(), "date": datetime.date.today().isoformat(),
+              "torch": torch.__version__, "tinysweep": tinysweep.__version__,
+              "quick": args.quick, "peaks": peaks, "workloads": []}
+    for key in args.workload or sorted(WORKLOADS):
+        report["workloads"].append(workload(key, args.quick, device, args.repeats, peaks))
+    table = markdown(report)
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{device}-{result['date']}" + ("-quick" if args.quick else "")
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = f"{report['device']}-{report['date']}" + ("-quick" if args.quick else "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out / f"{stem}.md").write_text(table)
     print(f"wrote {out / stem}.json and .md")
     return 0

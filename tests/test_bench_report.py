@@ -1,0 +1,47 @@
+"""bench/run.py: the floor's count, and a --quick report end to end (CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import floor  # noqa: E402
+
+
+def test_floor_counts_instructions_special_functions_and_bytes():
+    line = floor.counts(1, [], "sigmoid", "mse", sample_steps=10, optimizer_steps=0, runs=1,
+                        n_rows=1)
+    assert line["fp32"] == 10 * 6 and line["sfu"] == 0      # fma, bias add, loss
+    mlp = floor.counts(1, [16], "sigmoid", "bce_with_logits", sample_steps=1,
+                       optimizer_steps=1, runs=2, n_rows=10)
+    params = 16 + 16 + 16 + 1
+    assert mlp["fp32"] == 3 + (16 * 2 + 16) + (16 * 3 + 1) + 2 * 16 + 12 * params
+    assert mlp["sfu"] == 2 * 16 + 2 + 2 * params
+    assert mlp["bytes"] == 2 * params * 3 * 4 * 2 + 10 * 2 * 4
+    fl = floor.floor_seconds(mlp, {"fp32_per_s": 1.0, "sfu_per_s": 1.0, "bytes_per_s": 1e9})
+    assert fl["floor_s"] == max(fl["fp32_s"], fl["sfu_s"], fl["bytes_s"]) == mlp["fp32"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak RSS is read from /proc")
+def test_quick_report_runs_and_guards(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--workload", "a",
+                           "--repeats", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*-quick.json")]
+    (w,) = report["workloads"]
+    c = w["contenders"]
+    assert set(c) >= {"per-run loop", "torch.func vmap", "tinysweep torch"}
+    assert c["tinysweep torch"]["guard"] == "ok"
+    assert c["per-run loop"]["speedup_vs_loop"] == 1.0
+    for fig in c.values():
+        if "seconds" in fig:
+            assert fig["seconds"] > 0 and fig["peak_mb"] > 0
+    assert "| tinysweep torch |" in next(tmp_path.glob("*-quick.md")).read_text()
