@@ -20,6 +20,6 @@ setup(
     # under TRITON_INTERPRET=1, as the tests do)
     install_requires=["torch>=2.4", "numpy", "pandas", "pyyaml", "tqdm", "matplotlib",
                       "triton>=3.2; platform_system == 'Linux'"],
-    extras_require={"test": ["pytest", "pytest-benchmark"]},
+    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
 )
