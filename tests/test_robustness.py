@@ -103,3 +103,19 @@ def test_invalid_random_configs_are_refused_with_one_line(config, tmp_path_facto
     assert err.startswith("tinysweep: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     assert not (d / "out").exists()             # nothing written
+
+
+def test_chunks_shrink_to_fit_the_memory_free(write_config, monkeypatch):
+    from tinysweep.trainer import sweep
+    path = write_config(model={"hidden": [4], "activation": "tanh", "loss": "mse"},
+                        sweep={"params": {"batch_size": [3, 8], "seed": [0, 1, 2, 3, 4]}})
+    roomy = sweep.prepare(path, backend="torch", device="cpu")
+    assert roomy.chunk_runs == 10
+    per_run = sweep.bytes_per_run(roomy.chunk, "torch")
+    monkeypatch.setattr(sweep, "available_bytes", lambda device: int(3 * per_run / sweep.MEMORY_SHARE))
+    tight = sweep.prepare(path, backend="torch", device="cpu")
+    assert tight.chunk_runs == 3
+    # a run's result does not depend on the chunking beyond float32 rounding
+    assert_same_runs(sweep.execute(tight), sweep.execute(roomy), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(sweep, "available_bytes", lambda device: 1)
+    assert sweep.prepare(path, backend="torch", device="cpu").chunk_runs == 1

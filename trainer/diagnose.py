@@ -310,7 +310,7 @@ def diagnose(config_path, backend: str = "auto", device: str | None = None) -> D
     if backend == "reference":
         device = "cpu"
     diag_config = dataclasses.replace(config, name=f"{config.name}-diagnose")
-    plan = Plan(diag_config, chunk, backend, device, default_chunk_runs(chunk))
+    plan = Plan(diag_config, chunk, backend, device, default_chunk_runs(chunk, backend, device))
     start = time.perf_counter()
     res = execute(plan)
     seconds = time.perf_counter() - start

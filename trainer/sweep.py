@@ -56,13 +56,50 @@ def check_batchnorm_batches(chunk: Chunk) -> None:
 # size stays within a few GB. Throughput is flat past a few thousand runs (line study on the
 # 2-core CPU: 3.4e7 sample-steps/s at 200 runs, 3.7e7 at 10,000).
 SLAB_FLOATS = 1 << 24
+# And a chunk's state uses at most this share of the memory free on its device.
+MEMORY_SHARE = 0.5
 
 
-def default_chunk_runs(chunk: Chunk) -> int:
+def available_bytes(device: str) -> int:
+    """Memory free for a chunk: the CUDA device's free memory, or the CPU's available RAM
+    (/proc/meminfo's MemAvailable; 4 GiB where that cannot be read)."""
+    if device == "cuda":
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def bytes_per_run(chunk: Chunk, backend: str) -> int:
+    """A run's memory in a chunk, about: its parameters, gradients and optimizer state (and
+    the torch backend's snapshots and per-run slab of one step), and its curves."""
     n = chunk.data.n_train
+    widths = [chunk.data.n_features, *chunk.model.hidden, 1]
+    params = sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * widths[0]
+    curves = 4 * len(chunk.eval_epochs)
+    if backend == "triton":    # state in tiles and in the group's tensors: 2 copies of 3
+        return 4 * (6 * params + curves + 32)
     widest_batch = max(min(r.batch_size, n) for r in chunk.runs)
-    widest_layer = max([chunk.data.n_features, *chunk.model.hidden])
-    return max(1, min(len(chunk.runs), SLAB_FLOATS // (widest_batch * widest_layer)))
+    slab = widest_batch * max(widths) * (len(widths) + 2)
+    return 4 * (8 * params + curves + slab)
+
+
+def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu") -> int:
+    """Runs per chunk without --chunk-runs: as many as fit in MEMORY_SHARE of the device's
+    free memory, and for the torch backend no more than keep one step's slab within
+    SLAB_FLOATS."""
+    fit = int(MEMORY_SHARE * available_bytes(device)) // bytes_per_run(chunk, backend)
+    runs = min(len(chunk.runs), max(1, fit))
+    if backend != "triton":
+        n = chunk.data.n_train
+        widest_batch = max(min(r.batch_size, n) for r in chunk.runs)
+        widest_layer = max([chunk.data.n_features, *chunk.model.hidden])
+        runs = min(runs, max(1, SLAB_FLOATS // (widest_batch * widest_layer)))
+    return runs
 
 
 def resolve_device(device: str | None) -> str:
@@ -115,7 +152,7 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
     if backend == "reference":
         device = "cpu"          # the reference is plain CPU PyTorch, whatever --device says
     if chunk_runs is None:
-        chunk_runs = default_chunk_runs(chunk)
+        chunk_runs = default_chunk_runs(chunk, backend, device)
     elif isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
         raise UserError(f"--chunk-runs: expected an integer >= 1, got {chunk_runs!r}")
     return Plan(config, chunk, backend, device, chunk_runs)
