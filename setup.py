@@ -20,6 +20,8 @@ setup(
     # under TRITON_INTERPRET=1, as the tests do)
     install_requires=["torch>=2.4", "numpy", "pandas", "pyyaml", "tqdm", "matplotlib",
                       "triton>=3.2; platform_system == 'Linux'"],
-    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis"]},
+    # ray: --executor ray (the tests start a local instance, so they need it too)
+    extras_require={"ray": ["ray"],
+                    "test": ["pytest", "pytest-benchmark", "hypothesis", "ray"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
 )

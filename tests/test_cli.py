@@ -90,8 +90,8 @@ def test_bad_arguments_exit_2(write_config, tmp_path, capsys):
     deep = write_config("deep.yaml", model={"hidden": [2, 2, 2], "loss": "mse"})
     assert run_cli("run", deep, "--backend", "triton") == 2
     assert "triton backend fuses up to 2 hidden layers" in capsys.readouterr().err
-    assert run_cli("run", write_config(), "--executor", "ray") == 2
-    assert "ray" in capsys.readouterr().err
+    assert run_cli("run", write_config(), "--executor", "dask") == 2
+    assert "dask" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert run_cli("run", write_config(), "--device", "cuda") == 2
         assert "cuda" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .sweep import BACKENDS, DEVICES, Plan, execute, prepare
+from .sweep import BACKENDS, DEVICES, ChunkFailures, Plan, execute, prepare
 from .report import write_report
 from .results import RESULT_FILES, Results, load
 from .store import ChunkStore
@@ -129,8 +129,6 @@ def _headline(res: Results, seconds: float, plan: Plan) -> str:
 
 
 def cmd_run(args) -> int:
-    if args.executor == "ray":
-        raise UserError("--executor ray: not available yet; use --executor local")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite: pass one or the other")
     plan = prepare(args.config, args.backend, args.device, args.chunk_runs)
@@ -152,7 +150,14 @@ def cmd_run(args) -> int:
         shutil.rmtree(out / "plots", ignore_errors=True)
         store.clear()                      # and chunks, or a manifest of a failed start
     start = time.perf_counter()
-    res = execute(plan, progress=sys.stderr.isatty(), store=store)
+    try:
+        res = execute(plan, progress=sys.stderr.isatty(), store=store, executor=args.executor)
+    except ChunkFailures as e:
+        for lo, hi, err in e.failed:
+            print(f"tinysweep: chunk of runs {lo}..{hi - 1} failed: {err}", file=sys.stderr)
+        print(f"tinysweep: the other chunks are kept in {out}/.chunks; rerun with --resume",
+              file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - start
     res.save(out)
     store.clear()

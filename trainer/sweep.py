@@ -7,6 +7,7 @@ device) before anything is trained or written; ``run`` trains and, given ``out``
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,11 +170,62 @@ def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     return torch_backend.train(chunk, device=plan.device, progress=progress)
 
 
-def execute(plan: Plan, progress: bool = False, store=None) -> Results:
+class ChunkFailures(Exception):
+    """Chunks that kept failing on the Ray executor: (first run_id, last + 1, error) each.
+    Every other chunk was kept (in the store, when there is one)."""
+
+    def __init__(self, failed: list[tuple[int, int, str]]):
+        self.failed = failed
+        super().__init__("; ".join(f"runs {lo}..{hi - 1}: {err}" for lo, hi, err in failed))
+
+
+# A Ray task whose worker dies is restarted this many times; so is one that raises.
+RAY_RETRIES = 2
+
+
+def train_slice(plan: Plan, lo: int, hi: int) -> ChunkResult:
+    """Runs lo..hi-1 of the plan, trained as one chunk (a Ray task's body)."""
+    return train_chunk(plan, dataclasses.replace(plan.chunk, runs=plan.chunk.runs[lo:hi]))
+
+
+def _train_on_ray(plan: Plan, todo: list[tuple[int, int]], done, task_fn=train_slice):
+    """Trains chunks ``todo`` as Ray tasks on the cluster RAY_ADDRESS names (else a local
+    instance), one GPU each on CUDA, one CPU otherwise; calls ``done(lo, hi, part)`` as each
+    finishes. Raises ChunkFailures, after every other chunk is done, for those that failed
+    RAY_RETRIES + 1 times."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray: ray is not installed; pip install 'tinysweep[ray]'")
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False,
+                 include_dashboard=False)
+    resources = {"num_gpus": 1} if plan.device == "cuda" else {"num_cpus": 1}
+    task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=True, **resources)(task_fn)
+    shared = ray.put(plan)
+    pending = {task.remote(shared, lo, hi): (lo, hi) for lo, hi in todo}
+    failed = []
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        lo, hi = pending.pop(ref)
+        try:
+            part = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None) or e
+            failed.append((lo, hi, f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}"))
+            continue
+        done(lo, hi, part)
+    if failed:
+        raise ChunkFailures(failed)
+
+
+def execute(plan: Plan, progress: bool = False, store=None, executor: str = "local",
+            task_fn=train_slice) -> Results:
     """Trains every chunk of the plan and assembles the results.
 
     With a ChunkStore, chunks already in it are loaded instead of trained, and each newly
-    trained chunk is saved there as soon as it is done.
+    trained chunk is saved there as soon as it is done. ``executor``: "local" trains the
+    chunks here, one after the other; "ray" as Ray tasks (``task_fn``: their body).
     """
     runs = plan.chunk.runs
     n = plan.chunk.data.n_train
@@ -186,32 +238,44 @@ def execute(plan: Plan, progress: bool = False, store=None) -> Results:
                    unit_scale=True, desc=plan.config.name, leave=False, dynamic_ncols=True)
     if store is not None:
         store.start(plan)
-    parts = []
+    parts: dict[int, ChunkResult] = {}
+
+    def finished(lo: int, hi: int, part: ChunkResult, trained: bool = True) -> None:
+        if trained and store is not None:
+            store.save(lo, part)
+        if bar is not None and (executor == "ray" or not trained):
+            bar.update(hi - lo if by_run else sum(steps[lo:hi]))
+        parts[lo] = part
+
     try:
+        todo = []
         for lo in range(0, len(runs), plan.chunk_runs):
             hi = min(lo + plan.chunk_runs, len(runs))
             part = store.load(lo) if store is not None else None
-            if part is None:
+            if part is not None:
+                finished(lo, hi, part, trained=False)
+            elif executor == "ray":
+                todo.append((lo, hi))
+            else:
                 sub = dataclasses.replace(plan.chunk, runs=runs[lo:hi])
-                part = train_chunk(plan, sub, bar.update if bar is not None else None)
-                if store is not None:
-                    store.save(lo, part)
-            elif bar is not None:
-                bar.update(hi - lo if by_run else sum(steps[lo:hi]))
-            parts.append(part)
+                finished(lo, hi, train_chunk(plan, sub, bar.update if bar is not None else None))
+        if todo:
+            _train_on_ray(plan, todo, finished, task_fn)
     finally:
         if bar is not None:
             bar.close()
-    return assemble(plan.config.to_dict(), plan.chunk, merge_chunks(parts))
+    return assemble(plan.config.to_dict(), plan.chunk, merge_chunks([parts[k] for k in sorted(parts)]))
 
 
 def run(config: str | Path, backend: str = "auto", device: str | None = None,
         out: str | Path | None = None, chunk_runs: int | None = None,
-        progress: bool = False) -> Results:
+        progress: bool = False, executor: str = "local") -> Results:
     """Runs a sweep. With ``out``, also writes the results directory there (any results
     already in it are replaced). Raises UserError for a bad config or data."""
+    if executor not in ("local", "ray"):
+        raise UserError(f"executor: expected local or ray, got {executor!r}")
     plan = prepare(config, backend, device, chunk_runs)
-    results = execute(plan, progress=progress)
+    results = execute(plan, progress=progress, executor=executor)
     if out is not None:
         results.save(out)
     return results
