@@ -16,7 +16,7 @@ different batch sizes therefore share a launch; the host sorts runs by batch siz
 lanes of one program waste few iterations.
 
 Shuffled lanes read their row from ``order`` (int32 permutation tables, one per (seed,
-epoch) of the launch, written by ``order_kernel``: the counter-based Feistel permutation of
+epoch) of the sweep, written by ``order_kernel``: the counter-based Feistel permutation of
 trainer/order.py); unshuffled lanes read rows in order.
 
 The math, for an MLP with layers A (input), B, C (as deep as the model is):

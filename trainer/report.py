@@ -26,6 +26,7 @@ from .results import Results, atomic_write
 
 LOSS = "final_train_loss"
 MAX_CATEGORIES = 6          # a parameter with at most this many values can split the lines
+MAX_DOTS = 5000             # dots per line drawn at most (a seeded sample; medians use all)
 BEST_ROWS = 10
 
 
@@ -134,7 +135,10 @@ def plot_against(table: pd.DataFrame, x: str, hue: str | None, metrics: list[str
                 xs = g[x].map(pos) + offset
                 med = g.groupby(g[x].map(pos))[metric].median()
                 ax.plot(med.index + offset, med.values, "D", color=colour, ms=7, label=label)
-            ax.scatter(xs, g[metric], s=8, color=colour, alpha=0.3, linewidths=0)
+            dots = xs.index if len(xs) <= MAX_DOTS else \
+                xs.sample(MAX_DOTS, random_state=0).index
+            ax.scatter(xs[dots], g.loc[dots, metric], s=8, color=colour, alpha=0.3,
+                       linewidths=0)
         if numeric and _log_x(table[x]):
             ax.set_xscale("log")
         if not numeric:
