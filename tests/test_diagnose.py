@@ -78,3 +78,7 @@ def test_command_writes_a_report_and_refuses_a_sweep(write_config, tmp_path, cap
     assert "diagnose takes one setup" in capsys.readouterr().err
     with pytest.raises(UserError, match="single value"):
         diagnose(swept)
+    one_row = write_config("bn.yaml", data={"source": "line", "params": {"n": 9}},
+                           sweep={"params": {"input_norm": "batchnorm", "batch_size": 4}})
+    with pytest.raises(UserError, match="batch of one row"):
+        diagnose(one_row)

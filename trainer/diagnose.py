@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,8 +291,7 @@ class Diagnosis:
 
 
 def diagnose(config_path, backend: str = "auto", device: str | None = None) -> Diagnosis:
-    import time
-
+    """Checks, trains and reads the setup in ``config_path`` (a path or a Config)."""
     from .data import load_data
     from .sweep import Plan, check_batchnorm_batches, default_chunk_runs, execute, \
         resolve_backend, resolve_device
@@ -301,6 +301,10 @@ def diagnose(config_path, backend: str = "auto", device: str | None = None) -> D
     data = load_data(config.data.source, config.data.params, seed=config.data.seed,
                      val_fraction=config.data.val_fraction, loss=config.model.loss,
                      base_dir=config.base_dir)
+    if not _trainable(base, data.n_train):
+        raise UserError(f"sweep.params.batch_size: the setup (input_norm batchnorm, batch_size "
+                        f"{base.batch_size}) would train on a batch of one row "
+                        f"({data.n_train} training rows); BatchNorm1d needs >= 2")
     runs, labels = sweep_runs(base, data.n_train)
     chunk = Chunk(config.model, data, runs, config.eval_every,
                   evaluation_epochs(runs, config.eval_every))
