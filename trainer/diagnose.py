@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backend import Chunk, evaluation_epochs
 from .config import INPUT_NORMS, Config, RunParams, load_config
 from .errors import UserError
 from .results import Results, atomic_write
@@ -292,29 +291,18 @@ class Diagnosis:
 
 def diagnose(config_path, backend: str = "auto", device: str | None = None) -> Diagnosis:
     """Checks, trains and reads the setup in ``config_path`` (a path or a Config)."""
-    from .data import load_data
-    from .sweep import Plan, check_batchnorm_batches, default_chunk_runs, execute, \
-        resolve_backend, resolve_device
+    from .sweep import config_data, execute, plan_for
 
     config = load_config(config_path) if not isinstance(config_path, Config) else config_path
     base = base_run(config)
-    data = load_data(config.data.source, config.data.params, seed=config.data.seed,
-                     val_fraction=config.data.val_fraction, loss=config.model.loss,
-                     base_dir=config.base_dir)
+    data = config_data(config)
     if not _trainable(base, data.n_train):
         raise UserError(f"sweep.params.batch_size: the setup (input_norm batchnorm, batch_size "
                         f"{base.batch_size}) would train on a batch of one row "
                         f"({data.n_train} training rows); BatchNorm1d needs >= 2")
     runs, labels = sweep_runs(base, data.n_train)
-    chunk = Chunk(config.model, data, runs, config.eval_every,
-                  evaluation_epochs(runs, config.eval_every))
-    check_batchnorm_batches(chunk)
-    device = resolve_device(device)
-    backend = resolve_backend(backend, device, chunk)
-    if backend == "reference":
-        device = "cpu"
     diag_config = dataclasses.replace(config, name=f"{config.name}-diagnose")
-    plan = Plan(diag_config, chunk, backend, device, default_chunk_runs(chunk, backend, device))
+    plan = plan_for(diag_config, runs, data, backend, device, None)
     start = time.perf_counter()
     res = execute(plan)
     seconds = time.perf_counter() - start

@@ -137,14 +137,26 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
     if not isinstance(config, Config):
         config = load_config(config)
     runs = expand(config)
-    data = load_data(config.data.source, config.data.params, seed=config.data.seed,
-                     val_fraction=config.data.val_fraction, loss=config.model.loss,
-                     base_dir=config.base_dir)
+    data = config_data(config)
     evaluations = count_evaluation_epochs(runs, config.eval_every)
     if len(runs) * evaluations > MAX_CURVE_POINTS:
         raise UserError(f"train.eval_every: {len(runs):,} runs x {evaluations:,} evaluation "
                         f"epochs is more curve points than fit in memory "
                         f"({MAX_CURVE_POINTS:.0e}); evaluate less often")
+    return plan_for(config, runs, data, backend, device, chunk_runs)
+
+
+def config_data(config: Config):
+    """The config's dataset, loaded and checked."""
+    return load_data(config.data.source, config.data.params, seed=config.data.seed,
+                     val_fraction=config.data.val_fraction, loss=config.model.loss,
+                     base_dir=config.base_dir)
+
+
+def plan_for(config: Config, runs, data, backend: str, device: str | None,
+             chunk_runs: int | None) -> Plan:
+    """The plan that trains ``runs`` on ``data``: the checks that need the runs, the device
+    and the backend resolved, the chunk size."""
     chunk = Chunk(config.model, data, runs, config.eval_every,
                   evaluation_epochs(runs, config.eval_every))
     check_batchnorm_batches(chunk)

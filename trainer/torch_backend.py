@@ -598,8 +598,10 @@ def group_rows(chunk: Chunk) -> list[np.ndarray]:
     return [np.array(rows) for rows in groups.values()]
 
 
-def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
-    """Trains every run of the chunk, vectorized over runs, on ``device``."""
+def train(chunk: Chunk, device="cpu", progress=None, group_class=None) -> ChunkResult:
+    """Trains every run of the chunk, vectorized over runs, on ``device``, one group
+    (``group_rows``) at a time; ``group_class`` (default _Group) trains a group."""
+    group_class = group_class or _Group
     n_runs = len(chunk.runs)
     result = ChunkResult(
         curves=chunk.empty_curves(),
@@ -607,7 +609,7 @@ def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
         init={}, final={}, optim={})
     with torch.no_grad():
         for rows in group_rows(chunk):
-            group = _Group(chunk, rows, torch.device(device), result, progress)
+            group = group_class(chunk, rows, torch.device(device), result, progress)
             group.train()
             group.write_result()
     return result

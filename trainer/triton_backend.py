@@ -19,9 +19,10 @@ import os
 import numpy as np
 import torch
 
+from . import torch_backend
 from .backend import Chunk, ChunkResult, evaluation_epochs
 from .order import half_bits, round_keys
-from .torch_backend import _Group, group_rows
+from .torch_backend import _Group
 
 MAX_DEPTH = 2
 MAX_WIDTH = 64          # features and hidden units per layer, each
@@ -251,14 +252,4 @@ def cdiv(a: int, b: int) -> int:
 def train(chunk: Chunk, device="cuda", progress=None) -> ChunkResult:
     """Trains every run of the chunk with the fused kernels on ``device`` (cuda, or the CPU
     under TRITON_INTERPRET=1)."""
-    n_runs = len(chunk.runs)
-    result = ChunkResult(
-        curves=chunk.empty_curves(),
-        diverged=np.zeros(n_runs, dtype=bool), steps=np.zeros(n_runs, dtype=np.int64),
-        init={}, final={}, optim={})
-    with torch.no_grad():
-        for rows in group_rows(chunk):
-            group = _TritonGroup(chunk, rows, torch.device(device), result, progress)
-            group.train()
-            group.write_result()
-    return result
+    return torch_backend.train(chunk, device, progress, group_class=_TritonGroup)
