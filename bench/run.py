@@ -12,15 +12,19 @@ Workloads (configs in examples/ and bench/workloads/):
   d  batchnorm on the input, two hidden layers of 32: 1,000 runs, batch 100, 100 epochs
 
 Contenders, on the same device, one after the other in this process: the per-run loop
-(tinysweep's reference backend: one nn.Module and torch.optim per run), torch.func
-ensembling eager and under torch.compile (bench/contenders.py), tinysweep's torch backend,
-and on CUDA its triton backend. A contender whose whole run would take too long is timed on
-a slice of the runs and extrapolated (by optimizer steps for the loop, by run-steps for the
-ensembles, by sample-steps for the torch backend), and the figure is marked so. Before
-timing, each tinysweep backend trains a small slice that is checked against the reference;
-a backend that disagrees is reported as wrong, not as fast.
+(tinysweep's reference backend: one nn.Module and torch.optim per run; on a GPU also on
+the CPU, where tiny models often train faster), torch.func ensembling eager and under
+torch.compile (bench/contenders.py), tinysweep's torch backend, and on CUDA its triton
+backend. A contender whose whole run would take too long is timed on a slice and
+extrapolated, and the figure is marked so: the loop on some runs (by optimizer steps), the
+ensembles on one batch size's group (by run-steps), the backends on some runs on a CPU and
+on some epochs of every run on a GPU (by sample-steps). Before timing, each tinysweep
+backend trains a small slice that is checked against the reference; a backend that
+disagrees is reported as wrong, not as fast.
 
-Writes bench/results/DEVICE-DATE.json and .md (``-quick`` appended for --quick).
+Writes bench/results/DEVICE-DATE.json and .md (``-quick`` appended for --quick), after each
+workload; a workload not run this time keeps its figures from an earlier report of that
+day, so workloads can be run one call at a time.
 """
 
 from __future__ import annotations
@@ -57,8 +61,14 @@ WORKLOADS = {
 }
 # Runs timed per contender on a CPU (the rest extrapolated): (loop, ensemble, torch backend).
 CPU_SLICE = {"a": (200, 200, 200), "b": (3, 200, 1000), "c": (2, 200, 200), "d": (3, 100, 100)}
+# On a GPU: runs of each per-run loop; an ensemble takes its whole batch-size group (a
+# slice would leave the GPU idle), a backend every run.
+GPU_LOOP_RUNS = {"a": 10, "b": 3, "c": 1, "d": 3}
 QUICK_RUNS, QUICK_EPOCHS, QUICK_SLICE = 48, 5, (3, 16, 48)
 ENSEMBLE_STEPS = 20
+# A backend on a GPU is timed on the whole sweep when that takes at most this long (by a
+# probe of a tenth of the epochs), else on the probe, extrapolated.
+GPU_BUDGET_S = 20.0
 
 
 def device_name() -> str:
@@ -135,35 +145,81 @@ def guard(backend: str, chunk: Chunk, device: str) -> str:
     return "ok"
 
 
+def _timed(plan: Plan, part: Chunk, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    train_chunk(plan, part)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
                  repeats: int) -> dict:
-    part = sub_chunk(chunk, picked) if len(picked) < len(chunk.runs) else chunk
+    """Warm wall time of train_chunk (set-up, training, results), the first call's extra
+    (compile) time apart. On a CPU on the ``picked`` runs; on a GPU on every run, over a
+    tenth of the epochs when the whole sweep would pass GPU_BUDGET_S."""
+    if device == "cuda":
+        probe = sub_chunk(chunk, list(range(len(chunk.runs))),
+                          epochs=max(1, max(r.epochs for r in chunk.runs) // 10))
+        plan = Plan(None, probe, backend, device, len(probe.runs))
+        first, again = _timed(plan, probe, device), _timed(plan, probe, device)
+        scale = totals(chunk)["sample_steps"] / totals(probe)["sample_steps"]
+        part = chunk if again * scale <= GPU_BUDGET_S else probe
+        compile_s = max(0.0, first - again)
+    else:
+        part = sub_chunk(chunk, picked) if len(picked) < len(chunk.runs) else chunk
+        first = _timed(Plan(None, part, backend, device, len(part.runs)), part, device)
     plan = Plan(None, part, backend, device, len(part.runs))
-    t = time.perf_counter()
-    train_chunk(plan, part)                  # warm-up: compilation, first allocations
-    warm = time.perf_counter() - t
-    times = []
     with PeakMemory(device) as mem:
-        for _ in range(repeats):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            train_chunk(plan, part)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
+        times = [_timed(plan, part, device) for _ in range(repeats)]
     seconds = float(np.median(times))
+    if device != "cuda":
+        compile_s = max(0.0, first - seconds)
     scale = totals(chunk)["sample_steps"] / totals(part)["sample_steps"]
     out = {"seconds": seconds * scale, "measured_seconds": seconds, "repeats": times,
-           "compile_seconds": max(0.0, warm - seconds), "peak_mb": mem.mb}
-    if scale != 1:
-        out["extrapolated_from_runs"] = len(picked)
+           "compile_seconds": compile_s, "peak_mb": mem.mb}
+    if len(part.runs) < len(chunk.runs):
+        out["extrapolated_from_runs"] = len(part.runs)
+    elif scale != 1:
+        out["extrapolated_from_epochs"] = max(r.epochs for r in part.runs)
     return out
 
 
-def time_loop(chunk: Chunk, picked: list[int]) -> dict:
-    with PeakMemory("cpu") as mem:
-        seconds = contenders.per_run_loop(chunk, picked)
+def triton_kernel_seconds(chunk: Chunk, repeats: int) -> float:
+    """Device time of the triton backend's launches alone (CUDA events around each group's
+    training, its state loaded beforehand): the median over ``repeats`` fresh loads."""
+    from tinysweep.trainer.backend import ChunkResult
+    from tinysweep.trainer.torch_backend import group_rows
+    from tinysweep.trainer.triton_backend import _TritonGroup
+
+    n_runs = len(chunk.runs)
+    times = []
+    for _ in range(repeats):
+        total = 0.0
+        for rows in group_rows(chunk):
+            result = ChunkResult(curves=chunk.empty_curves(), diverged=np.zeros(n_runs, bool),
+                                 steps=np.zeros(n_runs, np.int64), init={}, final={})
+            with torch.no_grad():
+                group = _TritonGroup(chunk, rows, torch.device("cuda"), result)
+                group.load()
+                begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+                begin.record()
+                e0 = 0
+                for e1 in group.boundaries:
+                    group.train_interval(e0, int(e1))
+                    e0 = int(e1)
+                end.record()
+                end.synchronize()
+            total += begin.elapsed_time(end) / 1e3
+        times.append(total)
+    return float(np.median(times))
+
+
+def time_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> dict:
+    with PeakMemory(device) as mem:
+        seconds = contenders.per_run_loop(chunk, picked, device)
     n = chunk.data.n_train
     steps = [r.epochs * steps_per_epoch(n, r.batch_size) for r in chunk.runs]
     scale = sum(steps) / sum(steps[i] for i in picked)
@@ -201,12 +257,16 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
     size = totals(chunk)
     n_loop, n_ens, n_torch = QUICK_SLICE if quick else CPU_SLICE[key]
     if device == "cuda":
-        n_torch = len(chunk.runs)
+        n_loop = n_loop if quick else GPU_LOOP_RUNS[key]
+        n_ens = n_torch = len(chunk.runs)
     result = {"workload": f"{key}: {title}", **size, "contenders": {}}
     c = result["contenders"]
     print(f"[{key}] {title}: {size['runs']:,} runs, {size['sample_steps']:.3g} sample-steps",
           flush=True)
-    c["per-run loop"] = time_loop(chunk, contenders.spread(len(chunk.runs), n_loop))
+    loop_runs = contenders.spread(len(chunk.runs), n_loop)
+    c["per-run loop"] = time_loop(chunk, loop_runs, device)
+    if device == "cuda":      # tiny models often train faster one by one on the CPU
+        c["per-run loop (cpu)"] = time_loop(chunk, loop_runs, "cpu")
     for compiled in (False, True):
         name = "torch.func vmap" + (" + compile" if compiled else "")
         try:
@@ -223,8 +283,17 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
         c[name] = time_backend(backend, chunk, contenders.spread(len(chunk.runs), n_torch),
                                device, repeats)
         c[name]["guard"] = verdict
-    loop_s = c["per-run loop"]["seconds"]
+        if backend == "triton":
+            c[name]["kernel_seconds"] = triton_kernel_seconds(chunk, repeats)
+    # the speedups are over the faster loop, the one a user would keep
+    loops = [n for n in c if n.startswith("per-run loop")]
+    result["loop_baseline"] = min(loops, key=lambda n: c[n]["seconds"])
+    loop_s = c[result["loop_baseline"]]["seconds"]
     vmap_s = c.get("torch.func vmap + compile", {}).get("seconds")
+    spec = chunk.model
+    cnt = floor.counts(chunk.data.n_features, spec.hidden, spec.activation, spec.loss,
+                       size["sample_steps"], size["optimizer_steps"], size["runs"],
+                       chunk.data.n_train)
     for name, fig in c.items():
         if "seconds" not in fig:
             continue
@@ -233,42 +302,64 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
                    run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
                    speedup_vs_loop=loop_s / s,
                    speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None)
-        if peaks is not None:
-            spec = chunk.model
-            cnt = floor.counts(chunk.data.n_features, spec.hidden, spec.activation, spec.loss,
-                               size["sample_steps"], size["optimizer_steps"], size["runs"],
-                               chunk.data.n_train)
+        if peaks is not None and not name.endswith("(cpu)"):
             fl = floor.floor_seconds(cnt, peaks)
-            fig.update(floor_seconds=fl["floor_s"], of_floor=fl["floor_s"] / s)
+            # the floor bounds device work: against the launches alone where they are timed
+            fig.update(floor_seconds=fl["floor_s"], floor=fl,
+                       of_floor=fl["floor_s"] / fig.get("kernel_seconds", s))
     return result
 
 
 def markdown(report: dict) -> str:
     lines = [f"# tinysweep throughput: {report['device']}, {report['date']}"
              + (" (quick)" if report["quick"] else ""), "",
-             f"torch {report['torch']}; figures marked * are extrapolated from a slice "
-             f"of the runs (see bench/run.py).", ""]
+             f"torch {report['torch']}. Figures marked * are extrapolated: from a slice of "
+             f"the runs, or (marked e) of the epochs; see bench/run.py. Speedups are over "
+             f"the faster per-run loop. Kernel s: the triton launches alone; the floor is "
+             f"taken against them.", ""]
     for w in report["workloads"]:
         lines += [f"## {w['workload']}", "",
                   f"{w['runs']:,} runs, {w['sample_steps']:.3g} sample-steps, "
                   f"{w['optimizer_steps']:.3g} optimizer steps.", "",
-                  "| contender | wall s | compile s | sample-steps/s | run-steps/s | runs/s | "
-                  "vs loop | vs vmap+compile | peak MB | of floor |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| contender | wall s | kernel s | compile s | sample-steps/s | run-steps/s "
+                  "| runs/s | vs loop | vs vmap+compile | peak MB | of floor |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, f in w["contenders"].items():
             if "error" in f:
-                lines.append(f"| {name} | {f['error']} |" + " |" * 8)
+                lines.append(f"| {name} | {f['error']} |" + " |" * 9)
                 continue
-            star = "*" if "extrapolated_from_runs" in f else ""
+            star = ("*" if "extrapolated_from_runs" in f
+                    else "*e" if "extrapolated_from_epochs" in f else "")
             vs_vmap = f"{f['speedup_vs_vmap_compile']:.1f}x" if f.get("speedup_vs_vmap_compile") else "-"
             of_floor = f"{f['of_floor']:.1%}" if "of_floor" in f else "-"
+            kernel = f"{f['kernel_seconds']:.3g}" if "kernel_seconds" in f else "-"
             lines.append(
-                f"| {name} | {f['seconds']:.3g}{star} | {f.get('compile_seconds', 0):.2g} | "
+                f"| {name} | {f['seconds']:.3g}{star} | {kernel} | "
+                f"{f.get('compile_seconds', 0):.2g} | "
                 f"{f['sample_steps_per_s']:.3g} | {f['run_steps_per_s']:.3g} | "
                 f"{f['runs_per_s']:.3g} | {f['speedup_vs_loop']:.1f}x | {vs_vmap} | "
                 f"{f['peak_mb']:.0f} | {of_floor} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def write(report: dict, out: Path) -> Path:
+    """Writes STEM.json and STEM.md (atomically), keeping the workloads of an earlier
+    report of the same stem that this one did not run."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / (f"{report['device']}-{report['date']}" + ("-quick" if report["quick"] else ""))
+    path = stem.with_suffix(".json")
+    if path.exists():
+        done = {w["workload"] for w in report["workloads"]}
+        kept = [w for w in json.loads(path.read_text())["workloads"] if w["workload"] not in done]
+        report = {**report, "workloads": sorted(kept + report["workloads"],
+                                                key=lambda w: w["workload"])}
+    for suffix, text in ((".json", json.dumps(report, indent=1, default=float) + "\n"),
+                         (".md", markdown(report))):
+        tmp = stem.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, stem.with_suffix(suffix))
+    return stem
 
 
 def main(argv=None) -> int:
@@ -285,16 +376,14 @@ def main(argv=None) -> int:
     report = {"device": device_name(), "date": datetime.date.today().isoformat(),
               "torch": torch.__version__, "tinysweep": tinysweep.__version__,
               "quick": args.quick, "peaks": peaks, "workloads": []}
+    if device == "cuda":
+        import triton
+        report["triton"] = triton.__version__
     for key in args.workload or sorted(WORKLOADS):
         report["workloads"].append(workload(key, args.quick, device, args.repeats, peaks))
-    table = markdown(report)
-    print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['device']}-{report['date']}" + ("-quick" if args.quick else "")
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (out / f"{stem}.md").write_text(table)
-    print(f"wrote {out / stem}.json and .md")
+        stem = write(report, Path(args.out))      # after each workload: nothing lost
+    print(markdown(report))
+    print(f"wrote {stem}.json and .md")
     return 0
 
 

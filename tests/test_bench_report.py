@@ -45,3 +45,26 @@ def test_quick_report_runs_and_guards(tmp_path):
         if "seconds" in fig:
             assert fig["seconds"] > 0 and fig["peak_mb"] > 0
     assert "| tinysweep torch |" in next(tmp_path.glob("*-quick.md")).read_text()
+
+
+def test_report_keeps_the_workloads_it_did_not_rerun(tmp_path):
+    import run
+
+    def workload(key, seconds):
+        fig = {"seconds": seconds, "sample_steps_per_s": 1.0, "run_steps_per_s": 1.0,
+               "runs_per_s": 1.0, "speedup_vs_loop": 1.0, "speedup_vs_vmap_compile": None,
+               "peak_mb": 1.0}
+        return {"workload": key, "runs": 1, "sample_steps": 1.0, "optimizer_steps": 1.0,
+                "contenders": {"per-run loop": fig}}
+
+    head = {"device": "dev", "date": "2026-01-01", "torch": "x", "quick": False}
+    run.write({**head, "workloads": [workload("a: one", 1.0), workload("c: three", 3.0)]},
+              tmp_path)
+    stem = run.write({**head, "workloads": [workload("b: two", 2.0), workload("c: three", 4.0)]},
+                     tmp_path)
+    report = json.loads(stem.with_suffix(".json").read_text())
+    assert [(w["workload"], w["contenders"]["per-run loop"]["seconds"])
+            for w in report["workloads"]] == [("a: one", 1.0), ("b: two", 2.0), ("c: three", 4.0)]
+    assert stem.with_suffix(".md").read_text().count("## ") == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev-2026-01-01.json",
+                                                          "dev-2026-01-01.md"]

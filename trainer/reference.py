@@ -48,13 +48,18 @@ def _finite(model: nn.Module) -> bool:
     return all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 
-def train_run(chunk: Chunk, run: RunParams):
-    """Trains one run. Returns (init state, final state, optimizer state, curves, diverged, steps)."""
+def train_run(chunk: Chunk, run: RunParams, device="cpu"):
+    """Trains one run on ``device`` (the CPU, except for bench/run.py's per-run loop on a
+    GPU). Returns (init state, final state, optimizer state, curves, diverged, steps), on
+    the CPU."""
     data, spec = chunk.data, chunk.model
     stats = data.standardization() if run.input_norm == "standardize" else None
     model = seeded_model(run.seed, data.n_features, spec.hidden, spec.activation,
                          run.input_norm, stats)
     init = {k: v.clone() for k, v in model.state_dict().items()}
+    model.to(device)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    splits = [("train", x_train, y_train), ("val", data.x_val.to(device), data.y_val.to(device))]
     opt = make_optimizer(run, model.parameters())
     sched = (torch.optim.lr_scheduler.StepLR(opt, run.step_size, run.gamma)
              if run.lr_schedule == "step" else None)
@@ -63,11 +68,11 @@ def train_run(chunk: Chunk, run: RunParams):
 
     for epoch in range(run.epochs):
         model.train()
-        order = torch.from_numpy(epoch_order(run.seed, epoch, n, run.shuffle))
+        order = torch.from_numpy(epoch_order(run.seed, epoch, n, run.shuffle)).to(device)
         for start in range(0, n, run.batch_size):
             rows = order[start:start + run.batch_size]
-            z = model(data.x_train[rows]).squeeze(-1)
-            loss = pointwise_loss(z, data.y_train[rows], spec.loss).mean()
+            z = model(x_train[rows]).squeeze(-1)
+            loss = pointwise_loss(z, y_train[rows], spec.loss).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -75,7 +80,7 @@ def train_run(chunk: Chunk, run: RunParams):
         if sched is not None:
             sched.step()
         if chunk.is_eval_epoch(epoch + 1, run):
-            for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
+            for split, x, y in splits:
                 if len(x) == 0:
                     continue
                 for metric, value in evaluate(model, x, y, spec.loss).items():
@@ -91,8 +96,9 @@ def train_run(chunk: Chunk, run: RunParams):
     for p, state in opt.state.items():
         for key, value in state.items():
             if key != "step":
-                optim[f"{key}.{names[p]}"] = value
-    return init, model.state_dict(), optim, curves, diverged, steps
+                optim[f"{key}.{names[p]}"] = value.cpu()
+    final = {k: v.cpu() for k, v in model.state_dict().items()}
+    return init, final, optim, curves, diverged, steps
 
 
 def train(chunk: Chunk, progress=None) -> ChunkResult:

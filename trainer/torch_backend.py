@@ -285,28 +285,27 @@ class _Group:
         self._perms: dict[tuple[int, int], torch.Tensor] = {}
 
         # Full-size state [R, ...]; the active runs' rows are copied out and back per block.
-        self.init_states = self._initial_states(runs)
-        self.params = torch.stack([torch.cat([s[n].reshape(-1) for n in self.net.layout.names])
-                                   for s in self.init_states]).to(device)
+        self.init = self._initial_states(runs)
+        self.params = torch.cat([self.init[n].reshape(len(runs), -1)
+                                 for n in self.net.layout.names], 1).to(device)
         zeros = lambda: torch.zeros_like(self.params)
         self.opt_state = {"momentum_buffer": zeros()} if self.sgd else \
             {"exp_avg": zeros(), "exp_avg_sq": zeros()}
         self.running = tuple(
-            torch.stack([s[f"0.{name}"] for s in self.init_states]).unsqueeze(1).to(device)
+            self.init[f"0.{name}"].unsqueeze(1).to(device, copy=True)
             for name in ("running_mean", "running_var")) if self.net.batchnorm else None
         self.steps = np.zeros(len(runs), dtype=np.int64)
         self.diverged = np.zeros(len(runs), dtype=bool)
 
-    def _initial_states(self, runs: list[RunParams]) -> list[dict[str, torch.Tensor]]:
-        """Each run's initial state_dict: nn.Linear's init from its seed, one model per seed."""
+    def _initial_states(self, runs: list[RunParams]) -> dict[str, torch.Tensor]:
+        """The runs' initial state_dicts, stacked [R, ...]: nn.Linear's init from each
+        run's seed, one model per distinct seed."""
         spec, data = self.chunk.model, self.chunk.data
-        by_seed = {}
-        for r in runs:
-            if r.seed not in by_seed:
-                model = seeded_model(r.seed, data.n_features, spec.hidden, spec.activation,
-                                     self.input_norm, self.stats)
-                by_seed[r.seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return [by_seed[r.seed] for r in runs]
+        seeds, index = np.unique([r.seed for r in runs], return_inverse=True)
+        states = [seeded_model(int(seed), data.n_features, spec.hidden, spec.activation,
+                               self.input_norm, self.stats).state_dict() for seed in seeds]
+        index = torch.from_numpy(index.reshape(-1))
+        return {k: torch.stack([s[k].detach() for s in states])[index] for k in states[0]}
 
     # ---- data order -------------------------------------------------------------------
     def _permuted_data(self, pairs: list[tuple[int, int]], width: int):
@@ -571,7 +570,7 @@ class _Group:
         if self.stats is not None:
             for name, value in zip(("0.mean", "0.std"), self.stats):
                 final[name] = value.expand(len(rows), -1)
-        init = {k: torch.stack([s[k].float() for s in self.init_states]) for k in self.init_states[0]}
+        init = {k: v.float() for k, v in self.init.items()}
         optim = {}
         has_state = self.c.momentum > 0 if self.sgd else np.ones(len(rows), bool)
         for key, flat in self.opt_state.items():
