@@ -49,7 +49,7 @@ import contenders  # noqa: E402
 import floor  # noqa: E402
 
 import tinysweep  # noqa: E402
-from tinysweep.trainer import reference  # noqa: E402
+from tinysweep.trainer import reference, triton_backend  # noqa: E402
 from tinysweep.trainer.backend import Chunk, evaluation_epochs, steps_per_epoch  # noqa: E402
 from tinysweep.trainer.sweep import Plan, prepare, train_chunk  # noqa: E402
 
@@ -276,6 +276,10 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
     backends = ["torch"] + (["triton"] if device == "cuda" else [])
     for backend in backends:
         name = f"tinysweep {backend}"
+        why = triton_backend.unsupported(chunk) if backend == "triton" else None
+        if why is not None:
+            c[name] = {"error": f"unsupported: {why}"}
+            continue
         verdict = guard(backend, chunk, device)
         if verdict != "ok":
             c[name] = {"error": verdict}
@@ -285,6 +289,9 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
         c[name]["guard"] = verdict
         if backend == "triton":
             c[name]["kernel_seconds"] = triton_kernel_seconds(chunk, repeats)
+    for name, fig in c.items():
+        print(f"  {name}: " + (f"{fig['seconds']:.4g} s" if "seconds" in fig
+                               else fig["error"]), flush=True)
     # the speedups are over the faster loop, the one a user would keep
     loops = [n for n in c if n.startswith("per-run loop")]
     result["loop_baseline"] = min(loops, key=lambda n: c[n]["seconds"])

@@ -224,7 +224,10 @@ def _update(p, g, m_ptrs, v_ptrs, mask, first, take, scale, lr, wd_c, decay, b1,
     return tl.where(take, p2, p)
 
 
-@triton.jit
+# Per-launch integers are not specialized: Triton would compile again whenever one of them
+# changes between 1, a multiple of 16 and neither (every evaluation interval, every sweep).
+@triton.jit(do_not_specialize=["o_e0", "o_epochs", "col", "n_cols", "n", "n_val", "e0", "e1",
+                               "eval_every"])
 def train_kernel(
         # state in tiles, one per program: [RS / BLOCK_R, P, BLOCK_R] parameters and
         # optimizer state m and v, [RS / BLOCK_R, D, BLOCK_R] running statistics; [RS]

@@ -25,7 +25,10 @@ from .order import half_bits, round_keys
 from .torch_backend import _Group
 
 MAX_DEPTH = 2
-MAX_WIDTH = 64          # features and hidden units per layer, each
+# A lane keeps its run's weights and gradients in registers: past about this many
+# parameters they spill and the compile time grows steeply (bench/sizes.py measures it);
+# the torch backend trains such models better.
+MAX_PARAMS = 128
 BLOCK_R = 32            # lanes per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) lanes per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
@@ -49,10 +52,12 @@ def unsupported(chunk: Chunk) -> str | None:
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
-    widths = [chunk.data.n_features, *hidden]
-    if max(widths) > MAX_WIDTH:
-        return (f"model: the triton backend fuses layers up to {MAX_WIDTH} wide "
-                f"({chunk.data.n_features} features, hidden {list(hidden)})")
+    batchnorm = any(r.input_norm == "batchnorm" for r in chunk.runs)
+    params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm).size
+    if params > MAX_PARAMS:
+        return (f"model: the triton backend keeps each run's parameters in registers, at "
+                f"most {MAX_PARAMS}; {chunk.data.n_features} features and hidden "
+                f"{list(hidden)} make {params}")
     return None
 
 
