@@ -68,12 +68,14 @@ def one(hidden: list[int]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timeout", type=float, default=90, help="seconds per shape")
+    ap.add_argument("--shape", action="append", type=json.loads,
+                    help="a hidden-layer shape, e.g. [24,24] (repeatable; default: SHAPES)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(one(json.loads(args.one))), flush=True)
         return 0
-    for hidden in SHAPES:
+    for hidden in args.shape or SHAPES:
         try:
             done = subprocess.run([sys.executable, __file__, "--one", json.dumps(hidden)],
                                   capture_output=True, text=True, timeout=args.timeout)

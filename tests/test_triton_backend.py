@@ -185,8 +185,8 @@ def test_models_too_large_for_the_kernels_are_refused(write_config):
     path = write_config(model={"hidden": [4, 4, 4], "loss": "mse"})
     with pytest.raises(UserError, match="triton backend fuses up to 2 hidden layers"):
         tinysweep.run(path, backend="triton", device=DEVICE)
-    path = write_config(model={"hidden": [65], "loss": "mse"})
-    with pytest.raises(UserError, match="at most 128; 1 features and hidden \\[65\\] make 196"):
+    path = write_config(model={"hidden": [20, 20], "loss": "mse"})
+    with pytest.raises(UserError, match="at most 384; 1 features and hidden \\[20, 20\\] make 481"):
         tinysweep.run(path, backend="triton", device=DEVICE)
     # auto falls back to the torch backend for them
     assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1

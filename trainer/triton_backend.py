@@ -28,7 +28,7 @@ MAX_DEPTH = 2
 # A lane keeps its run's weights and gradients in registers: past about this many
 # parameters they spill and the compile time grows steeply (bench/sizes.py measures it);
 # the torch backend trains such models better.
-MAX_PARAMS = 128
+MAX_PARAMS = 384
 BLOCK_R = 32            # lanes per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) lanes per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
