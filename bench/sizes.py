@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,13 +78,19 @@ def main(argv=None) -> int:
         print(json.dumps(one(json.loads(args.one))), flush=True)
         return 0
     for hidden in args.shape or SHAPES:
+        # its own process group: on a timeout the compiler's processes (ptxas) go too,
+        # instead of running on and slowing whatever is measured next
+        proc = subprocess.Popen([sys.executable, __file__, "--one", json.dumps(hidden)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(hidden)],
-                                  capture_output=True, text=True, timeout=args.timeout)
-            line = (done.stdout.strip().splitlines() or [""])[-1]
-            row = json.loads(line) if done.returncode == 0 else \
-                {"hidden": hidden, "error": done.stderr.strip()[-300:]}
+            out, err = proc.communicate(timeout=args.timeout)
+            line = (out.strip().splitlines() or [""])[-1]
+            row = json.loads(line) if proc.returncode == 0 else \
+                {"hidden": hidden, "error": err.strip()[-300:]}
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             row = {"hidden": hidden, "error": f"not compiled within {args.timeout:.0f} s"}
         print(json.dumps(row), flush=True)
     return 0
