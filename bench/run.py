@@ -264,34 +264,42 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
     print(f"[{key}] {title}: {size['runs']:,} runs, {size['sample_steps']:.3g} sample-steps",
           flush=True)
     loop_runs = contenders.spread(len(chunk.runs), n_loop)
-    c["per-run loop"] = time_loop(chunk, loop_runs, device)
-    if device == "cuda":      # tiny models often train faster one by one on the CPU
-        c["per-run loop (cpu)"] = time_loop(chunk, loop_runs, "cpu")
-    for compiled in (False, True):
-        name = "torch.func vmap" + (" + compile" if compiled else "")
+
+    def measure(name: str, timing) -> None:
+        """c[name] = timing(), or why it has none; printed as it lands (with how long the
+        measuring took), so a long report shows its progress."""
+        t = time.perf_counter()
         try:
-            c[name] = time_ensemble(chunk, n_ens, compiled, device)
+            c[name] = timing()
         except Exception as e:     # keep the report: say why this contender has no figure
             c[name] = {"error": repr(e)[:200]}
-    backends = ["torch"] + (["triton"] if device == "cuda" else [])
-    for backend in backends:
-        name = f"tinysweep {backend}"
-        why = triton_backend.unsupported(chunk) if backend == "triton" else None
-        if why is not None:
-            c[name] = {"error": f"unsupported: {why}"}
-            continue
+        fig = c[name]
+        print(f"  {name}: " + (f"{fig['seconds']:.4g} s" if "seconds" in fig else fig["error"])
+              + f"  (measured in {time.perf_counter() - t:.0f} s)", flush=True)
+
+    def backend_timing(backend: str):
+        if backend == "triton" and (why := triton_backend.unsupported(chunk)) is not None:
+            return {"error": f"unsupported: {why}"}
+        t = time.perf_counter()
         verdict = guard(backend, chunk, device)
+        guard_s = time.perf_counter() - t   # the triton kernels compile in the guard's call
         if verdict != "ok":
-            c[name] = {"error": verdict}
-            continue
-        c[name] = time_backend(backend, chunk, contenders.spread(len(chunk.runs), n_torch),
-                               device, repeats)
-        c[name]["guard"] = verdict
+            return {"error": verdict}
+        fig = time_backend(backend, chunk, contenders.spread(len(chunk.runs), n_torch),
+                           device, repeats)
+        fig.update(guard=verdict, guard_seconds=guard_s)
         if backend == "triton":
-            c[name]["kernel_seconds"] = triton_kernel_seconds(chunk, repeats)
-    for name, fig in c.items():
-        print(f"  {name}: " + (f"{fig['seconds']:.4g} s" if "seconds" in fig
-                               else fig["error"]), flush=True)
+            fig["kernel_seconds"] = triton_kernel_seconds(chunk, repeats)
+        return fig
+
+    measure("per-run loop", lambda: time_loop(chunk, loop_runs, device))
+    if device == "cuda":      # tiny models often train faster one by one on the CPU
+        measure("per-run loop (cpu)", lambda: time_loop(chunk, loop_runs, "cpu"))
+    for compiled in (False, True):
+        measure("torch.func vmap" + (" + compile" if compiled else ""),
+                lambda: time_ensemble(chunk, n_ens, compiled, device))
+    for backend in ["torch"] + (["triton"] if device == "cuda" else []):
+        measure(f"tinysweep {backend}", lambda: backend_timing(backend))
     # the speedups are over the faster loop, the one a user would keep
     loops = [n for n in c if n.startswith("per-run loop")]
     result["loop_baseline"] = min(loops, key=lambda n: c[n]["seconds"])
