@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,8 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:
     idx = np.arange(len(runs))
     diverged = res.diverged | ~np.isfinite(res.curves["train_loss"][idx, last])
     curves = {"epoch": chunk.eval_epochs}
-    table = pd.DataFrame([asdict(r) for r in runs], columns=list(RUN_PARAM_NAMES))
+    # column by column: dataclasses.asdict deep-copies every field (1.8 s for 100,000 runs)
+    table = pd.DataFrame({name: [getattr(r, name) for r in runs] for name in RUN_PARAM_NAMES})
     table.insert(0, "run_id", idx)
     for name, full in res.curves.items():
         values = full.copy()
