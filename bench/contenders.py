@@ -74,17 +74,17 @@ def func_ensemble(chunk: Chunk, runs: list[int], steps: int, compiled: bool,
             new_p[k] = p[k] - lr.view(shape) * (new_m[k] / (1 - torch.pow(0.9, t))) / denom
         return new_p, new_m, new_v
 
-    graphs = compiled and device == "cuda"
-    run_step = step
-    if compiled:
-        compiled_step = torch.compile(step, mode="reduce-overhead" if graphs else None)
+    if not compiled:
+        run_step = step
+    elif device != "cuda":
+        run_step = torch.compile(step)
+    else:
+        graphed_step = torch.compile(step, mode="reduce-overhead")
 
         def run_step(*args):
-            if not graphs:
-                return compiled_step(*args)
             # one replay's outputs feed the next, which overwrites the graph's buffers
             torch.compiler.cudagraph_mark_step_begin()
-            return tuple({k: t.clone() for k, t in d.items()} for d in compiled_step(*args))
+            return tuple({k: t.clone() for k, t in d.items()} for d in graphed_step(*args))
     x_all, y_all = data.x_train.to(device), data.y_train.to(device)
     n = data.n_train
     width = min(bs, n)

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -32,16 +31,13 @@ FLOOR_MS = {"line_100k": 1.5, "mlp_10k": 41.0}
 def loaded_group(path):
     """The workload's one group of runs, loaded into the kernels' layout, and its sample-steps."""
     from tinysweep.trainer import triton_backend
-    from tinysweep.trainer.backend import ChunkResult
     from tinysweep.trainer.sweep import prepare
     from tinysweep.trainer.torch_backend import group_rows
 
     plan = prepare(path, backend="triton", device="cuda")
     chunk = plan.chunk
     (rows,) = group_rows(chunk)
-    result = ChunkResult(curves=chunk.empty_curves(), diverged=np.zeros(len(rows), bool),
-                         steps=np.zeros(len(rows), np.int64), init={}, final={})
-    group = triton_backend._TritonGroup(chunk, rows, torch.device("cuda"), result)
+    group = triton_backend._TritonGroup(chunk, rows, torch.device("cuda"), chunk.empty_result())
     group.load()
     samples = sum(r.epochs for r in chunk.runs) * chunk.data.n_train
     return group, samples

@@ -190,26 +190,19 @@ def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
 def triton_kernel_seconds(chunk: Chunk, repeats: int) -> float:
     """Device time of the triton backend's launches alone (CUDA events around each group's
     training, its state loaded beforehand): the median over ``repeats`` fresh loads."""
-    from tinysweep.trainer.backend import ChunkResult
     from tinysweep.trainer.torch_backend import group_rows
     from tinysweep.trainer.triton_backend import _TritonGroup
 
-    n_runs = len(chunk.runs)
     times = []
     for _ in range(repeats):
         total = 0.0
         for rows in group_rows(chunk):
-            result = ChunkResult(curves=chunk.empty_curves(), diverged=np.zeros(n_runs, bool),
-                                 steps=np.zeros(n_runs, np.int64), init={}, final={})
             with torch.no_grad():
-                group = _TritonGroup(chunk, rows, torch.device("cuda"), result)
+                group = _TritonGroup(chunk, rows, torch.device("cuda"), chunk.empty_result())
                 group.load()
                 begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
                 begin.record()
-                e0 = 0
-                for e1 in group.boundaries:
-                    group.train_interval(e0, int(e1))
-                    e0 = int(e1)
+                group.train_intervals()
                 end.record()
                 end.synchronize()
             total += begin.elapsed_time(end) / 1e3

@@ -25,12 +25,10 @@ SHAPES = [[16], [32], [8, 8], [16, 16], [32, 32]]
 
 
 def one(hidden: list[int]) -> dict:
-    import numpy as np
     import torch
     from triton.testing import do_bench
 
     from tinysweep.trainer import torch_backend, triton_backend
-    from tinysweep.trainer.backend import ChunkResult
     from tinysweep.trainer.sweep import Plan, prepare, train_chunk
 
     config = (f"name: sizes\ndata: {{source: moons, params: {{n: 1000}}}}\n"
@@ -44,10 +42,9 @@ def one(hidden: list[int]) -> dict:
     chunk = prepare(Path(f.name), backend="torch", device="cpu").chunk
     (rows,) = torch_backend.group_rows(chunk)
     n_runs = len(rows)
-    result = ChunkResult(curves=chunk.empty_curves(), diverged=np.zeros(n_runs, bool),
-                         steps=np.zeros(n_runs, np.int64), init={}, final={})
     with torch.no_grad():
-        group = triton_backend._TritonGroup(chunk, rows, torch.device("cuda"), result)
+        group = triton_backend._TritonGroup(chunk, rows, torch.device("cuda"),
+                                            chunk.empty_result())
         group.load()
         t = time.perf_counter()
         group.train_interval(0, 10)

@@ -63,9 +63,14 @@ class Chunk:
         """Curve column of evaluation epoch(s) ``epoch`` (1-based; int or int array)."""
         return np.searchsorted(self.eval_epochs, epoch)
 
-    def empty_curves(self) -> dict[str, np.ndarray]:
-        return {m: np.full((len(self.runs), len(self.eval_epochs)), np.nan, np.float32)
-                for m in self.metrics()}
+    def empty_result(self) -> ChunkResult:
+        """A result for every run of the chunk, to be filled in: NaN curves, no state."""
+        n_runs = len(self.runs)
+        return ChunkResult(
+            curves={m: np.full((n_runs, len(self.eval_epochs)), np.nan, np.float32)
+                    for m in self.metrics()},
+            diverged=np.zeros(n_runs, dtype=bool), steps=np.zeros(n_runs, dtype=np.int64),
+            init={}, final={}, optim={})
 
 
 @dataclass

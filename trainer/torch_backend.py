@@ -601,11 +601,7 @@ def train(chunk: Chunk, device="cpu", progress=None, group_class=None) -> ChunkR
     """Trains every run of the chunk, vectorized over runs, on ``device``, one group
     (``group_rows``) at a time; ``group_class`` (default _Group) trains a group."""
     group_class = group_class or _Group
-    n_runs = len(chunk.runs)
-    result = ChunkResult(
-        curves=chunk.empty_curves(),
-        diverged=np.zeros(n_runs, dtype=bool), steps=np.zeros(n_runs, dtype=np.int64),
-        init={}, final={}, optim={})
+    result = chunk.empty_result()
     with torch.no_grad():
         for rows in group_rows(chunk):
             group = group_class(chunk, rows, torch.device(device), result, progress)

@@ -84,11 +84,15 @@ class _TritonGroup(_Group):
 
     def train(self):
         self.load()
+        self.train_intervals()
+        self.unload()
+
+    def train_intervals(self):
+        """Trains the loaded group through every evaluation interval."""
         e0 = 0
         for e1 in self.boundaries:
             self.train_interval(e0, int(e1))
             e0 = int(e1)
-        self.unload()
 
     def load(self):
         """Moves the group's state into the kernels' layout: runs sorted into lanes, every
