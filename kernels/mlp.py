@@ -166,6 +166,37 @@ def _dense_t(w, d):
 
 
 @triton.jit
+def _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT: tl.constexpr, DEPTH: tl.constexpr):
+    """The output z [1, R] for layer inputs h0 [DP, R], and what the backward pass needs:
+    the hidden pre-activations aa, ab and activations ha, hb (a layer the depth lacks
+    gets a stand-in that nothing reads)."""
+    aa = _dense(wa, ba, h0)
+    if DEPTH == 0:
+        z = aa
+        ha, ab, hb = aa, aa, aa
+    else:
+        ha = tl.where(a_in, _act(aa, ACT), 0.0)
+        ab = _dense(wb, bb, ha)
+        if DEPTH == 1:
+            z = ab
+            hb = ab
+        else:
+            hb = tl.where(b_in, _act(ab, ACT), 0.0)
+            z = _dense(wc, bc, hb)
+    return z, aa, ha, ab, hb
+
+
+@triton.jit
+def _batch_rows(x_ptr, rows_e, pos, valid, shuffled, d_idx, d_in, D):
+    """x [DP, R]: the training rows at batch positions ``pos`` (through the order table
+    where a lane is ``shuffled``), 0 where not ``valid``."""
+    row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
+    row = tl.where(shuffled, row, pos)
+    return tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                   mask=valid[None, :] & d_in[:, None], other=0.0)
+
+
+@triton.jit
 def _loss(z, y, LOSS: tl.constexpr):
     if LOSS == 0:
         r = z - y
@@ -309,11 +340,15 @@ def train_kernel(
         wb = tl.load(par_ptr + pb, mask=mb, other=0.0)
         qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, r, RUNS)
         bb = tl.load(par_ptr + qb, mask=nb, other=0.0)
+    else:   # stand-ins for the layers this depth lacks: _forward never reads them
+        wb, bb = wa, ba
     if DEPTH >= 2:
         pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, r, RUNS)
         wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
         qc, nc = _vec_offsets(OFF_C + OB, 1, 1, r, RUNS)
         bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
+    else:
+        wc, bc = wa, ba
     if BN:
         qg, ng = _vec_offsets(OFF_N, D, DP, r, RUNS)
         gam = tl.load(par_ptr + qg, mask=ng, other=0.0)
@@ -340,11 +375,7 @@ def train_kernel(
                 for j in range(0, (cmax + SPLIT - 1) // SPLIT):
                     i = j * SPLIT + k
                     valid = i < cnt
-                    pos = start + i
-                    row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-                    row = tl.where(shuffled, row, pos)
-                    x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
-                                mask=valid[None, :] & d_in[:, None], other=0.0)
+                    x = _batch_rows(x_ptr, rows_e, start + i, valid, shuffled, d_idx, d_in, D)
                     xsum += x
                 xsum = _split_sum2(xsum, SPLIT)
                 rows_f = tl.maximum(cnt, 1).to(tl.float32)
@@ -353,11 +384,7 @@ def train_kernel(
                 for j in range(0, (cmax + SPLIT - 1) // SPLIT):
                     i = j * SPLIT + k
                     valid = i < cnt
-                    pos = start + i
-                    row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-                    row = tl.where(shuffled, row, pos)
-                    x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
-                                mask=valid[None, :] & d_in[:, None], other=0.0)
+                    x = _batch_rows(x_ptr, rows_e, start + i, valid, shuffled, d_idx, d_in, D)
                     dev = tl.where(valid[None, :], x - bmean, 0.0)
                     xsq += dev * dev
                 xsq = _split_sum2(xsq, SPLIT)
@@ -408,17 +435,7 @@ def train_kernel(
                     h0 = xh * gam + bet
                 else:
                     h0 = x
-                aa = _dense(wa, ba, h0)
-                if DEPTH == 0:
-                    z = aa
-                else:
-                    ha = tl.where(a_in, _act(aa, ACT), 0.0)
-                    ab = _dense(wb, bb, ha)
-                    if DEPTH == 1:
-                        z = ab
-                    else:
-                        hb = tl.where(b_in, _act(ab, ACT), 0.0)
-                        z = _dense(wc, bc, hb)
+                z, aa, ha, ab, hb = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)
                 dz = _loss_grad(z, y, LOSS)                                     # [1, R]
                 if ragged:
                     dz = tl.where(valid[None, :], dz, 0.0)
@@ -517,17 +534,7 @@ def train_kernel(
                 h0 = (x - rmean) * ersd * gam + bet
             else:
                 h0 = x
-            aa = _dense(wa, ba, h0)
-            if DEPTH == 0:
-                z = aa
-            else:
-                ha = tl.where(a_in, _act(aa, ACT), 0.0)
-                ab = _dense(wb, bb, ha)
-                if DEPTH == 1:
-                    z = ab
-                else:
-                    hb = tl.where(b_in, _act(ab, ACT), 0.0)
-                    z = _dense(wc, bc, hb)
+            z = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)[0]
             loss_sum += tl.where(valid[None, :], _loss(z, y, LOSS), 0.0)
             hits += tl.where(valid[None, :], ((z > 0).to(tl.float32) == y).to(tl.float32), 0.0)
         loss_sum = _split_sum2(loss_sum, SPLIT)
