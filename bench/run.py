@@ -51,6 +51,7 @@ import floor  # noqa: E402
 import tinysweep  # noqa: E402
 from tinysweep.trainer import reference, triton_backend  # noqa: E402
 from tinysweep.trainer.backend import Chunk, evaluation_epochs, steps_per_epoch  # noqa: E402
+from tinysweep.trainer.results import atomic_write  # noqa: E402
 from tinysweep.trainer.sweep import Plan, prepare, train_chunk  # noqa: E402
 
 WORKLOADS = {
@@ -298,10 +299,12 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
     result["loop_baseline"] = min(loops, key=lambda n: c[n]["seconds"])
     loop_s = c[result["loop_baseline"]]["seconds"]
     vmap_s = c.get("torch.func vmap + compile", {}).get("seconds")
-    spec = chunk.model
-    cnt = floor.counts(chunk.data.n_features, spec.hidden, spec.activation, spec.loss,
-                       size["sample_steps"], size["optimizer_steps"], size["runs"],
-                       chunk.data.n_train)
+    if peaks is not None:
+        spec = chunk.model
+        fl = floor.floor_seconds(floor.counts(
+            chunk.data.n_features, spec.hidden, spec.activation, spec.loss,
+            size["sample_steps"], size["optimizer_steps"], size["runs"], chunk.data.n_train),
+            peaks)
     for name, fig in c.items():
         if "seconds" not in fig:
             continue
@@ -311,7 +314,6 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
                    speedup_vs_loop=loop_s / s,
                    speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None)
         if peaks is not None and not name.endswith("(cpu)"):
-            fl = floor.floor_seconds(cnt, peaks)
             # the floor bounds device work: against the launches alone where they are timed
             fig.update(floor_seconds=fl["floor_s"], floor=fl,
                        of_floor=fl["floor_s"] / fig.get("kernel_seconds", s))
@@ -364,9 +366,7 @@ def write(report: dict, out: Path) -> Path:
                                                 key=lambda w: w["workload"])}
     for suffix, text in ((".json", json.dumps(report, indent=1, default=float) + "\n"),
                          (".md", markdown(report))):
-        tmp = stem.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, stem.with_suffix(suffix))
+        atomic_write(stem.with_suffix(suffix), lambda f: f.write(text.encode()))
     return stem
 
 
