@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,17 +28,17 @@ def one(hidden: list[int]) -> dict:
     from triton.testing import do_bench
 
     from tinysweep.trainer import torch_backend, triton_backend
+    from tinysweep.trainer.config import parse_config
     from tinysweep.trainer.sweep import Plan, prepare, train_chunk
 
-    config = (f"name: sizes\ndata: {{source: moons, params: {{n: 1000}}}}\n"
-              f"model: {{hidden: {hidden}, activation: relu, loss: bce_with_logits}}\n"
-              f"train: {{epochs: 10, optimizer: adam, batch_size: 100, input_norm: batchnorm, "
-              f"eval_every: 10}}\n"
-              f"sweep: {{params: {{lr: {{logspace: [-4, -1, 32]}}, "
-              f"seed: {{linspace: [0, 31, 32], int: true}}}}}}\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(config)
-    chunk = prepare(Path(f.name), backend="torch", device="cpu").chunk
+    config = parse_config({
+        "name": "sizes", "data": {"source": "moons", "params": {"n": 1000}},
+        "model": {"hidden": hidden, "activation": "relu", "loss": "bce_with_logits"},
+        "train": {"epochs": 10, "optimizer": "adam", "batch_size": 100,
+                  "input_norm": "batchnorm", "eval_every": 10},
+        "sweep": {"params": {"lr": {"logspace": [-4, -1, 32]},
+                             "seed": {"linspace": [0, 31, 32], "int": True}}}}, Path.cwd())
+    chunk = prepare(config, backend="torch", device="cpu").chunk
     (rows,) = torch_backend.group_rows(chunk)
     n_runs = len(rows)
     with torch.no_grad():
