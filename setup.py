@@ -18,7 +18,7 @@ setup(
                  "tinysweep.kernels": "kernels"},
     # triton: the fused kernels (on Linux, where its wheels are; the CPU runs them only
     # under TRITON_INTERPRET=1, as the tests do)
-    install_requires=["torch>=2.4", "numpy", "pandas", "pyyaml", "tqdm", "matplotlib",
+    install_requires=["torch>=2.4", "numpy", "pandas", "pyarrow", "pyyaml", "tqdm", "matplotlib",
                       "triton>=3.2; platform_system == 'Linux'"],
     # ray: --executor ray (the tests start a local instance, so they need it too)
     extras_require={"ray": ["ray"],

@@ -29,7 +29,7 @@ def per_run_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> float:
     """Seconds to train runs ``picked`` of the chunk one after the other on ``device``."""
     start = time.perf_counter()
     for i in picked:
-        reference.train_run(chunk, chunk.runs[i], device)
+        reference.train_run(chunk, chunk.runs.row(i), device)
     return time.perf_counter() - start
 
 
@@ -41,7 +41,7 @@ def func_ensemble(chunk: Chunk, runs: list[int], steps: int, compiled: bool,
     On CUDA the compiled step is captured in CUDA graphs (mode "reduce-overhead"), the
     fastest torch.compile mode for steps of many small kernels."""
     spec, data = chunk.model, chunk.data
-    group = [chunk.runs[i] for i in runs]
+    group = chunk.runs[np.asarray(runs, dtype=np.int64)].rows()
     bs = group[0].batch_size
     assert all(r.batch_size == bs for r in group), "one batch size per ensemble"
     norm = group[0].input_norm
@@ -115,12 +115,10 @@ def func_ensemble(chunk: Chunk, runs: list[int], steps: int, compiled: bool,
 
 def ensemble_steps(chunk: Chunk) -> dict[int, int]:
     """Batch size -> the vmap steps its group of runs takes (the longest run's)."""
-    n = chunk.data.n_train
-    steps: dict[int, int] = {}
-    for r in chunk.runs:
-        steps[r.batch_size] = max(steps.get(r.batch_size, 0),
-                                  r.epochs * int(steps_per_epoch(n, r.batch_size)))
-    return steps
+    n, runs = chunk.data.n_train, chunk.runs
+    batch, epochs = np.asarray(runs.batch_size), np.asarray(runs.epochs)
+    return {int(b): int(epochs[batch == b].max()) * int(steps_per_epoch(n, b))
+            for b in np.unique(batch)}
 
 
 def spread(n_items: int, k: int) -> list[int]:

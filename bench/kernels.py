@@ -39,7 +39,7 @@ def loaded_group(path):
     (rows,) = group_rows(chunk)
     group = triton_backend._TritonGroup(chunk, rows, torch.device("cuda"), chunk.empty_result())
     group.load()
-    samples = sum(r.epochs for r in chunk.runs) * chunk.data.n_train
+    samples = int(chunk.runs.epochs.sum()) * chunk.data.n_train
     return group, samples
 
 

@@ -30,7 +30,6 @@ day, so workloads can be run one call at a time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -80,19 +79,18 @@ def device_name() -> str:
 
 # ---- sizes -------------------------------------------------------------------------------
 def sub_chunk(chunk: Chunk, picked: list[int], epochs: int | None = None) -> Chunk:
-    runs = [chunk.runs[i] for i in picked]
+    runs = chunk.runs[np.asarray(picked, dtype=np.int64)]
     if epochs is not None:
-        runs = [dataclasses.replace(r, epochs=min(r.epochs, epochs)) for r in runs]
-    eval_every = min(chunk.eval_every, max(r.epochs for r in runs))
+        runs = runs.replace(epochs=np.minimum(runs.epochs, epochs))
+    eval_every = min(chunk.eval_every, int(runs.epochs.max()))
     return Chunk(chunk.model, chunk.data, runs, eval_every, evaluation_epochs(runs, eval_every))
 
 
 def totals(chunk: Chunk) -> dict[str, float]:
     n = chunk.data.n_train
-    return {"runs": len(chunk.runs),
-            "sample_steps": float(sum(r.epochs * n for r in chunk.runs)),
-            "optimizer_steps": float(sum(r.epochs * steps_per_epoch(n, r.batch_size)
-                                         for r in chunk.runs))}
+    runs = chunk.runs
+    return {"runs": len(runs), "sample_steps": float(runs.epochs.sum() * n),
+            "optimizer_steps": float((runs.epochs * steps_per_epoch(n, runs.batch_size)).sum())}
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -163,7 +161,7 @@ def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
     tenth of the epochs when the whole sweep would pass GPU_BUDGET_S."""
     if device == "cuda":
         probe = sub_chunk(chunk, list(range(len(chunk.runs))),
-                          epochs=max(1, max(r.epochs for r in chunk.runs) // 10))
+                          epochs=max(1, int(chunk.runs.epochs.max()) // 10))
         plan = Plan(None, probe, backend, device, len(probe.runs))
         first, again = _timed(plan, probe, device), _timed(plan, probe, device)
         scale = totals(chunk)["sample_steps"] / totals(probe)["sample_steps"]
@@ -184,7 +182,7 @@ def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
     if len(part.runs) < len(chunk.runs):
         out["extrapolated_from_runs"] = len(part.runs)
     elif scale != 1:
-        out["extrapolated_from_epochs"] = max(r.epochs for r in part.runs)
+        out["extrapolated_from_epochs"] = int(part.runs.epochs.max())
     return out
 
 
@@ -214,9 +212,9 @@ def triton_kernel_seconds(chunk: Chunk, repeats: int) -> float:
 def time_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> dict:
     with PeakMemory(device) as mem:
         seconds = contenders.per_run_loop(chunk, picked, device)
-    n = chunk.data.n_train
-    steps = [r.epochs * steps_per_epoch(n, r.batch_size) for r in chunk.runs]
-    scale = sum(steps) / sum(steps[i] for i in picked)
+    runs = chunk.runs
+    steps = runs.epochs * steps_per_epoch(chunk.data.n_train, runs.batch_size)
+    scale = steps.sum() / steps[picked].sum()
     out = {"seconds": seconds * scale, "measured_seconds": seconds, "peak_mb": mem.mb}
     if len(picked) < len(chunk.runs):
         out["extrapolated_from_runs"] = len(picked)
@@ -226,17 +224,15 @@ def time_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> dict:
 def time_ensemble(chunk: Chunk, max_runs: int, compiled: bool, device: str) -> dict:
     """One batch-size group (the median batch size's), ENSEMBLE_STEPS steps, extrapolated
     to every group by run-steps."""
-    groups: dict[int, list[int]] = {}
-    for i, r in enumerate(chunk.runs):
-        groups.setdefault(r.batch_size, []).append(i)
-    sizes = sorted(groups)
-    bs = sizes[len(sizes) // 2]
-    picked = groups[bs][:max_runs]
+    batch = np.asarray(chunk.runs.batch_size)
+    sizes, counts = np.unique(batch, return_counts=True)
+    bs = int(sizes[len(sizes) // 2])
+    picked = np.flatnonzero(batch == bs)[:max_runs].tolist()
     with PeakMemory(device) as mem:
         t = contenders.func_ensemble(chunk, picked, ENSEMBLE_STEPS, compiled, device)
     per_run_step = t["seconds_per_step"] / len(picked)
-    run_steps = sum(steps * len(groups[b])
-                    for b, steps in contenders.ensemble_steps(chunk).items())
+    per_size = contenders.ensemble_steps(chunk)
+    run_steps = sum(per_size[int(b)] * int(k) for b, k in zip(sizes, counts))
     return {"seconds": per_run_step * run_steps, "measured_seconds":
             t["seconds_per_step"] * ENSEMBLE_STEPS, "compile_seconds": t["warmup_seconds"],
             "peak_mb": mem.mb, "extrapolated_from_runs": len(picked),

@@ -31,7 +31,7 @@ def load(tmp_path, text, filename="config.yaml"):
 
 
 def runs_of(tmp_path, text, filename="config.yaml"):
-    return expand(load(tmp_path, text, filename))
+    return expand(load(tmp_path, text, filename)).rows()
 
 
 def yaml_config(train=None, sweep=None, model=None, data=None, name="t"):
@@ -101,7 +101,7 @@ def test_minimal_config_gives_one_default_run(tmp_path):
     assert config.eval_every == 1
     assert config.sweep.strategy == "grid"
     assert config.base_dir == tmp_path.resolve()
-    assert expand(config) == [RunParams().resolved()]
+    assert expand(config).rows() == [RunParams().resolved()]
 
 
 def test_full_config_parses(tmp_path):
@@ -138,7 +138,7 @@ sweep:
     assert (config.model.activation, config.model.loss) == ("relu", "bce_with_logits")
     assert config.eval_every == 4
     assert "eval_every" not in config.train
-    runs = expand(config)
+    runs = expand(config).rows()
     assert [r.lr for r in runs] == [0.1, 0.01]
     for r in runs:
         assert (r.epochs, r.optimizer, r.momentum, r.nesterov) == (12, "sgd", 0.9, True)
@@ -264,7 +264,7 @@ def test_single_point_linspace(tmp_path):
 def test_line_batch_size_example():
     config = load_config(EXAMPLES / "line_batch_size.yaml")
     assert config.name == "line_batch_size"
-    runs = expand(config)
+    runs = expand(config).rows()
     assert len(runs) == 200
     expected = [(b, sh) for b in range(10, 1001, 10) for sh in (True, False)]
     assert [(r.batch_size, r.shuffle) for r in runs] == expected
@@ -647,6 +647,6 @@ def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: s\ndata: {source: line}\ntrain: {lr: 1e-3, eps: 1E-8}\n"
                     "sweep: {params: {lr: [1e-2, 3e-4], weight_decay: [1e-1]}}\n")
-    runs = expand(load_config(path))
+    runs = expand(load_config(path)).rows()
     assert [r.lr for r in runs] == [1e-2, 3e-4]
     assert runs[0].eps == 1e-8 and runs[0].weight_decay == 0.1

@@ -111,6 +111,7 @@ def test_saved_config_reruns_to_the_same_results(write_config, tmp_path):
 def test_evaluation_epochs(epochs, every, expected):
     from tinysweep.trainer.backend import count_evaluation_epochs, evaluation_epochs
     from tinysweep.trainer.config import RunParams
-    runs = [RunParams(epochs=e) for e in epochs]
+    from tinysweep.trainer.runs import Runs
+    runs = Runs.from_rows([RunParams(epochs=e).resolved() for e in epochs])
     assert list(evaluation_epochs(runs, every)) == expected
     assert count_evaluation_epochs(runs, every) == len(expected)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from .config import ModelSpec, RunParams
-from .data import Dataset
+from .runs import Runs
+
+if TYPE_CHECKING:               # data.py builds torch tensors: not imported to check a config
+    from .data import Dataset
 
 
 def steps_per_epoch(n_train, batch_size):
@@ -21,30 +25,30 @@ def steps_per_epoch(n_train, batch_size):
     return -(-n_train // batch_size)
 
 
-def evaluation_epochs(runs: list[RunParams], eval_every: int) -> np.ndarray:
+def evaluation_epochs(runs: Runs, eval_every: int) -> np.ndarray:
     """The union of all runs' evaluation epochs (1-based), sorted: int64 [E]. A run is
     evaluated after every eval_every-th epoch and after its last."""
-    last = np.unique([r.epochs for r in runs])
+    last = runs.distinct("epochs")
     multiples = np.arange(eval_every, last.max() + 1, eval_every, dtype=np.int64)
     return np.union1d(multiples, last)
 
 
-def count_evaluation_epochs(runs: list[RunParams], eval_every: int) -> int:
+def count_evaluation_epochs(runs: Runs, eval_every: int) -> int:
     """len(evaluation_epochs(...)), without building it."""
-    last = np.unique([r.epochs for r in runs])
+    last = runs.distinct("epochs")
     return int(last.max() // eval_every + np.count_nonzero(last % eval_every))
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A backend's input: ``runs`` (resolved, checked) on ``data`` with ``model``.
+    """A backend's input: ``runs`` (resolved, checked columns) on ``data`` with ``model``.
 
     eval_epochs: the whole sweep's evaluation epochs, sorted [E]: the curve columns.
     """
 
     model: ModelSpec
     data: Dataset
-    runs: list[RunParams]
+    runs: Runs
     eval_every: int                     # evaluate after every eval_every-th epoch and the last
     eval_epochs: np.ndarray
 
@@ -93,8 +97,10 @@ class ChunkResult:
     optim: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def stack_rows(rows: list[dict[str, torch.Tensor] | dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stacks per-run dicts into name -> [R, ...] float32 arrays, NaN where a run lacks a name."""
+def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Stacks per-run dicts of tensors or arrays into name -> [R, ...] float32 arrays, NaN
+    where a run lacks a name."""
+    import torch
     shapes: dict[str, tuple] = {}
     for row in rows:
         for name, value in row.items():

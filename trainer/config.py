@@ -31,24 +31,25 @@ MAX_SEED = 2**63 - 1
 MAX_COUNT = 10**9          # batch_size, epochs, step_size: far beyond use, safe in int64 math
 
 
-def _positive(x) -> bool:
+# The checks take a number or a numpy array of numbers (one per run): `&`, not `and`.
+def _positive(x):
     return x > 0
 
 
-def _non_negative(x) -> bool:
+def _non_negative(x):
     return x >= 0
 
 
-def _unit_interval(x) -> bool:
-    return 0 <= x < 1
+def _unit_interval(x):
+    return (0 <= x) & (x < 1)
 
 
-def _seed_range(x) -> bool:
-    return 0 <= x <= MAX_SEED
+def _seed_range(x):
+    return (0 <= x) & (x <= MAX_SEED)
 
 
-def _count(x) -> bool:
-    return 1 <= x <= MAX_COUNT
+def _count(x):
+    return (1 <= x) & (x <= MAX_COUNT)
 
 
 # Each field's metadata says how a config value is checked: its kind ("float", "int",
@@ -129,11 +130,9 @@ def check_run_value(name: str, value: Any, where: str) -> Any:
     return value
 
 
-def check_run(run: RunParams, where: str) -> None:
-    """The checks that involve more than one hyperparameter."""
-    if run.optimizer == "sgd" and run.nesterov and run.momentum <= 0:
-        raise UserError(f"{where}: nesterov: true needs momentum > 0 (as in torch.optim.SGD), "
-                        f"got momentum {run.momentum}")
+def run_field(name: str) -> dict:
+    """A hyperparameter's metadata: kind, choices, check and its words (see ``_hp``)."""
+    return _RUN_FIELDS[name].metadata
 
 
 @dataclass(frozen=True)

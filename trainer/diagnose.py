@@ -31,6 +31,7 @@ import torch
 from .config import INPUT_NORMS, Config, RunParams, load_config
 from .errors import UserError
 from .results import Results, atomic_write
+from .runs import Runs
 from .space import expand
 
 SEEDS = 5
@@ -62,8 +63,7 @@ def base_run(config: Config) -> RunParams:
         if isinstance(value, (list, dict)):
             raise UserError(f"sweep.params.{name}: diagnose takes one setup, so every sweep "
                             f"param must be a single value, got {value!r}")
-    (run,) = expand(config)
-    return run
+    return expand(config).row(0)
 
 
 def variants(base: RunParams, n_train: int) -> list[Variant]:
@@ -95,7 +95,7 @@ def _trainable(run: RunParams, n_train: int) -> bool:
     return min(run.batch_size, n_train) > 1 and last > 1
 
 
-def sweep_runs(base: RunParams, n_train: int) -> tuple[list[RunParams], list[Variant]]:
+def sweep_runs(base: RunParams, n_train: int) -> tuple[Runs, list[Variant]]:
     """Every variant on SEEDS seeds (the user's first): the runs and each run's variant."""
     runs, labels = [], []
     for v in variants(base, n_train):
@@ -107,7 +107,7 @@ def sweep_runs(base: RunParams, n_train: int) -> tuple[list[RunParams], list[Var
             if _trainable(run, n_train):
                 runs.append(run)
                 labels.append(v)
-    return runs, labels
+    return Runs.from_rows(runs), labels
 
 
 # ---- reading the data and the runs ------------------------------------------------------

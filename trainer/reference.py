@@ -104,7 +104,8 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
 def train(chunk: Chunk, progress=None) -> ChunkResult:
     """Trains every run of the chunk, one after the other, on the CPU."""
     inits, finals, optims, curves, diverged, steps = [], [], [], [], [], []
-    for run in chunk.runs:
+    for i in range(len(chunk.runs)):         # the reference is the per-run loop
+        run = chunk.runs.row(i)
         init, final, optim, curve, div, n_steps = train_run(chunk, run)
         inits.append(init)
         finals.append(final)

@@ -6,13 +6,15 @@ lists them (the last varies fastest); random runs are numbered in draw order.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 
-from .config import Config, RunParams, check_run, check_run_value
+from .config import RUN_PARAM_NAMES, Config, RunParams
+from .draws import draw_columns
 from .errors import UserError
+from .runs import (Labels, Runs, check_column, check_runs, default_column, python_value,
+                   raise_for, resolve)
 
 # Runs in one sweep, at most: each costs a few hundred bytes of bookkeeping before any
 # training, and 10 million already make a results table of gigabytes.
@@ -50,62 +52,123 @@ def _range_form(value: dict, where: str, forms: tuple[str, ...]) -> tuple[str, l
     return form, args
 
 
-def _as_python(x, rounded: bool):
-    return int(round(float(x))) if rounded else float(x)
-
-
-def grid_axis(value, where: str) -> list:
-    """The values one grid param takes, in order (before type checks)."""
+def grid_axis(value, where: str) -> tuple[list | np.ndarray, bool]:
+    """The values one grid param takes, in order (before type checks): a list of config
+    values, or a float64 array of a linspace or logspace; and whether ``int: true`` rounded
+    them."""
     if isinstance(value, list):
         if not value:
             raise UserError(f"{where}: an empty list gives no runs")
-        return value
+        return value, False
     if isinstance(value, dict):
         form, (lo, hi, n) = _range_form(value, where, _GRID_FORMS)
         with np.errstate(over="ignore"):      # 10**400 becomes inf, refused below
             xs = np.linspace(lo, hi, int(n)) if form == "linspace" else np.logspace(lo, hi, int(n))
         if not np.isfinite(xs).all():
             raise UserError(f"{where}.{form}: {value[form]!r} reaches numbers beyond float range")
-        return [_as_python(x, value.get("int", False)) for x in xs]
-    return [value]
+        rounded = value.get("int", False)
+        return (np.round(xs) if rounded else xs), rounded
+    return [value], False
 
 
-def _draw(value, where: str, rng: np.random.Generator):
-    """One random draw of one param: list -> uniform choice; uniform; loguniform; scalar."""
+def _random_spec(value, where: str) -> tuple:
+    """How one random param is drawn, as draws.draw_columns takes it."""
     if isinstance(value, list):
         if not value:
             raise UserError(f"{where}: an empty list gives no runs")
-        return value[int(rng.integers(len(value)))]
+        return ("choice", len(value))
     if isinstance(value, dict):
         form, (lo, hi) = _range_form(value, where, _RANDOM_FORMS)
-        x = rng.uniform(lo, hi) if form == "uniform" else np.exp(rng.uniform(np.log(lo), np.log(hi)))
-        return _as_python(x, value.get("int", False))
-    return value
+        return (form, lo, hi)
+    return ("fixed",)
 
 
-def expand(config: Config) -> list[RunParams]:
-    """All runs of the sweep, in run_id order, each checked and resolved."""
+def expand(config: Config) -> Runs:
+    """All runs of the sweep, in run_id order, as columns, checked and resolved.
+
+    Each param's distinct values are checked once (check_column); a grid's columns are
+    its axes repeated and tiled, a random sweep's are draws. An error names the first run,
+    in run_id order, that takes a bad value, and its first such param: as checking run
+    after run would.
+    """
     names = list(config.sweep.params)
+    wheres = [f"sweep.params.{k}" for k in names]
     if config.sweep.strategy == "grid":
-        axes = [grid_axis(config.sweep.params[k], f"sweep.params.{k}") for k in names]
-        size = math.prod(len(a) for a in axes)
+        axes = [grid_axis(config.sweep.params[k], w) for k, w in zip(names, wheres)]
+        lengths = [len(values) for values, _ in axes]
+        size = math.prod(lengths)
         if size > MAX_RUNS:
             raise UserError(f"sweep.params: the grid has {size:,} runs, more than a sweep "
                             f"holds ({MAX_RUNS:,}); split it into several sweeps")
-        combos = list(itertools.product(*axes))
+        strides = [math.prod(lengths[k + 1:]) for k in range(len(names))]
+        checked = [check_column(k, values, rounded) for k, (values, rounded) in zip(names, axes)]
+        # The first bad value of axis k is first used by run (its index) * (its stride).
+        _raise_first([(int(np.argmax(bad)) * stride, int(np.argmax(bad)))
+                      if bad.any() else None for (_, bad), stride in zip(checked, strides)],
+                     names, wheres, axes)
+        columns = {k: _grid_column(col, stride, size)
+                   for k, (col, _), stride in zip(names, checked, strides)}
     else:
-        if config.sweep.samples > MAX_RUNS:
-            raise UserError(f"sweep.samples: {config.sweep.samples:,} runs is more than a "
+        size = config.sweep.samples
+        if size > MAX_RUNS:
+            raise UserError(f"sweep.samples: {size:,} runs is more than a "
                             f"sweep holds ({MAX_RUNS:,}); split it into several sweeps")
-        rng = np.random.default_rng(config.sweep.seed)
-        combos = [tuple(_draw(config.sweep.params[k], f"sweep.params.{k}", rng) for k in names)
-                  for _ in range(config.sweep.samples)]
-    runs = []
-    for run_id, combo in enumerate(combos):
-        values = dict(config.train)
-        for k, v in zip(names, combo):
-            values[k] = check_run_value(k, v, f"sweep.params.{k}")
-        run = RunParams(**values).resolved()
-        check_run(run, f"sweep: run {run_id}")
-        runs.append(run)
+        specs = [_random_spec(config.sweep.params[k], w) for k, w in zip(names, wheres)]
+        drawn = draw_columns(config.sweep.seed, specs, size)
+        columns, firsts, sources = {}, [], []
+        for k, spec, draws in zip(names, specs, drawn):
+            value = config.sweep.params[k]
+            if spec[0] == "fixed":
+                values, rounded = [value], False
+                col, bad = check_column(k, values)
+                columns[k] = _constant_like(col, size)
+                firsts.append((0, 0) if bad[0] and size else None)
+            elif spec[0] == "choice":        # draws: indices into the list
+                values, rounded = value, False
+                col, bad = check_column(k, values)
+                columns[k] = col[draws]
+                bad_runs = bad[draws]
+                first = int(np.argmax(bad_runs)) if bad_runs.any() else None
+                firsts.append(None if first is None else (first, int(draws[first])))
+            else:                             # draws: the values
+                rounded = value.get("int", False)
+                values = np.round(draws) if rounded else draws
+                columns[k], bad = check_column(k, values, rounded)
+                first = int(np.argmax(bad)) if bad.any() else None
+                firsts.append(None if first is None else (first, first))
+            sources.append((values, rounded))
+        _raise_first(firsts, names, wheres, sources)
+    for name in RUN_PARAM_NAMES:
+        if name not in columns and (name in config.train or getattr(RunParams, name) is not None):
+            columns[name] = default_column(name, config.train.get(name, getattr(RunParams, name)),
+                                           size)
+    runs = Runs(resolve(columns))
+    check_runs(runs)
     return runs
+
+
+def _grid_column(col, stride: int, size: int):
+    """An axis as a grid column: each value repeated ``stride`` times, the whole tiled
+    to ``size`` runs; a one-value axis stays one value (constant)."""
+    if len(col) == 1:
+        return _constant_like(col, size)
+    index = np.arange(size, dtype=np.int64) // stride % len(col)
+    return col[index]
+
+
+def _constant_like(col, size: int):
+    """The first value of a column, for each of ``size`` runs (zero-stride)."""
+    if isinstance(col, Labels):
+        return Labels(np.broadcast_to(col.codes[:1], (size,)), col.choices)
+    return np.broadcast_to(col[:1], (size,))
+
+
+def _raise_first(firsts: list, names: list[str], wheres: list[str], sources: list) -> None:
+    """Raises for the earliest run that takes a bad value. firsts[k]: None, or (the first
+    run whose param k is bad, the index of that value in sources[k][0])."""
+    bad = [(first[0], k) for k, first in enumerate(firsts) if first is not None]
+    if not bad:
+        return
+    _, k = min(bad)
+    values, rounded = sources[k]
+    raise_for(names[k], python_value(values, firsts[k][1], rounded), wheres[k])

@@ -11,12 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from .backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs,
                       steps_per_epoch)
 from .config import Config, load_config
-from .data import load_data
 from .errors import UserError
 from .results import Results, assemble, merge_chunks
 from .space import expand
@@ -41,15 +40,15 @@ class Plan:
 
 def check_batchnorm_batches(chunk: Chunk) -> None:
     """BatchNorm1d cannot train on a batch of one row: refuse such runs up front."""
-    n = chunk.data.n_train
-    for run_id, run in enumerate(chunk.runs):
-        if run.input_norm != "batchnorm":
-            continue
-        last = n - (steps_per_epoch(n, run.batch_size) - 1) * run.batch_size
-        if min(run.batch_size, n) == 1 or last == 1:
-            raise UserError(
-                f"sweep: run {run_id} (input_norm batchnorm, batch_size {run.batch_size}) "
-                f"would train on a batch of one row ({n} training rows); BatchNorm1d needs >= 2")
+    n, runs = chunk.data.n_train, chunk.runs
+    batch = runs.batch_size
+    last = n - (steps_per_epoch(n, batch) - 1) * batch
+    bad = (runs.input_norm == "batchnorm") & ((np.minimum(batch, n) == 1) | (last == 1))
+    if bad.any():
+        run_id = int(np.argmax(bad))
+        raise UserError(
+            f"sweep: run {run_id} (input_norm batchnorm, batch_size {batch[run_id]}) "
+            f"would train on a batch of one row ({n} training rows); BatchNorm1d needs >= 2")
 
 
 # Without --chunk-runs, a launch holds at most this many floats of one step's batches and
@@ -65,6 +64,7 @@ def available_bytes(device: str) -> int:
     """Memory free for a chunk: the CUDA device's free memory, or the CPU's available RAM
     (/proc/meminfo's MemAvailable; 4 GiB where that cannot be read)."""
     if device == "cuda":
+        import torch
         return int(torch.cuda.mem_get_info()[0])
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -84,7 +84,7 @@ def bytes_per_run(chunk: Chunk, backend: str) -> int:
     curves = 4 * len(chunk.eval_epochs)
     if backend == "triton":    # state in tiles and in the group's tensors: 2 copies of 3
         return 4 * (6 * params + curves + 32)
-    widest_batch = max(min(r.batch_size, n) for r in chunk.runs)
+    widest_batch = min(int(chunk.runs.batch_size.max()), n)
     slab = widest_batch * max(widths) * (len(widths) + 2)
     return 4 * (8 * params + curves + slab)
 
@@ -96,14 +96,14 @@ def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu"
     fit = int(MEMORY_SHARE * available_bytes(device)) // bytes_per_run(chunk, backend)
     runs = min(len(chunk.runs), max(1, fit))
     if backend != "triton":
-        n = chunk.data.n_train
-        widest_batch = max(min(r.batch_size, n) for r in chunk.runs)
+        widest_batch = min(int(chunk.runs.batch_size.max()), chunk.data.n_train)
         widest_layer = max([chunk.data.n_features, *chunk.model.hidden])
         runs = min(runs, max(1, SLAB_FLOATS // (widest_batch * widest_layer)))
     return runs
 
 
 def resolve_device(device: str | None) -> str:
+    import torch
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in DEVICES:
@@ -148,6 +148,7 @@ def prepare(config: str | Path | Config, backend: str = "auto", device: str | No
 
 def config_data(config: Config):
     """The config's dataset, loaded and checked."""
+    from .data import load_data
     return load_data(config.data.source, config.data.params, seed=config.data.seed,
                      val_fraction=config.data.val_fraction, loss=config.model.loss,
                      base_dir=config.base_dir)
@@ -240,13 +241,12 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
     chunks here, one after the other; "ray" as Ray tasks (``task_fn``: their body).
     """
     runs = plan.chunk.runs
-    n = plan.chunk.data.n_train
-    steps = [r.epochs * steps_per_epoch(n, r.batch_size) for r in runs]
+    steps = runs.epochs * steps_per_epoch(plan.chunk.data.n_train, runs.batch_size)
     by_run = plan.backend == "reference"   # the reference reports whole runs
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(runs) if by_run else sum(steps), unit="run" if by_run else "step",
+        bar = tqdm(total=len(runs) if by_run else int(steps.sum()), unit="run" if by_run else "step",
                    unit_scale=True, desc=plan.config.name, leave=False, dynamic_ncols=True)
     if store is not None:
         store.start(plan)
@@ -256,7 +256,7 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
         if trained and store is not None:
             store.save(lo, part)
         if bar is not None and (executor == "ray" or not trained):
-            bar.update(hi - lo if by_run else sum(steps[lo:hi]))
+            bar.update(hi - lo if by_run else int(steps[lo:hi].sum()))
         parts[lo] = part
 
     try:

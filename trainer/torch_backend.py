@@ -34,16 +34,15 @@ snapshot and frozen: exactly where the reference, which checks at evaluations, s
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .backend import Chunk, ChunkResult, steps_per_epoch
-from .config import RunParams
 from .model import Standardize, layer_sizes, linear_names, pointwise_loss, seeded_model
 from .order import permutations
+from .runs import Runs
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1      # nn.BatchNorm1d's defaults
 # Steps per block, at most: enough to amortize a block's set-up (a few hundred us) over
@@ -227,8 +226,8 @@ class Net:
 class _Runs:
     """Per-run constants of a group of runs: numpy arrays [R], device tensors [R, 1]."""
 
-    def __init__(self, runs: list[RunParams], n_train: int, device):
-        col = lambda name, dtype=np.float64: np.array([getattr(r, name) for r in runs], dtype)
+    def __init__(self, runs: Runs, n_train: int, device):
+        col = lambda name, dtype=np.float64: np.array(getattr(runs, name), dtype)
         self.batch = col("batch_size", np.int64)
         self.epochs = col("epochs", np.int64)
         self.spe = steps_per_epoch(n_train, self.batch)
@@ -237,18 +236,19 @@ class _Runs:
         self.shuffle = col("shuffle", bool)
         self.lr, self.gamma = col("lr"), col("gamma")
         self.step_size = col("step_size", np.int64)
-        self.scheduled = np.array([r.lr_schedule == "step" for r in runs])
+        self.scheduled = runs.lr_schedule == "step"
         self.beta1, self.beta2 = col("beta1"), col("beta2")
+        self.eps = col("eps")
         self.momentum = col("momentum")
         self.nesterov = col("nesterov", bool)
         wd = col("weight_decay")
-        adamw = np.array([r.optimizer == "adamw" for r in runs])
+        adamw = runs.optimizer == "adamw"
         self.wd_coupled = np.where(adamw, 0.0, wd)      # added to the gradient (sgd, adam)
         self.wd_decoupled = np.where(adamw, wd, 0.0)    # p *= 1 - lr * wd (adamw)
         tensor = lambda a: torch.tensor(a, dtype=torch.float32, device=device).unsqueeze(1)
         self.tensors = {
             "one_minus_beta1": tensor(1 - self.beta1), "beta2": tensor(self.beta2),
-            "one_minus_beta2": tensor(1 - self.beta2), "eps": tensor(col("eps")),
+            "one_minus_beta2": tensor(1 - self.beta2), "eps": tensor(self.eps),
             "momentum": tensor(self.momentum), "wd": tensor(self.wd_coupled),
             "nesterov": torch.tensor(self.nesterov, device=device).unsqueeze(1)}
 
@@ -267,9 +267,10 @@ class _Group:
                  progress=None):
         self.chunk, self.rows, self.device = chunk, rows, device
         self.result, self.progress = result, progress
-        runs = [chunk.runs[i] for i in rows]
-        self.input_norm = runs[0].input_norm
-        self.sgd = runs[0].optimizer == "sgd"
+        runs = chunk.runs[rows]
+        first = runs.row(0)
+        self.input_norm = first.input_norm
+        self.sgd = first.optimizer == "sgd"
         self.net = Net(chunk, self.input_norm)
         data = chunk.data
         self.n = data.n_train
@@ -297,11 +298,11 @@ class _Group:
         self.steps = np.zeros(len(runs), dtype=np.int64)
         self.diverged = np.zeros(len(runs), dtype=bool)
 
-    def _initial_states(self, runs: list[RunParams]) -> dict[str, torch.Tensor]:
+    def _initial_states(self, runs: Runs) -> dict[str, torch.Tensor]:
         """The runs' initial state_dicts, stacked [R, ...]: nn.Linear's init from each
         run's seed, one model per distinct seed."""
         spec, data = self.chunk.model, self.chunk.data
-        seeds, index = np.unique([r.seed for r in runs], return_inverse=True)
+        seeds, index = np.unique(runs.seed, return_inverse=True)
         states = [seeded_model(int(seed), data.n_features, spec.hidden, spec.activation,
                                self.input_norm, self.stats).state_dict() for seed in seeds]
         index = torch.from_numpy(index.reshape(-1))
@@ -590,11 +591,15 @@ class _Group:
 
 def group_rows(chunk: Chunk) -> list[np.ndarray]:
     """The chunk's runs grouped by input normalization and optimizer family (sgd, or
-    adam/adamw): each group's run indices, in order."""
-    groups = defaultdict(list)
-    for i, run in enumerate(chunk.runs):
-        groups[(run.input_norm, run.optimizer == "sgd")].append(i)
-    return [np.array(rows) for rows in groups.values()]
+    adam/adamw): each group's run indices, in order; groups in order of their first run."""
+    runs = chunk.runs
+    key = runs.input_norm.codes.astype(np.int64) * 2 + (runs.optimizer == "sgd")
+    if len(key) and key.strides == (0,):        # one group: no sort over the runs
+        return [np.arange(len(key))]
+    order = np.argsort(key, kind="stable")
+    starts = np.flatnonzero(np.diff(key[order], prepend=-1))
+    groups = np.split(order, starts[1:])
+    return sorted(groups, key=lambda rows: rows[0])
 
 
 def train(chunk: Chunk, device="cpu", progress=None, group_class=None) -> ChunkResult:

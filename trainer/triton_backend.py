@@ -52,7 +52,7 @@ def unsupported(chunk: Chunk) -> str | None:
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
-    batchnorm = any(r.input_norm == "batchnorm" for r in chunk.runs)
+    batchnorm = bool((chunk.runs.input_norm == "batchnorm").any())
     params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm).size
     if params > MAX_PARAMS:
         return (f"model: the triton backend keeps each run's parameters in registers, at "
@@ -100,7 +100,6 @@ class _TritonGroup(_Group):
         from ..kernels import mlp
 
         c, dev, chunk = self.c, self.device, self.chunk
-        runs = [chunk.runs[i] for i in self.rows]
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
         self.lanes = lanes
         n_runs = len(lanes)
@@ -138,10 +137,10 @@ class _TritonGroup(_Group):
                 b1=f32(c.beta1), b2=f32(c.beta2),
                 log2b1=f32(no_adam if self.sgd else log2(c.beta1), -1.0),
                 log2b2=f32(no_adam if self.sgd else log2(c.beta2), -1.0),
-                eps=f32([r.eps for r in runs], 1.0), mom=f32(c.momentum), nest=i32(c.nesterov),
+                eps=f32(c.eps, 1.0), mom=f32(c.momentum), nest=i32(c.nesterov),
                 wdc=f32(c.wd_coupled), wdd=f32(c.wd_decoupled))
             self.padded = padded
-        self.boundaries = evaluation_epochs(runs, chunk.eval_every)
+        self.boundaries = evaluation_epochs(chunk.runs[self.rows], chunk.eval_every)
         self._table = None      # the permutation tables in use: (table, oq, first, end epoch)
         self.curves = torch.full((4, padded, len(chunk.eval_epochs)), float("nan"), device=dev)
 
