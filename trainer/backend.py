@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .config import ModelSpec, RunParams
 from .data import Dataset
@@ -99,6 +98,7 @@ def stack_rows(rows: list[dict[str, torch.Tensor] | dict[str, np.ndarray]]) -> d
     for row in rows:
         for name, value in row.items():
             shapes.setdefault(name, tuple(np.shape(value)))
+    import torch
     out = {}
     for name, shape in shapes.items():
         arr = np.full((len(rows), *shape), np.nan, dtype=np.float32)

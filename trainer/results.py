@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from .backend import Chunk, ChunkResult
 from .config import RUN_PARAM_NAMES, dump_yaml, read_config_file
 from .errors import UserError
-from .model import build_model
 
 RESULT_FILES = ("results.csv", "curves.npz", "params.npz", "config.yaml")
 
@@ -66,6 +63,8 @@ class Results:
     def model(self, run_id: int, which: str = "final") -> nn.Sequential:
         """Run ``run_id``'s model (``which`` = "final" or "init") on raw inputs, returning
         logits (bce_with_logits) or predictions (mse)."""
+        import torch
+        from .model import build_model
         if which not in ("init", "final"):
             raise ValueError(f"which must be 'init' or 'final', got {which!r}")
         if not 0 <= run_id < len(self.table):

@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs,
                       steps_per_epoch)
 from .config import Config, load_config
@@ -65,6 +63,7 @@ def available_bytes(device: str) -> int:
     """Memory free for a chunk: the CUDA device's free memory, or the CPU's available RAM
     (/proc/meminfo's MemAvailable; 4 GiB where that cannot be read)."""
     if device == "cuda":
+        import torch
         return int(torch.cuda.mem_get_info()[0])
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -104,6 +103,7 @@ def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu"
 
 
 def resolve_device(device: str | None) -> str:
+    import torch
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in DEVICES:
