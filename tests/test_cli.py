@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -26,7 +28,10 @@ def test_run_writes_the_results_directory(write_config, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli("run", path, "--out", out) == 0
     stdout = capsys.readouterr().out
-    assert "4 runs" in stdout and str(out) in stdout
+    headline, *_, last = stdout.splitlines()
+    assert re.fullmatch(r"4 runs, 90 optimizer steps in \S+ s: set-up \S+ s, training \S+ s, "
+                        r"writing \S+ s \(\w+ backend, \w+\); 0 diverged", headline), headline
+    assert last.startswith(f"results: {out}/") and last.endswith("report.md")
     assert "final_train_loss by batch_size" in stdout and "final_train_loss by shuffle" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, "plots", "report.md"])
     res = tinysweep.load(out)
@@ -204,3 +209,60 @@ def test_progress_bar_counts_the_work(write_config, capsys, backend, unit):
     err = capsys.readouterr().err
     total = "2" if unit == "run" else str(3 * (10 + 5))      # 37 rows: 10 and 5 steps/epoch
     assert f"/{total}" in err and f"{unit}/s" in err
+
+
+def _by_param_groupby(table, param, metric="final_train_loss", bins=5):
+    """_by_param as pandas' groupby says it (what cli did before it had to be fast)."""
+    values = table[param]
+    if values.nunique() > 8 and values.dtype.kind in "if":
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+        keys = pd.cut(values, edges, include_lowest=True)
+    else:
+        keys = values
+    rows = []
+    for _, group in table.groupby(keys, observed=True, sort=True):
+        lo, hi = group[param].min(), group[param].max()
+        label = str(lo) if lo == hi else f"{lo:.4g}..{hi:.4g}"
+        m = group[metric]
+        rows.append((label, m.median(), m.min(), m.max(), len(group)))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{metric} by {param} (median, min..max over runs):"]
+    lines += [f"  {k:>{width}}  {med:.4g}  ({lo:.4g}..{hi:.4g}, {n} runs)"
+              for k, med, lo, hi, n in rows]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("n", [7, 1000, 65_537])
+def test_by_param_says_what_groupby_says(n):
+    rng = np.random.default_rng(n)
+    loss = rng.lognormal(size=n)
+    loss[rng.random(n) < 0.05] = np.nan                   # diverged runs
+    loss[: n // 3] = np.round(loss[: n // 3], 1)          # ties
+    table = pd.DataFrame({
+        "lr": np.repeat(np.logspace(-3, 0, 97), -(-n // 97))[:n],      # a grid's slow axis
+        "batch_size": np.tile(np.arange(1, 14), -(-n // 13))[:n],       # a fast one
+        "seed": np.tile([0, 1, 2], -(-n // 3))[:n],
+        "shuffle": np.arange(n) % 2 == 0,
+        "optimizer": pd.Series(["sgd", "adam", "adamw"])[np.arange(n) % 3].to_numpy(),
+        "momentum": rng.uniform(0, 1, n),                                # a random sweep's
+        "beta1": np.where(np.arange(n) < n // 2, 0.9, 0.95),
+        "final_train_loss": loss})
+    table.loc[table.index[-1], "final_train_loss"] = np.nan
+    for param in table.columns.drop("final_train_loss"):
+        assert cli._by_param(table, param) == _by_param_groupby(table, param), param
+
+
+@pytest.mark.parametrize("n, nan_share", [(3, 0), (12, 0.5), (40_000, 0), (40_000, 0.001),
+                                          (40_000, 0.9999), (100_003, 0.3)])
+def test_best_and_worst_runs_and_medians_are_a_sorts(n, nan_share):
+    rng = np.random.default_rng(n)
+    for x in (rng.random(n), np.round(rng.random(n), 2), np.sort(rng.random(n)),
+              np.sort(rng.random(n))[::-1].copy(), np.full(n, 0.5), rng.integers(0, 3, n) * 1.0):
+        x[rng.random(n) < nan_share] = np.nan
+        first, last = cli._ends(x, 5)
+        order = np.argsort(x, kind="stable")
+        np.testing.assert_array_equal(first, order[:5])
+        np.testing.assert_array_equal(last, order[-5:])
+        finite = x[~np.isnan(x)]
+        if len(finite):
+            assert cli._median(finite) == np.median(finite)
