@@ -1,7 +1,7 @@
 """The throughput report: tinysweep against its peers and, on a GPU, the hardware floor.
 
     python bench/run.py                      # every workload, this machine's device
-    python bench/run.py --workload a         # one workload: a | b | c | d (repeatable)
+    python bench/run.py --workload a         # one workload: a | b | c | d | e (repeatable)
     python bench/run.py --quick              # each workload scaled down (CPU, CI smoke)
 
 Workloads (configs in examples/ and bench/workloads/):
@@ -10,6 +10,9 @@ Workloads (configs in examples/ and bench/workloads/):
   c  the MLP workload: 10,000 runs of 1-16-1 sigmoid, BCE, Adam per-run lr, batch 100,
      1,000 epochs
   d  batchnorm on the input, two hidden layers of 32: 1,000 runs, batch 100, 100 epochs
+  e  a million runs of the line model, one epoch of 100 points each: the time `tinysweep
+     run` spends around training (set-up, writing, the report), by phase; --scale 10 for
+     ten million runs
 
 Contenders, on the same device, one after the other in this process: the per-run loop
 (tinysweep's reference backend: one nn.Module and torch.optim per run; on a GPU also on
@@ -58,6 +61,7 @@ WORKLOADS = {
     "b": ("line at scale", HERE / "workloads" / "line_scale.yaml"),
     "c": ("MLP 1-16-1", HERE / "workloads" / "mlp_10k.yaml"),
     "d": ("batchnorm + 32-32 relu", HERE / "workloads" / "bn_mlp.yaml"),
+    "e": ("a million runs: the time around training", HERE / "workloads" / "line_1m.yaml"),
 }
 # Runs timed per contender on a CPU (the rest extrapolated): (loop, ensemble, torch backend).
 CPU_SLICE = {"a": (200, 200, 200), "b": (3, 200, 1000), "c": (2, 200, 200), "d": (3, 100, 100)}
@@ -239,8 +243,80 @@ def time_ensemble(chunk: Chunk, max_runs: int, compiled: bool, device: str) -> d
             "measured_batch_size": bs}
 
 
-def workload(key: str, quick: bool, device: str, repeats: int, peaks) -> dict:
+def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
+    """Workload (e): one `tinysweep run` of the million-run line sweep (``scale`` times as
+    many learning rates: 10 for 10,000,000 runs; 10,000 runs with --quick), in this
+    process, timed by phase: set-up (config, search space, data, checks, plan), training
+    (execute(): the backend's train calls, and around them the chunks and the table),
+    writing (results.csv, results.parquet, curves.npz, params.npz, config.yaml) and the
+    report. Imports are done before the clock starts and timed apart; the peak memory is
+    the process's, beyond what it held once torch and tinysweep were imported."""
+    from tinysweep.trainer import config as config_module, report as report_module, sweep
+    from tinysweep.trainer import torch_backend, triton_backend as triton_module
+    import tempfile
+
     title, path = WORKLOADS[key]
+    raw = config_module.read_config_file(path)
+    lrs = raw["sweep"]["params"]["lr"]["logspace"]
+    lrs[2] = 10 if quick else lrs[2] * scale
+    cfg = config_module.parse_config(raw, base_dir=path.parent)
+    inside = {"seconds": 0.0}
+
+    def timed(train):               # the backends' own training, apart from the rest
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return train(*args, **kwargs)
+            finally:
+                inside["seconds"] += time.perf_counter() - t
+        return wrapper
+
+    status = Path("/proc/self/status").read_text()
+    rss_before = int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
+    original = torch_backend.train, triton_module.train
+    torch_backend.train, triton_module.train = timed(original[0]), timed(original[1])
+    try:
+        with PeakMemory("cpu") as mem, tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            plan = sweep.prepare(cfg, backend="auto", device=device)
+            t1 = time.perf_counter()
+            res = sweep.execute(plan)
+            t2 = time.perf_counter()
+            res.save(out)
+            t3 = time.perf_counter()
+            report_module.write_report(res, out)
+            t4 = time.perf_counter()
+    finally:
+        torch_backend.train, triton_module.train = original
+    phases = {"set-up": t1 - t0, "training": t2 - t1, "of which backend": inside["seconds"],
+              "writing": t3 - t2, "report": t4 - t3}
+    outside = phases["set-up"] + phases["training"] - inside["seconds"] + phases["writing"] \
+        + phases["report"]
+    runs = len(plan.chunk.runs)
+    print(f"[{key}] {title}: {runs:,} runs; " + ", ".join(f"{k} {v:.2f} s" for k, v in
+          phases.items()) + f"; outside training {outside:.2f} s; peak +{mem.mb - rss_before:.0f} MB",
+          flush=True)
+    return {"workload": f"{key}: {title}", "runs": runs, "backend": plan.backend,
+            "phases": phases, "outside_training_seconds": outside,
+            "peak_mb_beyond_imports": mem.mb - rss_before, "help_seconds": help_seconds()}
+
+
+def help_seconds() -> float:
+    """Wall time of `python -m tinysweep --help` in a fresh interpreter (median of 5)."""
+    import subprocess
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tinysweep", "--help"], check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int = 1) -> dict:
+    title, path = WORKLOADS[key]
+    if key == "e":
+        return bookkeeping(key, quick, device, scale)
     chunk = prepare(path, backend="torch", device="cpu").chunk
     if quick:
         chunk = sub_chunk(chunk, contenders.spread(len(chunk.runs), QUICK_RUNS), QUICK_EPOCHS)
@@ -324,6 +400,16 @@ def markdown(report: dict) -> str:
              f"the faster per-run loop. Kernel s: the triton launches alone; the floor is "
              f"taken against them.", ""]
     for w in report["workloads"]:
+        if "phases" in w:
+            lines += [f"## {w['workload']}", "",
+                      f"{w['runs']:,} runs, {w['backend']} backend. Outside training: "
+                      f"{w['outside_training_seconds']:.2f} s; peak memory beyond the "
+                      f"imports: {w['peak_mb_beyond_imports']:.0f} MB; `tinysweep --help`: "
+                      f"{w['help_seconds']:.2f} s.", "",
+                      "| " + " | ".join(w["phases"]) + " |",
+                      "|" + "---|" * len(w["phases"]),
+                      "| " + " | ".join(f"{v:.2f} s" for v in w["phases"].values()) + " |", ""]
+            continue
         lines += [f"## {w['workload']}", "",
                   f"{w['runs']:,} runs, {w['sample_steps']:.3g} sample-steps, "
                   f"{w['optimizer_steps']:.3g} optimizer steps.", "",
@@ -372,6 +458,8 @@ def main(argv=None) -> int:
                     help="a workload to run (repeatable; default: all)")
     ap.add_argument("--quick", action="store_true", help="every workload scaled down")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each backend")
+    ap.add_argument("--scale", type=int, default=1,
+                    help="workload e: this many million runs (10 for the 10,000,000-run sweep)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and table")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -384,7 +472,8 @@ def main(argv=None) -> int:
         import triton
         report["triton"] = triton.__version__
     for key in args.workload or sorted(WORKLOADS):
-        report["workloads"].append(workload(key, args.quick, device, args.repeats, peaks))
+        report["workloads"].append(workload(key, args.quick, device, args.repeats, peaks,
+                                            args.scale))
         stem = write(report, Path(args.out))      # after each workload: nothing lost
     print(markdown(report))
     print(f"wrote {stem}.json and .md")

@@ -36,6 +36,27 @@ def test_save_and_load_round_trip(mixed, tmp_path):
     assert not list(tmp_path.glob("r/.*.tmp")), "temporary files left behind"
 
 
+def test_parquet_equals_the_csv_and_both_the_table(mixed, tmp_path):
+    import pandas as pd
+    _, res = mixed
+    out = res.save(tmp_path / "r")
+    csv = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(tinysweep.load(out).table, csv, check_exact=True)
+    pd.testing.assert_frame_equal(csv, res.table, check_exact=True)
+    # a pandas user reading the file gets the strings as categories, the same values
+    parquet = pd.read_parquet(out / "results.parquet")
+    strings = ["input_norm", "optimizer", "lr_schedule"]
+    assert all(isinstance(parquet[c].dtype, pd.CategoricalDtype) for c in strings)
+    pd.testing.assert_frame_equal(parquet.astype({c: csv[c].dtype for c in strings}), csv,
+                                  check_exact=True)
+    assert (out / "results.csv").read_bytes() == res.table.to_csv(index=False).encode()
+    kinds = {c: parquet[c].dtype.kind for c in ("lr", "batch_size", "shuffle", "diverged")}
+    assert kinds == {"lr": "f", "batch_size": "i", "shuffle": "b", "diverged": "b"}
+    # a directory written before results.parquet loads from its CSV, to the same table
+    (out / "results.parquet").unlink()
+    pd.testing.assert_frame_equal(tinysweep.load(out).table, res.table, check_exact=True)
+
+
 def test_table_and_curve_layout(mixed):
     _, res = mixed
     t = res.table

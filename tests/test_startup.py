@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tinysweep.trainer import cli, sweep
+from tinysweep.trainer import cli
 
 HEAVY = ("torch", "matplotlib", "triton")
 
@@ -94,8 +94,3 @@ def test_unknown_attribute_of_tinysweep_is_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'runn'"):
         tinysweep.runn
     assert {"run", "load", "Results", "UserError"} <= set(dir(tinysweep))
-
-
-def test_cli_choices_are_the_sweeps():
-    # cli keeps its own copy so that --help need not import sweep (numpy, pandas)
-    assert cli.BACKENDS == sweep.BACKENDS and cli.DEVICES == sweep.DEVICES

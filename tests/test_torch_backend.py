@@ -125,3 +125,15 @@ def test_same_config_twice_gives_identical_results(write_config):
     assert a.table.equals(b.table)
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+
+
+@pytest.mark.parametrize("seeds, epochs, k", [(3, 5, 1000), (1, 1, 7), (5000, 300, 2000)])
+def test_distinct_pairs_equal_numpy_unique(seeds, epochs, k):
+    # the second case is dense, the third too sparse for the dense table
+    from tinysweep.trainer.torch_backend import _distinct_pairs
+    rng = np.random.default_rng(k)
+    q, e = rng.integers(0, seeds, k), rng.integers(10, 10 + epochs, k)
+    pairs, which = _distinct_pairs(q, e)
+    want, want_which = np.unique(np.stack([q, e], 1), axis=0, return_inverse=True)
+    assert pairs == [tuple(p) for p in want.tolist()]
+    np.testing.assert_array_equal(which, want_which.reshape(-1))

@@ -20,17 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+from .config import BACKENDS, DEVICES
 from .errors import UserError
 
 # Each command imports what it runs: --help, a missing command or a mistake in the config
 # take no numpy, pandas, torch, matplotlib or triton, and answer in 0.1 s where importing
 # them took 2-3 s on the 2-core CPU.
 
-# The choices of --backend and --device: the same as sweep.BACKENDS and sweep.DEVICES
-# (tests/test_startup.py keeps them so), which --help would have to import numpy and pandas
-# to read.
-BACKENDS = ("auto", "reference", "torch", "triton")
-DEVICES = ("cpu", "cuda")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,9 +81,10 @@ def _check_out(out: Path) -> None:
 
 
 def _holds_results(out: Path) -> bool:
-    from .results import RESULT_FILES
+    from .results import RESULT_FILES, TABLE_PARQUET
     from .store import ChunkStore
-    return any((out / name).exists() for name in RESULT_FILES) or ChunkStore(out).exists()
+    return any((out / name).exists() for name in (*RESULT_FILES, TABLE_PARQUET)) \
+        or ChunkStore(out).exists()
 
 
 # A parameter with more distinct values than this is summed up in quantile ranges.
@@ -260,7 +257,7 @@ def cmd_run(args) -> int:
     # The config alone first: its mistakes are reported before sweep loads numpy and
     # pandas, and the plan torch.
     config = load_config(args.config)
-    from .results import RESULT_FILES
+    from .results import RESULT_FILES, TABLE_PARQUET
     from .store import ChunkStore
     from .sweep import ChunkFailures, execute, prepare
     plan = prepare(config, args.backend, args.device, args.chunk_runs)
@@ -276,7 +273,7 @@ def cmd_run(args) -> int:
         if _holds_results(out) and not args.overwrite:
             raise UserError(f"--out: {out} already holds results; pass --resume to finish "
                             f"them or --overwrite to replace them")
-        for name in RESULT_FILES:          # --overwrite: what the new sweep will replace
+        for name in (*RESULT_FILES, TABLE_PARQUET):   # --overwrite: what the sweep replaces
             (out / name).unlink(missing_ok=True)
         (out / "report.md").unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)
@@ -297,7 +294,8 @@ def cmd_run(args) -> int:
     report = write_report(res, out)
     written = time.perf_counter()
     print(_headline(res, plan, set_up - start, trained - set_up, written - trained))
-    print(f"results: {out}/ (results.csv, curves.npz, params.npz, config.yaml); "
+    print(f"results: {out}/ (results.csv, results.parquet, curves.npz, params.npz, "
+          f"config.yaml); "
           f"report: {report}")
     return 0
 

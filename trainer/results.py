@@ -3,6 +3,7 @@
 The results directory (see README, "Results"):
   results.csv   one row per run: run_id, every per-run hyperparameter, final metrics,
                 diverged, steps
+  results.parquet  the same table with typed columns (tinysweep.load reads it first)
   curves.npz    epoch [E] and train_loss [runs, E] (val_loss, accuracies), NaN = no eval
   params.npz    init.NAME, final.NAME [runs, ...] state_dict entries (NaN where a run's model
                 has none) and optim.STATE.NAME, the optimizer state at the end
@@ -23,6 +24,7 @@ import pandas as pd
 
 from .backend import Chunk, ChunkResult
 from .config import dump_yaml, read_config_file
+from . import tables
 from .errors import UserError
 from .runs import Labels
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 RESULT_FILES = ("results.csv", "curves.npz", "params.npz", "config.yaml")
+# Beside them since results.parquet came; a directory written before it loads from the CSV.
+TABLE_PARQUET = "results.parquet"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -94,8 +98,9 @@ class Results:
         atomic_write(out / "params.npz", lambda f: np.savez(f, **self.params))
         atomic_write(out / "curves.npz", lambda f: np.savez(f, **self.curves))
         atomic_write(out / "config.yaml", lambda f: f.write(dump_yaml(self.config).encode()))
+        atomic_write(out / TABLE_PARQUET, lambda f: tables.write_parquet(self.table, f))
         # results.csv last: its presence marks a finished sweep.
-        atomic_write(out / "results.csv", lambda f: f.write(self.table.to_csv(index=False).encode()))
+        atomic_write(out / "results.csv", lambda f: tables.write_csv(self.table, f))
         return out
 
 
@@ -106,7 +111,8 @@ def load(out: str | Path) -> Results:
         if not (out / name).is_file():
             raise UserError(f"{out}: not a results directory ({name} is missing)")
     config = read_config_file(out / "config.yaml")
-    table = pd.read_csv(out / "results.csv")
+    parquet = out / TABLE_PARQUET
+    table = tables.read_parquet(parquet) if parquet.is_file() else pd.read_csv(out / "results.csv")
     with np.load(out / "curves.npz", allow_pickle=False) as f:
         curves = dict(f)
     with np.load(out / "params.npz", allow_pickle=False) as f:
@@ -143,8 +149,10 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:
     idx = np.arange(len(runs))
     diverged = res.diverged | ~np.isfinite(res.curves["train_loss"][idx, last])
     curves = {"epoch": chunk.eval_epochs}
+    # One block per column (copy=False): pandas' consolidation into 2-D blocks took 0.17 s
+    # of 1,000,000 runs' 0.19 s; constant columns are written out, a plain table's own.
     table = pd.DataFrame({"run_id": idx, **{name: _table_column(col)
-                                            for name, col in runs.columns.items()}})
+                                            for name, col in runs.columns.items()}}, copy=False)
     for name, full in res.curves.items():
         values = full.copy()
         values[diverged[:, None] & ~np.isfinite(values)] = np.nan
@@ -166,7 +174,7 @@ def _table_column(col):
     over the choices: 12 ms a column for 1,000,000 runs on the 2-core CPU, where pandas
     took 0.2 s to convert Python strings."""
     if not isinstance(col, Labels):
-        return col
+        return np.ascontiguousarray(col)
     dtype = pd.Series(["x"]).dtype          # what pandas infers for strings, as read_csv does
     if dtype == object:
         return col.text()

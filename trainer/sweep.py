@@ -10,21 +10,22 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs,
                       steps_per_epoch)
-from .config import Config, load_config
+from .config import BACKENDS, DEVICES, Config, load_config
 from .errors import UserError
-from .results import Results, assemble, merge_chunks
 from .space import expand
 
-BACKENDS = ("auto", "reference", "torch", "triton")
+if TYPE_CHECKING:               # results.py imports pandas: not needed to check a config
+    from .results import Results
+
 # Runs x evaluation epochs, per curve: 1e8 float32 values are 400 MB each (train_loss,
 # val_loss, accuracies), the most a sweep should hold in memory before writing.
 MAX_CURVE_POINTS = 100_000_000
-DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
     trained chunk is saved there as soon as it is done. ``executor``: "local" trains the
     chunks here, one after the other; "ray" as Ray tasks (``task_fn``: their body).
     """
+    from .results import assemble, merge_chunks
     runs = plan.chunk.runs
     steps = runs.epochs * steps_per_epoch(plan.chunk.data.n_train, runs.batch_size)
     by_run = plan.backend == "reference"   # the reference reports whole runs

@@ -233,6 +233,7 @@ class _Runs:
         self.spe = steps_per_epoch(n_train, self.batch)
         self.total = self.epochs * self.spe             # steps of the whole run
         self.seed = col("seed", np.int64)
+        self.seeds, self.seed_index = np.unique(self.seed, return_inverse=True)
         self.shuffle = col("shuffle", bool)
         self.lr, self.gamma = col("lr"), col("gamma")
         self.step_size = col("step_size", np.int64)
@@ -245,12 +246,13 @@ class _Runs:
         adamw = runs.optimizer == "adamw"
         self.wd_coupled = np.where(adamw, 0.0, wd)      # added to the gradient (sgd, adam)
         self.wd_decoupled = np.where(adamw, wd, 0.0)    # p *= 1 - lr * wd (adamw)
-        tensor = lambda a: torch.tensor(a, dtype=torch.float32, device=device).unsqueeze(1)
+        # from_numpy, not torch.tensor: 0.4 ms against 7 ms for 167,000 runs
+        tensor = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(device).unsqueeze(1)
         self.tensors = {
             "one_minus_beta1": tensor(1 - self.beta1), "beta2": tensor(self.beta2),
             "one_minus_beta2": tensor(1 - self.beta2), "eps": tensor(self.eps),
             "momentum": tensor(self.momentum), "wd": tensor(self.wd_coupled),
-            "nesterov": torch.tensor(self.nesterov, device=device).unsqueeze(1)}
+            "nesterov": torch.from_numpy(self.nesterov).to(device).unsqueeze(1)}
 
     def lr_at(self, steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Learning rate [S, R'] of runs ``rows`` at global steps ``steps`` [S] (StepLR:
@@ -258,6 +260,25 @@ class _Runs:
         epoch = steps[:, None] // self.spe[rows]
         decays = np.where(self.scheduled[rows], epoch // self.step_size[rows], 0)
         return self.lr[rows] * self.gamma[rows] ** decays
+
+
+def _distinct_pairs(q: np.ndarray, e: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The distinct (q, e) pairs of two int arrays [K], sorted, and each entry's pair index
+    [K]: np.unique(stack([q, e], 1), axis=0, return_inverse=True), without its sort of K
+    rows when the pairs fit a dense table (the usual case: few seeds, a block's epochs).
+    np.unique took 10 of a 1,000,000-run sweep's 70 s on the 2-core CPU."""
+    e0 = int(e.min())
+    span = int(e.max()) - e0 + 1
+    key = q.astype(np.int64) * span + (e - e0)
+    size = (int(q.max()) + 1) * span
+    if size <= 4 * len(key) + 4096:
+        present = np.zeros(size, dtype=bool)
+        present[key] = True
+        distinct = np.flatnonzero(present)
+        which = (np.cumsum(present) - 1)[key]
+    else:
+        distinct, which = np.unique(key, return_inverse=True)
+    return [(int(k // span), int(k % span) + e0) for k in distinct], which.reshape(-1)
 
 
 class _Group:
@@ -351,11 +372,10 @@ class _Group:
         block = np.zeros(epoch.shape, dtype=np.int64)
         shuffled = np.broadcast_to(c.shuffle[act], epoch.shape)
         if shuffled.any():
-            keys = np.stack([np.broadcast_to(c.seed[act], epoch.shape)[shuffled],
-                             epoch[shuffled]], axis=1)
-            pairs, which = np.unique(keys, axis=0, return_inverse=True)
-            block[shuffled] = which.reshape(-1) + 1
-            pairs = [tuple(p) for p in pairs.tolist()]
+            pairs, which = _distinct_pairs(np.broadcast_to(c.seed_index[act], epoch.shape)[shuffled],
+                                           epoch[shuffled])
+            block[shuffled] = which + 1
+            pairs = [(int(c.seeds[q]), int(e)) for q, e in pairs]
         else:
             pairs = []
         x_table, y_table = self._permuted_data(pairs, width)
