@@ -47,6 +47,22 @@ def test_quick_report_runs_and_guards(tmp_path):
     assert "| tinysweep torch |" in next(tmp_path.glob("*-quick.md")).read_text()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="peak RSS is read from /proc")
+def test_quick_bookkeeping_workload_reports_its_phases(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--workload", "e",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*-quick.json")]
+    (w,) = report["workloads"]
+    assert w["runs"] == 10 * 100 * 10
+    phases = w["phases"]
+    assert set(phases) == {"set-up", "training", "of which backend", "writing", "report"}
+    assert 0 < phases["of which backend"] <= phases["training"]
+    assert w["outside_training_seconds"] == pytest.approx(
+        sum(phases.values()) - 2 * phases["of which backend"])
+    assert "| set-up | training |" in next(tmp_path.glob("*-quick.md")).read_text()
+
+
 def test_report_keeps_the_workloads_it_did_not_rerun(tmp_path):
     import run
 
