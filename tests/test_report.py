@@ -11,7 +11,7 @@ import torch
 import tinysweep
 from tinysweep.trainer import cli
 from tinysweep.trainer.export import load_exported
-from tinysweep.trainer.report import ranking
+from tinysweep.trainer.report import ranking, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -67,6 +67,56 @@ def test_run_writes_plots_and_a_report_whose_numbers_are_the_results(write_confi
         assert float(worst) == float(f"{medians.max():.4g}")
         assert float(best_v) == float(f"{medians.min():.4g}")
         assert r["ratio"] >= 1
+
+
+def test_categorical_string_columns_give_the_report_and_plots_of_strings(write_config, tmp_path):
+    """results.parquet may hand the report input_norm, optimizer, lr_schedule as pandas
+    Categoricals, their categories in any order and some unused: report.md and every plot
+    come out byte for byte as with strings, and its medians are pandas' own."""
+    out = sweep(write_config, tmp_path,
+                sweep={"params": {"lr": [0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5],
+                                  "optimizer": ["sgd", "adamw", "adam"],
+                                  "input_norm": ["none", "standardize"]}})
+    res = tinysweep.load(out)
+    table = res.table
+    # diverged: every sgd run at lr 0.5, and two others
+    diverged = ((table.optimizer == "sgd") & (table.lr == 0.5)) | table.run_id.isin([4, 21])
+    table.loc[diverged, "final_train_loss"] = np.nan
+    table["diverged"] = diverged
+    write_report(res, tmp_path / "strings")
+    categorical = table.copy()
+    for col in ("input_norm", "optimizer", "lr_schedule"):
+        values = sorted(table[col].unique())
+        categorical[col] = pd.Categorical(table[col], categories=[*values[::-1], "unused"])
+    res.table = categorical
+    write_report(res, tmp_path / "categorical")
+    text = (tmp_path / "strings" / "report.md").read_text()
+    assert (tmp_path / "categorical" / "report.md").read_text() == text
+    plots = sorted(p.name for p in (tmp_path / "strings" / "plots").iterdir())
+    # lines split by optimizer or input_norm: their order and colours are the strings' order
+    assert len(plots) == 5, plots   # final_by_ x3, weights_by_lr, curves; one numeric: no heatmap
+    for name in plots:
+        assert ((tmp_path / "categorical" / "plots" / name).read_bytes()
+                == (tmp_path / "strings" / "plots" / name).read_bytes()), name
+    assert "optimizer (3 values), input_norm (2 values)" in text
+    done = table[table.final_train_loss.notna()]
+    lines = re.findall(r"^\d+\. \*\*(\w+)\*\* moves the median final train loss from "
+                       r"(\S+) \(\w+ = (\S+)\) to (\S+) \(\w+ = (\S+)\)", text, re.M)
+    assert {p for p, *_ in lines} == {"lr", "optimizer", "input_norm"}
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    ratios = []
+    for param, worst, worst_value, best, best_value in lines:
+        medians = done.groupby(param).final_train_loss.median()
+        assert (worst, best) == (f"{medians.max():.4g}", f"{medians.min():.4g}"), param
+        assert (worst_value, best_value) == (fmt(medians.idxmax()), fmt(medians.idxmin()))
+        ratios.append(medians.max() / medians.min())
+    assert ratios == sorted(ratios, reverse=True)
+    share = table.groupby("optimizer").diverged.mean()
+    assert f"{int(diverged.sum())} of 42 runs diverged" in text
+    assert f"{share.max():.0%} of runs with optimizer = {share.idxmax()}" in text
 
 
 def test_linear_models_get_a_weights_plot(write_config, tmp_path):
