@@ -246,14 +246,17 @@ def time_ensemble(chunk: Chunk, max_runs: int, compiled: bool, device: str) -> d
 def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
     """Workload (e): one `tinysweep run` of the million-run line sweep (``scale`` times as
     many learning rates: 10 for 10,000,000 runs; 10,000 runs with --quick), in this
-    process, timed by phase: set-up (config, search space, data, checks, plan), training
-    (execute(): the backend's train calls, and around them the chunks and the table),
-    writing (results.csv, results.parquet, curves.npz, params.npz, config.yaml) and the
-    report. Imports are done before the clock starts and timed apart; the peak memory is
-    the process's, beyond what it held once torch and tinysweep were imported."""
-    from tinysweep.trainer import config as config_module, report as report_module, sweep
-    from tinysweep.trainer import torch_backend, triton_backend as triton_module
+    process, timed by phase as the command runs them: set-up (config, search space, data,
+    checks, plan), training (execute(): the backend's train calls, and around them the
+    chunks and the table) and writing (results.csv, results.parquet, curves.npz, params.npz,
+    config.yaml, and the report drawn meanwhile: report.save_with_report). Imports are done
+    before the clock starts; the peak memory is the process's, beyond what it held then."""
+    import gc
     import tempfile
+
+    import matplotlib.figure  # noqa: F401  (imported before the clock, as torch is)
+    from tinysweep.trainer import config as config_module, report as report_module, sweep
+    from tinysweep.trainer import tables, torch_backend, triton_backend as triton_module  # noqa: F401
 
     title, path = WORKLOADS[key]
     raw = config_module.read_config_file(path)
@@ -273,6 +276,7 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
 
     status = Path("/proc/self/status").read_text()
     rss_before = int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
+    gc.freeze()                     # as `tinysweep run` does after its imports
     original = torch_backend.train, triton_module.train
     torch_backend.train, triton_module.train = timed(original[0]), timed(original[1])
     try:
@@ -282,16 +286,13 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
             t1 = time.perf_counter()
             res = sweep.execute(plan)
             t2 = time.perf_counter()
-            res.save(out)
+            report_module.save_with_report(res, out)
             t3 = time.perf_counter()
-            report_module.write_report(res, out)
-            t4 = time.perf_counter()
     finally:
         torch_backend.train, triton_module.train = original
     phases = {"set-up": t1 - t0, "training": t2 - t1, "of which backend": inside["seconds"],
-              "writing": t3 - t2, "report": t4 - t3}
-    outside = phases["set-up"] + phases["training"] - inside["seconds"] + phases["writing"] \
-        + phases["report"]
+              "writing": t3 - t2}
+    outside = phases["set-up"] + phases["training"] - inside["seconds"] + phases["writing"]
     runs = len(plan.chunk.runs)
     print(f"[{key}] {title}: {runs:,} runs; " + ", ".join(f"{k} {v:.2f} s" for k, v in
           phases.items()) + f"; outside training {outside:.2f} s; peak +{mem.mb - rss_before:.0f} MB",

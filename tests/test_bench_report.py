@@ -56,7 +56,7 @@ def test_quick_bookkeeping_workload_reports_its_phases(tmp_path):
     (w,) = report["workloads"]
     assert w["runs"] == 10 * 100 * 10
     phases = w["phases"]
-    assert set(phases) == {"set-up", "training", "of which backend", "writing", "report"}
+    assert set(phases) == {"set-up", "training", "of which backend", "writing"}
     assert 0 < phases["of which backend"] <= phases["training"]
     assert w["outside_training_seconds"] == pytest.approx(
         sum(phases.values()) - 2 * phases["of which backend"])

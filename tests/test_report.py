@@ -174,3 +174,15 @@ def test_every_example_config_is_valid():
     for path in examples:
         plan = prepare(path, backend="torch", device="cpu")
         assert len(plan.chunk.runs) > 1, path
+
+
+def test_a_sweep_where_every_run_diverged_still_gets_its_report(write_config, tmp_path):
+    import tinysweep
+    from tinysweep.trainer.report import write_report
+    path = write_config(data={"source": "line", "params": {"n": 20}}, model={"hidden": []},
+                        train={"epochs": 2, "optimizer": "sgd"},
+                        sweep={"params": {"lr": [1e30, 1e35]}})
+    res = tinysweep.run(path, backend="torch")
+    assert res.table.diverged.all()
+    report = write_report(res, tmp_path)
+    assert "2 runs (2 diverged)" in report.read_text()

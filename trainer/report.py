@@ -453,7 +453,7 @@ def write_report(res: Results, out: str | Path) -> Path:
     medians = GroupMedians(work)
     ranked = ranking(work, swept, medians=medians)
     made: list[tuple[str, Path]] = []
-    for x in swept:
+    for x in swept if metrics else []:       # every run diverged: no final metric to plot
         made.append((f"Final metrics against {x}",
                      plot_against(work, x, hue_for(ranked, n_values, x), metrics,
                                   f"final metrics against {x}", plots / f"final_by_{x}.png",
@@ -488,4 +488,21 @@ def write_report(res: Results, out: str | Path) -> Path:
         text += [f"### {title}", "", f"![{title}](plots/{path.name})", ""]
     report = out / "report.md"
     atomic_write(report, lambda f: f.write("\n".join(text).encode()))
+    return report
+
+
+def save_with_report(res: Results, out: str | Path) -> Path:
+    """Writes the results directory (Results.save) and the report; returns the report's
+    path. The files are written from a second thread while this one draws: Arrow, numpy
+    and the file system release the GIL, matplotlib holds it, so on two cores the writing
+    hides behind the plots. results.csv is still the last file of the results to land."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        saving = pool.submit(res.save, out)
+        try:
+            report = write_report(res, out)
+        finally:
+            saving.result()          # the save's own error, if it failed
     return report
