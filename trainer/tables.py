@@ -5,16 +5,18 @@ The table has one row per run and columns of four kinds: int, float, bool and st
 the column names.
 
 write_csv writes the bytes of ``table.to_csv(index=False)`` (floats as numpy's str, which
-is Python's repr: 0.001, 1e-05, 2.0; bools True/False; NaN as an empty field) through
-Arrow's CSV writer, each column turned into to_csv's text first. write_parquet writes ints
-as int64, floats as float64 (NaN as null), bools as bool and strings as dictionary-encoded
-strings, with no pandas index or metadata, for pandas, polars and DuckDB; read_parquet
-gives back the frame pd.read_csv gives for results.csv.
+is Python's repr: 0.001, 1e-05, 2.0; bools True/False; NaN as an empty field): each column
+turned into to_csv's text with Arrow (or numpy, once per distinct value), each row joined
+by Arrow. write_parquet writes ints as int64, floats as float64 (NaN as null), bools as
+bool and strings as dictionary-encoded strings, with no pandas index or metadata, for
+pandas, polars and DuckDB; read_parquet gives back the frame pd.read_csv gives for
+results.csv.
 
-1,000,000 runs x 23 columns on this project's 2-core machine (tests/test_tables.py prints
-them): to_csv 15 s, write_csv 1.1 to 1.6 s, write_parquet 0.5 to 0.7 s. pyarrow.csv's own
-write_csv of the same table takes 1.7 s, and writes 1.0 as "1", 1e-05 as "0.00001" and
-True as "true". The times in the comments below are CPU times for 1e6 values.
+1,000,000 runs on this project's 2-core machine: to_csv 6 to 15 s (the longer for 17-digit
+floats), write_csv 0.5 to 0.7 s (a sweep's table, 12 constant columns; 1.1 to 1.6 s for
+tests/test_tables.py's, all columns varying), write_parquet 0.25 to 0.7 s. pyarrow.csv's
+own write_csv takes 1.7 s, and writes 1.0 as "1", 1e-05 as "0.00001" and True as "true".
+The times in the comments below are CPU times for 1e6 values.
 """
 
 from __future__ import annotations
@@ -35,24 +37,68 @@ def write_csv(table: pd.DataFrame, f) -> None:
     cols = [col for _, col in table.items()]
     names = [str(name) for name in table.columns]
     strings = {i: _arrow_column(col) for i, col in enumerate(cols) if _kind(col) == "O"}
-    # to_csv quotes a name or string that holds a comma, quote or line break, where Arrow
-    # quotes all strings or none; in a one-column table, to_csv writes an empty field as
-    # '""', Arrow as an empty line. to_csv writes such tables.
+    # to_csv quotes a name or string that holds a comma, quote or line break (the rows
+    # below are joined unquoted), and in a one-column table writes an empty field as '""'.
+    # to_csv writes such tables.
     texts = [pa.array(names, pa.string())] + [s.dictionary for s in strings.values()]
     if len(cols) < 2 or any(pc.any(pc.match_substring_regex(t, r'[,"\r\n]')).as_py()
                             for t in texts):
         f.write(table.to_csv(index=False).encode())
         return
-    options = pacsv.WriteOptions(quoting_style="none", quoting_header="none")
-    for start in range(0, max(len(table), 1), _CHUNK_ROWS):   # once for an empty table
-        stop = start + _CHUNK_ROWS
-        columns = [strings[i][start:stop] if i in strings else _csv_text(col.iloc[start:stop])
-                   for i, col in enumerate(cols)]
-        # Arrow writes a dictionary column slower than casting it dense and writing that
-        # (25 vs 8 + 10 ms for 1e6 rows).
-        columns = [pc.cast(c, pa.string()) for c in columns]
-        pacsv.write_csv(pa.Table.from_arrays(columns, names=names), f, options)
-        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    # A sweep's table is mostly hyperparameters no run varies: the fields of adjacent
+    # constant columns are joined once, and each row's text is joined by Arrow from them
+    # and the other columns' fields (1e6 runs with 12 constant columns: 0.8 -> 0.4 s,
+    # against Arrow's CSV writer, which formats every field of every row).
+    constant = {i: _constant_text(col, strings.get(i)) for i, col in enumerate(cols)}
+    segments: list[list[int]] = []
+    for i in range(len(cols)):
+        if segments and constant[i] is not None and constant[segments[-1][-1]] is not None:
+            segments[-1].append(i)
+        else:
+            segments.append([i])
+    f.write((",".join(names) + "\n").encode())
+    empty = pa.scalar("", pa.string())
+    join = pc.JoinOptions(null_handling="replace", null_replacement="")   # NaN: empty field
+    for start in range(0, len(table), _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, len(table))
+        fields = []
+        for seg in segments:
+            if constant[seg[0]] is not None:
+                fields.append(pa.scalar(",".join(constant[i] for i in seg), pa.string()))
+            else:
+                i = seg[0]
+                column = strings[i][start:stop] if i in strings else \
+                    _csv_text(cols[i].iloc[start:stop])
+                fields.append(pc.cast(column, pa.string()))
+        if not any(isinstance(x, pa.Array) for x in fields):   # every column constant
+            fields[0] = pa.repeat(fields[0], stop - start)
+        rows = pc.binary_join_element_wise(*fields, ",", options=join)
+        lines = pc.binary_join_element_wise(rows, empty, "\n")      # each row + "\n"
+        _, offsets, data = lines.buffers()
+        ends = np.frombuffer(offsets, np.int32)[[lines.offset, lines.offset + len(lines)]]
+        f.write(memoryview(data)[ends[0]:ends[1]])
+
+
+def _constant_text(col: pd.Series, strings: pa.DictionaryArray | None) -> str | None:
+    """The one field every row of the column holds, as to_csv writes it, or None when the
+    rows differ (or are missing, or the table is empty)."""
+    if len(col) == 0:
+        return None
+    if strings is not None:
+        if len(strings.dictionary) != 1 or strings.null_count:
+            return None
+        return strings.dictionary[0].as_py()
+    values = col.to_numpy()
+    if values.dtype.kind == "f":           # by bits: -0.0 is not 0.0, NaN is not constant
+        if np.isnan(values[0]):
+            return None
+        bits = values.view(f"i{values.itemsize}")
+        same = bits == bits[0]
+    else:
+        same = values == values[0]
+    if not same.all():
+        return None
+    return _text_of_distinct(values[:1]).dictionary[0].as_py()
 
 
 def _csv_text(col: pd.Series) -> pa.Array:
