@@ -20,8 +20,10 @@ setup(
     # under TRITON_INTERPRET=1, as the tests do)
     install_requires=["torch>=2.4", "numpy", "pandas", "pyarrow", "pyyaml", "tqdm", "matplotlib",
                       "triton>=3.2; platform_system == 'Linux'"],
-    # ray: --executor ray (the tests start a local instance, so they need it too)
+    # ray: --executor ray (the tests start a local instance, so they need it too); polars
+    # and duckdb: the tests read results.parquet with them
     extras_require={"ray": ["ray"],
-                    "test": ["pytest", "pytest-benchmark", "hypothesis", "ray"]},
+                    "test": ["pytest", "pytest-benchmark", "hypothesis", "ray", "polars",
+                             "duckdb"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
 )
