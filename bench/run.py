@@ -98,6 +98,12 @@ def totals(chunk: Chunk) -> dict[str, float]:
 
 
 # ---- measuring -------------------------------------------------------------------------------
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MB."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith(field)).split()[1]) / 1024
+
+
 class PeakMemory:
     """Peak memory of what runs inside: torch.cuda.max_memory_allocated on CUDA, the
     process's peak RSS (VmHWM, reset through /proc/self/clear_refs) on the CPU."""
@@ -119,9 +125,7 @@ class PeakMemory:
         if self.device == "cuda":
             self.mb = torch.cuda.max_memory_allocated() / 2**20
         else:
-            status = Path("/proc/self/status").read_text()
-            line = next(ln for ln in status.splitlines() if ln.startswith("VmHWM"))
-            self.mb = int(line.split()[1]) / 1024
+            self.mb = status_mb("VmHWM")
         return False
 
 
@@ -274,8 +278,7 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
                 inside["seconds"] += time.perf_counter() - t
         return wrapper
 
-    status = Path("/proc/self/status").read_text()
-    rss_before = int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
+    rss_before = status_mb("VmRSS")
     gc.freeze()                     # as `tinysweep run` does after its imports
     original = torch_backend.train, triton_module.train
     torch_backend.train, triton_module.train = timed(original[0]), timed(original[1])

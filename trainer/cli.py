@@ -82,9 +82,9 @@ def _check_out(out: Path) -> None:
 
 
 def _holds_results(out: Path) -> bool:
-    from .results import RESULT_FILES, TABLE_PARQUET
+    from .results import WRITTEN_FILES
     from .store import ChunkStore
-    return any((out / name).exists() for name in (*RESULT_FILES, TABLE_PARQUET)) \
+    return any((out / name).exists() for name in WRITTEN_FILES) \
         or ChunkStore(out).exists()
 
 
@@ -271,7 +271,7 @@ def cmd_run(args) -> int:
 
 
 def _run_plan(args, plan, start: float) -> int:
-    from .results import RESULT_FILES, TABLE_PARQUET
+    from .results import WRITTEN_FILES
     from .store import ChunkStore
     from .sweep import ChunkFailures, execute
     out = Path(args.out) if args.out else Path("runs") / plan.config.name
@@ -286,7 +286,7 @@ def _run_plan(args, plan, start: float) -> int:
         if _holds_results(out) and not args.overwrite:
             raise UserError(f"--out: {out} already holds results; pass --resume to finish "
                             f"them or --overwrite to replace them")
-        for name in (*RESULT_FILES, TABLE_PARQUET):   # --overwrite: what the sweep replaces
+        for name in WRITTEN_FILES:   # --overwrite: what the sweep replaces
             (out / name).unlink(missing_ok=True)
         (out / "report.md").unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)

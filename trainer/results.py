@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 RESULT_FILES = ("results.csv", "curves.npz", "params.npz", "config.yaml")
 # Beside them since results.parquet came; a directory written before it loads from the CSV.
 TABLE_PARQUET = "results.parquet"
+WRITTEN_FILES = (*RESULT_FILES, TABLE_PARQUET)     # what Results.save writes
 
 
 def atomic_write(path: Path, write) -> None:

@@ -67,8 +67,13 @@ def constant(value, n: int, dtype) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=dtype), (n,))
 
 
+def _values(col: Column) -> np.ndarray:
+    """A column's numpy array: a choice's codes, any other column itself."""
+    return col.codes if isinstance(col, Labels) else col
+
+
 def is_constant(column: Column) -> bool:
-    codes = column.codes if isinstance(column, Labels) else column
+    codes = _values(column)
     return codes.strides == (0,) or len(codes) <= 1
 
 
@@ -118,8 +123,7 @@ class Runs:
     def distinct(self, name: str) -> np.ndarray:
         """The sorted distinct values of a numeric column; one read for a constant one
         (np.unique would sort all R entries)."""
-        col = self.columns[name]
-        col = col.codes if isinstance(col, Labels) else col
+        col = _values(self.columns[name])
         return np.unique(col[:1] if is_constant(col) else col)
 
     def row(self, i: int) -> RunParams:
@@ -153,7 +157,7 @@ class Runs:
     def __getstate__(self) -> dict:
         packed = {}
         for name, col in self.columns.items():
-            codes = col.codes if isinstance(col, Labels) else col
+            codes = _values(col)
             packed[name] = ("constant", codes[:1].copy(), self.n) if is_constant(codes) \
                 else ("array", np.ascontiguousarray(codes), None)
         return {"packed": packed}
@@ -166,10 +170,6 @@ class Runs:
             meta = run_field(name)
             columns[name] = Labels(codes, meta["choices"]) if meta["kind"] == "choice" else codes
         self.__init__(columns)
-
-
-def _values(col: Column) -> np.ndarray:
-    return col.codes if isinstance(col, Labels) else col
 
 
 # ---- checks, a column at a time ----------------------------------------------------------

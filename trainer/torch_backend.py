@@ -233,6 +233,7 @@ class _Runs:
         self.spe = steps_per_epoch(n_train, self.batch)
         self.total = self.epochs * self.spe             # steps of the whole run
         self.seed = col("seed", np.int64)
+        # the distinct seeds, sorted, and each run's: initial weights and batch orders
         self.seeds, self.seed_index = np.unique(self.seed, return_inverse=True)
         self.shuffle = col("shuffle", bool)
         self.lr, self.gamma = col("lr"), col("gamma")
@@ -307,7 +308,7 @@ class _Group:
         self._perms: dict[tuple[int, int], torch.Tensor] = {}
 
         # Full-size state [R, ...]; the active runs' rows are copied out and back per block.
-        self.init = self._initial_states(runs)
+        self.init = self._initial_states()
         self.params = torch.cat([self.init[n].reshape(len(runs), -1)
                                  for n in self.net.layout.names], 1).to(device)
         zeros = lambda: torch.zeros_like(self.params)
@@ -319,14 +320,13 @@ class _Group:
         self.steps = np.zeros(len(runs), dtype=np.int64)
         self.diverged = np.zeros(len(runs), dtype=bool)
 
-    def _initial_states(self, runs: Runs) -> dict[str, torch.Tensor]:
+    def _initial_states(self) -> dict[str, torch.Tensor]:
         """The runs' initial state_dicts, stacked [R, ...]: nn.Linear's init from each
-        run's seed, one model per distinct seed."""
+        run's seed, one model per distinct seed (``_Runs.seeds``)."""
         spec, data = self.chunk.model, self.chunk.data
-        seeds, index = np.unique(runs.seed, return_inverse=True)
         states = [seeded_model(int(seed), data.n_features, spec.hidden, spec.activation,
-                               self.input_norm, self.stats).state_dict() for seed in seeds]
-        index = torch.from_numpy(index.reshape(-1))
+                               self.input_norm, self.stats).state_dict() for seed in self.c.seeds]
+        index = torch.from_numpy(self.c.seed_index.reshape(-1))
         return {k: torch.stack([s[k].detach() for s in states])[index] for k in states[0]}
 
     # ---- data order -------------------------------------------------------------------
