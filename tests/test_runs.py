@@ -160,6 +160,20 @@ def test_cross_check_names_the_run():
         expand(config)
 
 
+def test_value_and_cross_check_errors_come_in_run_order():
+    # run 0 fails across params (nesterov without momentum), run 1 has a bad beta2
+    config = config_of({"beta2": [0.5, 1.0], "nesterov": [True]},
+                       train={"optimizer": "sgd", "momentum": 0})
+    with pytest.raises(UserError, match=r"^sweep: run 0: nesterov"):
+        expand(config)
+    # both in run 0: its values are checked first
+    config = config_of({"beta2": [1.0, 0.5], "nesterov": [True]},
+                       train={"optimizer": "sgd", "momentum": 0})
+    with pytest.raises(UserError, match=r"^sweep.params.beta2: must be in \[0, 1\), got 1.0$"):
+        expand(config)
+    assert outcome(lambda c: expand(c).rows(), config) == outcome(per_run_expand, config)
+
+
 @pytest.mark.parametrize("name", ["lr", "batch_size", "seed", "momentum", "beta1", "eps",
                                   "epochs", "shuffle", "optimizer"])
 @pytest.mark.parametrize("rounded", [False, True])

@@ -258,10 +258,12 @@ def _derive(source: np.ndarray, fn) -> np.ndarray:
     return fn(source)
 
 
-def check_runs(runs: Runs, where: str = "sweep") -> None:
+def check_runs(runs: Runs, where: str = "sweep", before: int | None = None) -> None:
     """The checks that involve more than one hyperparameter: as torch.optim.SGD, nesterov
-    needs momentum > 0."""
+    needs momentum > 0. ``before``: only runs before this one are checked."""
     bad = (runs.optimizer == "sgd") & runs.nesterov & (runs.momentum <= 0)
+    if before is not None:
+        bad = bad[:before]
     if bad.any():
         i = int(np.argmax(bad))
         raise UserError(f"{where}: run {i}: nesterov: true needs momentum > 0 (as in "

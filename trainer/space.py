@@ -103,9 +103,9 @@ def expand(config: Config) -> Runs:
         strides = [math.prod(lengths[k + 1:]) for k in range(len(names))]
         checked = [check_column(k, values, rounded) for k, (values, rounded) in zip(names, axes)]
         # The first bad value of axis k is first used by run (its index) * (its stride).
-        _raise_first([(int(np.argmax(bad)) * stride, int(np.argmax(bad)))
-                      if bad.any() else None for (_, bad), stride in zip(checked, strides)],
-                     names, wheres, axes)
+        firsts = [(int(np.argmax(bad)) * stride, int(np.argmax(bad))) if bad.any() else None
+                  for (_, bad), stride in zip(checked, strides)]
+        sources = axes
         columns = {k: _grid_column(col, stride, size)
                    for k, (col, _), stride in zip(names, checked, strides)}
     else:
@@ -137,13 +137,20 @@ def expand(config: Config) -> Runs:
                 first = int(np.argmax(bad)) if bad.any() else None
                 firsts.append(None if first is None else (first, first))
             sources.append((values, rounded))
-        _raise_first(firsts, names, wheres, sources)
     for name in RUN_PARAM_NAMES:
         if name not in columns and (name in config.train or getattr(RunParams, name) is not None):
             columns[name] = default_column(name, config.train.get(name, getattr(RunParams, name)),
                                            size)
+    # Bad values are placeholders in the columns, only in runs from the first bad one on:
+    # a run before it that fails the checks across params is the first error, as checking
+    # run after run (values, then across them) would find.
+    errors = [(first[0], k) for k, first in enumerate(firsts) if first is not None]
     runs = Runs(resolve(columns))
-    check_runs(runs)
+    check_runs(runs, before=min(errors)[0] if errors else None)
+    if errors:
+        _, k = min(errors)
+        values, rounded = sources[k]
+        raise_for(names[k], python_value(values, firsts[k][1], rounded), wheres[k])
     return runs
 
 
@@ -161,14 +168,3 @@ def _constant_like(col, size: int):
     if isinstance(col, Labels):
         return Labels(np.broadcast_to(col.codes[:1], (size,)), col.choices)
     return np.broadcast_to(col[:1], (size,))
-
-
-def _raise_first(firsts: list, names: list[str], wheres: list[str], sources: list) -> None:
-    """Raises for the earliest run that takes a bad value. firsts[k]: None, or (the first
-    run whose param k is bad, the index of that value in sources[k][0])."""
-    bad = [(first[0], k) for k, first in enumerate(firsts) if first is not None]
-    if not bad:
-        return
-    _, k = min(bad)
-    values, rounded = sources[k]
-    raise_for(names[k], python_value(values, firsts[k][1], rounded), wheres[k])
