@@ -186,3 +186,89 @@ def test_a_sweep_where_every_run_diverged_still_gets_its_report(write_config, tm
     assert res.table.diverged.all()
     report = write_report(res, tmp_path)
     assert "2 runs (2 diverged)" in report.read_text()
+
+
+def _line_sweep(write_config, tmp_path):
+    """A linear sweep with enough panels (3 figures x 3, curves, heatmap) to draw forked."""
+    return sweep(write_config, tmp_path,
+                 data={"source": "line", "params": {"n": 30}},
+                 model={"hidden": [], "loss": "mse"}, train={"epochs": 2},
+                 sweep={"params": {"lr": [0.0001, 0.01, 1.0], "batch_size": [5, 30],
+                                   "seed": [0, 1]}})
+
+
+def _pngs(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "plots").iterdir())}
+
+
+def test_plots_drawn_in_a_forked_child_equal_those_drawn_in_process(write_config, tmp_path,
+                                                                    monkeypatch):
+    from tinysweep.trainer import report
+    out = _line_sweep(write_config, tmp_path)
+    res = tinysweep.load(out)
+    forked = []
+    monkeypatch.setattr(report, "_can_fork", lambda: True)   # an earlier test's tqdm thread
+    fork = report._fork
+    monkeypatch.setattr(report, "_fork", lambda draws: forked.append(1) or fork(draws))
+    report.save_with_report(res, tmp_path / "forked")
+    assert forked, "the million-run path (a child drawing) was not taken"
+    monkeypatch.setattr(report, "FORK_PANELS", 10**9)
+    report.save_with_report(res, tmp_path / "in_process")
+    a, b = _pngs(tmp_path / "forked"), _pngs(tmp_path / "in_process")
+    assert list(a) == list(b) == ["curves.png", "final_by_batch_size.png", "final_by_lr.png",
+                                  "final_by_seed.png", "heatmap_lr_batch_size.png",
+                                  "weights_by_lr.png"]
+    assert a == b
+    for name in ("results.csv", "results.parquet", "report.md"):
+        assert ((tmp_path / "forked" / name).read_bytes()
+                == (tmp_path / "in_process" / name).read_bytes()), name
+
+
+def test_a_child_that_fails_to_draw_raises_after_the_results_are_written(
+        write_config, tmp_path, monkeypatch, capfd):
+    import pytest
+    from tinysweep.trainer import report
+    out = _line_sweep(write_config, tmp_path)
+    res = tinysweep.load(out)
+
+    def broken(*args, **kwargs):
+        raise ValueError("no curves today")
+    monkeypatch.setattr(report, "plot_curves", broken)
+    monkeypatch.setattr(report, "_can_fork", lambda: True)
+    with pytest.raises(RuntimeError, match="child process"):
+        report.save_with_report(res, tmp_path / "again")
+    assert "ValueError: no curves today" in capfd.readouterr().err
+    assert (tmp_path / "again" / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
+    assert not (tmp_path / "again" / "report.md").exists()
+
+
+def test_with_another_python_thread_alive_the_plots_are_drawn_in_process(monkeypatch):
+    import threading
+    from tinysweep.trainer import report
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert report._can_fork()
+    monkeypatch.undo()
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not report._can_fork()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_log_axes_are_labelled_in_plain_text_with_minor_ticks_over_few_decades():
+    from tinysweep.trainer.report import _figure, _log_scale
+    fig, (wide, narrow) = _figure(2)
+    _log_scale(wide, "x", 1e-4, 1.0)
+    _log_scale(narrow, "y", 1.5, 9.0)
+    wide.set_xlim(1e-4, 1.0)
+    narrow.set_ylim(1.5, 9.0)
+    fig.canvas.draw()
+    labels = {t.get_text() for t in wide.get_xticklabels()}
+    assert {"10⁻⁴", "10⁻²", "10⁰"} <= labels and not any("$" in t for t in labels)
+    assert len(wide.xaxis.get_minorticklocs()) == 0
+    assert len(narrow.yaxis.get_minorticklocs()) > 0
+    minor = {t.get_text() for t in narrow.get_yticklabels(minor=True)} - {""}
+    assert minor and {"2×10⁰", "5×10⁰"} & minor and not any("$" in t for t in minor)
