@@ -488,10 +488,19 @@ def test_three_hidden_layers_accepted(tmp_path):
 
 @pytest.mark.parametrize("name", ["a/b", "../up", "", "has space", ".", "..", 12, None, ["x"]])
 def test_bad_name_refused(tmp_path, name):
-    raw = {"data": {"source": "line"}}
-    if name is not None:
-        raw["name"] = name
-    user_error(tmp_path, json.dumps(raw), r"^name: ")
+    user_error(tmp_path, json.dumps({"name": name, "data": {"source": "line"}}), r"^name: ")
+
+
+@pytest.mark.parametrize("filename, name", [("line_study.yaml", "line_study"),
+                                            ("my study (2).json", "my_study__2_"),
+                                            ("..yaml", "sweep")])
+def test_a_config_without_a_name_is_named_after_its_file(tmp_path, filename, name):
+    assert load(tmp_path, json.dumps({"data": {"source": "line"}}), filename).name == name
+
+
+def test_a_dict_config_without_a_name_is_named_sweep(tmp_path):
+    assert load_config({"data": {"source": "line"}}).name == "sweep"
+    assert load_config({"name": "mine", "data": {"source": "line"}}).name == "mine"
 
 
 @pytest.mark.parametrize("data, match", [

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
+from . import outdir
 from .config import BACKENDS, DEVICES
-from .errors import UserError
+from .errors import UserError, WriteError
 
 # Each command imports what it runs: --help, a missing command or a mistake in the config
 # take no numpy, pandas, torch, matplotlib or triton, and answer in 0.1 s where importing
@@ -66,26 +66,6 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the state_dict file (e.g. model.pt); "
                         "the architecture goes beside it as .json")
     return ap
-
-
-def _check_out(out: Path) -> None:
-    """Refuses an --out that cannot become a results directory."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} exists and is not a directory")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"--out: cannot create {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out: cannot write in {parent}")
-
-
-def _holds_results(out: Path) -> bool:
-    from .results import WRITTEN_FILES
-    from .store import ChunkStore
-    return any((out / name).exists() for name in WRITTEN_FILES) \
-        or ChunkStore(out).exists()
 
 
 # A parameter with more distinct values than this is summed up in quantile ranges.
@@ -265,32 +245,20 @@ def cmd_run(args) -> int:
     # for this command only: a process that calls main() keeps its own collector.
     gc.freeze()
     try:
-        return _run_plan(args, plan, start)
+        out = Path(args.out) if args.out else Path("runs") / plan.config.name
+        outdir.check_out(out)
+        with outdir.locked(out):
+            return _run_plan(args, plan, out, start)
     finally:
         gc.unfreeze()
 
 
-def _run_plan(args, plan, start: float) -> int:
-    from .results import WRITTEN_FILES
-    from .store import ChunkStore
-    from .sweep import ChunkFailures, execute
-    out = Path(args.out) if args.out else Path("runs") / plan.config.name
-    _check_out(out)
-    store = ChunkStore(out)
-    if args.resume:
-        store.check_matches(plan)
-        if (out / "results.csv").is_file() and not store.exists():
-            print(f"nothing to resume: {out}/ already holds the finished sweep")
-            return 0
-    else:
-        if _holds_results(out) and not args.overwrite:
-            raise UserError(f"--out: {out} already holds results; pass --resume to finish "
-                            f"them or --overwrite to replace them")
-        for name in WRITTEN_FILES:   # --overwrite: what the sweep replaces
-            (out / name).unlink(missing_ok=True)
-        (out / "report.md").unlink(missing_ok=True)
-        shutil.rmtree(out / "plots", ignore_errors=True)
-        store.clear()                      # and chunks, or a manifest of a failed start
+def _run_plan(args, plan, out: Path, start: float) -> int:
+    from .sweep import ChunkFailures, execute, write_results
+    store = outdir.prepare_out(out, plan, args.resume, args.overwrite)
+    if store is None:
+        print(f"nothing to resume: {out}/ already holds the finished sweep")
+        return 0
     set_up = time.perf_counter()
     try:
         res = execute(plan, progress=sys.stderr.isatty(), store=store, executor=args.executor)
@@ -301,8 +269,7 @@ def _run_plan(args, plan, start: float) -> int:
               file=sys.stderr)
         return 1
     trained = time.perf_counter()
-    from .report import save_with_report     # matplotlib: when plotting starts
-    report = save_with_report(res, out)
+    report = write_results(res, plan, out, report=True)
     store.clear()
     written = time.perf_counter()
     print(_headline(res, plan, set_up - start, trained - set_up, written - trained))
@@ -317,13 +284,15 @@ def cmd_diagnose(args) -> int:
     config = load_config(args.config)       # before diagnose imports torch
     from .diagnose import diagnose, format_findings, write_diagnosis
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-diagnose"
-    _check_out(out)
-    if _holds_results(out) and not (out / "diagnose.md").is_file():
-        raise UserError(f"--out: {out} holds a sweep's results; give the diagnosis its own "
-                        f"directory")
-    d = diagnose(config, backend=args.backend, device=args.device)
+    outdir.check_out(out)
+    with outdir.locked(out):
+        if outdir.holds_results(out) and not (out / "diagnose.md").is_file():
+            raise UserError(f"--out: {out} holds a sweep's results; give the diagnosis its "
+                            f"own directory")
+        d = diagnose(config, backend=args.backend, device=args.device)
+        report = write_diagnosis(d, out)     # written before anything is printed
     print(format_findings(d))
-    print(f"report: {write_diagnosis(d, out)}")
+    print(f"report: {report}")
     return 0
 
 
@@ -331,7 +300,10 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .results import load
     out = Path(args.dir)
-    print(f"report: {write_report(load(out), out)}")
+    res = load(out)
+    with outdir.locked(out, "DIR"):
+        report = write_report(res, out)
+    print(f"report: {report}")
     return 0
 
 
@@ -354,7 +326,24 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"tinysweep: error: {e}", file=sys.stderr)
         return 2
+    except WriteError as e:
+        print(f"tinysweep: error: {e}; finished chunks are kept, rerun with --resume once "
+              f"there is room", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return _closed_pipe()
     except KeyboardInterrupt:
         print("tinysweep: interrupted; finished chunks are kept, rerun with --resume",
               file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout left (``tinysweep run ... | head``): end quietly, as git and grep
+    do, with the status of a process that SIGPIPE ended. Everything is written before the
+    headline is printed. stdout goes to /dev/null so that the interpreter's flush at exit
+    does not fail once more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13

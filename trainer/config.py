@@ -169,6 +169,8 @@ class Config:
     eval_every: int      # epochs between full-data evaluations
     sweep: SweepSpec
     base_dir: Path       # the config file's folder: data paths are relative to it
+    memory: Any = field(default=None, repr=False, compare=False)   # data.MemoryData, for
+    # source memory: the arrays given in memory (the config records their shape and hash)
 
     def to_dict(self) -> dict:
         """The resolved config, as written to config.yaml (and read back by load_config)."""
@@ -283,26 +285,68 @@ def read_config_file(path: str | Path) -> dict:
     return raw
 
 
-def load_config(path: str | Path) -> Config:
-    """Reads and checks a config file. Raises UserError naming the first problem."""
-    path = Path(path)
-    return parse_config(read_config_file(path), base_dir=path.resolve().parent)
+DEFAULT_NAME = "sweep"      # the name of a config given as a dict without one
 
 
-def parse_config(raw: dict, base_dir: Path) -> Config:
-    """Checks a config dict (see the module docstring) and returns it typed."""
+def load_config(config: str | Path | dict | Config, data=None, target: str | None = None
+                ) -> Config:
+    """Reads and checks a config: a YAML or JSON file's path, a dict of the same schema or a
+    Config. ``data`` (with ``target`` for a DataFrame): data in memory, replacing the
+    config's data source (see data.from_memory). Raises UserError naming the first
+    problem."""
+    memory = None
+    if data is not None:
+        from .data import from_memory
+        memory = from_memory(data, target)
+    elif target is not None:
+        raise UserError("target: only used with data=... (a pandas DataFrame)")
+    if isinstance(config, Config):
+        return config if memory is None else _with_memory(config, memory)
+    if isinstance(config, dict):
+        return parse_config(config, base_dir=Path.cwd(), default_name=DEFAULT_NAME,
+                            memory=memory)
+    if not isinstance(config, (str, Path)):
+        raise UserError(f"config: expected a file path, a dict or a Config, got "
+                        f"{type(config).__name__}")
+    path = Path(config)
+    return parse_config(read_config_file(path), base_dir=path.resolve().parent,
+                        default_name=_name_from(path.stem), memory=memory)
+
+
+def _name_from(stem: str) -> str:
+    """A file stem as a sweep name: the characters a name cannot hold become '_'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+    return name if name not in ("", ".", "..") else DEFAULT_NAME
+
+
+def _with_memory(config: Config, memory) -> Config:
+    from .data import MEMORY
+    data = DataSpec(MEMORY, memory.params(), config.data.seed, config.data.val_fraction)
+    return dataclasses.replace(config, data=data, memory=memory)
+
+
+def parse_config(raw: dict, base_dir: Path, default_name: str = DEFAULT_NAME,
+                 memory=None) -> Config:
+    """Checks a config dict (see the module docstring) and returns it typed. A config
+    without ``name`` gets ``default_name``; with ``memory`` (data.MemoryData), the data
+    section may be absent or hold only ``seed`` and ``val_fraction``."""
+    if not isinstance(raw, dict):
+        raise UserError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
     check_keys(raw, _SECTIONS[""], "")
-    name = raw.get("name")
+    name = raw.get("name", default_name)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise UserError(f"name: expected a name of letters, digits, '_', '-' or '.', got {name!r}")
 
-    data = _section(raw, "data", required=True)
-    from .data import SOURCES, check_params
-    source = data.get("source")
-    if source not in SOURCES:
-        raise UserError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}"
-                        f"{_suggest(source, SOURCES)}")
-    params = check_params(source, data.get("params"))     # with the generator's defaults
+    data = _section(raw, "data", required=memory is None)
+    from .data import MEMORY, SOURCES, check_params
+    if memory is not None:
+        source, params = MEMORY, memory.params()
+    else:
+        source = data.get("source")
+        if source not in SOURCES and source != MEMORY:   # memory: a resolved config's
+            raise UserError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}"
+                            f"{_suggest(source, SOURCES)}")
+        params = check_params(source, data.get("params"))     # with the generator's defaults
     val_fraction = data.get("val_fraction", 0.0)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 <= val_fraction < 1:
@@ -344,4 +388,5 @@ def parse_config(raw: dict, base_dir: Path) -> Config:
         raise UserError("sweep.samples: only used with strategy: random")
     sweep_spec = SweepSpec(strategy, dict(sweep_params), samples,
                            _int(sweep.get("seed", 0), "sweep.seed"))
-    return Config(name, data_spec, model_spec, train, eval_every, sweep_spec, base_dir)
+    return Config(name, data_spec, model_spec, train, eval_every, sweep_spec, base_dir,
+                  memory)

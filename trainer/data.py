@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     import torch
 
 SOURCES = ("line", "heart_rate", "moons", "circles", "xor", "csv", "npz")
+# The source a resolved config records for data given in memory (tinysweep.run(data=...)).
+MEMORY = "memory"
+# The arrays of data given in memory, when saved beside the results (save_data=True): a
+# config of source memory read from that folder loads them, so --resume works there.
+SAVED_DATA = "data.npz"
 LOSSES = ("mse", "bce_with_logits")
 
 
@@ -128,6 +133,10 @@ _PARAMS = {
     "xor": {"n": (1000, _count), "noise": (0.1, _nonneg)},
     "csv": {"path": (_REQUIRED, _text), "target": (_REQUIRED, _text)},
     "npz": {"path": (_REQUIRED, _text)},
+    # data given in memory: what the resolved config records of it (from_memory's params)
+    "memory": {"rows": (_REQUIRED, _count), "features": (_REQUIRED, _count),
+               "columns": (_REQUIRED, lambda key, value: list(value)),
+               "sha256": (_REQUIRED, _text)},
 }
 
 
@@ -297,11 +306,125 @@ def _load_npz(p, base_dir):
     return x.astype(np.float64), y.astype(np.float64), names, where, names + ("y",)
 
 
+# ---------------------------------------------------------------- data in memory
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryData:
+    """Data given in memory (``tinysweep.run(config, data=...)``): x [n, d] and y [n],
+    float64 as given, not yet checked for NaN or labels (load_data does, as for files)."""
+
+    x: object                       # numpy [n, d] float64
+    y: object                       # numpy [n] float64
+    columns: tuple[str, ...]        # the d feature names, then the target's
+
+    def params(self) -> dict:
+        """What the resolved config records: shape, column names and a content hash (so
+        --resume refuses other data, as it refuses another config)."""
+        import hashlib
+        digest = hashlib.sha256()
+        for a in (self.x, self.y):
+            digest.update(repr(a.shape).encode())
+            digest.update(a.tobytes())
+        digest.update("\0".join(self.columns).encode())
+        return {"rows": len(self.y), "features": self.x.shape[1],
+                "columns": list(self.columns), "sha256": digest.hexdigest()}
+
+    def save(self, f) -> None:
+        """Writes the arrays as an .npz (X, y and the column names) to the binary file f."""
+        import numpy as np
+        np.savez(f, X=self.x, y=self.y, columns=np.array(self.columns))
+
+
+def _as_array(value, what: str):
+    """A numpy array of real numbers from a numpy array, a torch tensor or a list."""
+    import numpy as np
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu().numpy()
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"data: {what} cannot be read as an array ({str(e).splitlines()[0]})") from None
+    if a.dtype.kind not in "biuf":
+        raise UserError(f"data: {what} has dtype {a.dtype}; expected real numbers")
+    return a
+
+
+def from_memory(data, target: str | None = None) -> MemoryData:
+    """Checks data given in memory: an (X, y) pair of numpy arrays or torch tensors (X [n]
+    or [n, d], y [n] or [n, 1]), or a pandas DataFrame whose column ``target`` is y and
+    whose other numeric columns are the features. Raises UserError naming the problem."""
+    import numpy as np
+    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+        return _from_frame(data, target)
+    if target is not None:
+        raise UserError("target: only used with data given as a pandas DataFrame")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise UserError(f"data: expected an (X, y) pair of arrays or a pandas DataFrame "
+                        f"with target=..., got {type(data).__name__}")
+    x, y = _as_array(data[0], "X"), _as_array(data[1], "y")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise UserError(f"data: X has shape {tuple(x.shape)}; expected [n] or [n, d] with d >= 1")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"data: y has shape {tuple(y.shape)}; expected [n] or [n, 1]")
+    if len(x) != len(y):
+        raise UserError(f"data: X has {len(x)} rows but y has {len(y)}")
+    d = x.shape[1]
+    names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
+    return MemoryData(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64),
+                      (*names, "y"))
+
+
+def _from_frame(frame, target: str | None) -> MemoryData:
+    import numpy as np
+    import pandas as pd
+    columns = [str(c) for c in frame.columns]
+    if target is None:
+        raise UserError("target: name the DataFrame's label column, e.g. target='label'")
+    if target not in columns:
+        raise UserError(f"target: column {target!r} not in the DataFrame; available columns: "
+                        f"{', '.join(columns) or 'none'}")
+    frame = frame.set_axis(columns, axis=1)
+    if not pd.api.types.is_numeric_dtype(frame[target]):
+        raise UserError(f"target: column {target!r} is not numeric (dtype {frame[target].dtype})")
+    names = tuple(c for c in columns if c != target and pd.api.types.is_numeric_dtype(frame[c]))
+    if not names:
+        raise UserError(f"data: the DataFrame has no numeric feature columns besides target "
+                        f"{target!r}")
+    x = frame[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    y = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+    return MemoryData(np.ascontiguousarray(x), np.ascontiguousarray(y), (*names, target))
+
+
+def saved_memory(params: dict, base_dir: pathlib.Path) -> MemoryData:
+    """The data of a config with source memory: SAVED_DATA in ``base_dir`` when it holds the
+    same data (by hash), else a UserError saying to pass the data again."""
+    import numpy as np
+    file = pathlib.Path(base_dir) / SAVED_DATA
+    hint = (f"data.source: memory: this sweep's data ({params['rows']} rows, sha256 "
+            f"{params['sha256'][:12]}) was given in memory")
+    if not file.is_file():
+        raise UserError(f"{hint}; pass it again (tinysweep.run(config, data=...)), or keep "
+                        f"it with save_data=True")
+    try:
+        with np.load(file, allow_pickle=False) as f:
+            saved = MemoryData(f["X"], f["y"], tuple(str(c) for c in f["columns"]))
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{file}: cannot load the saved data ({str(e).splitlines()[0]})") from None
+    if saved.params()["sha256"] != params["sha256"]:
+        raise UserError(f"{hint}, and {file} holds other data")
+    return saved
+
+
 # ---------------------------------------------------------------- entry point
 
 
 def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss: str,
-              base_dir: pathlib.Path) -> Dataset:
+              base_dir: pathlib.Path, memory: MemoryData | None = None) -> Dataset:
     """Build or load the data named by ``source`` and split off a validation set.
 
     params: the generator's or file's parameters (missing keys get defaults).
@@ -310,10 +433,11 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
         the rest stay in x_train/y_train in their original order.
     loss: "mse" or "bce_with_logits" (the latter requires 0/1 labels).
     base_dir: folder that relative file paths are resolved against (the config's).
+    memory: for source "memory", the data given in memory (else SAVED_DATA in base_dir).
     """
     import numpy as np
 
-    if source not in SOURCES:
+    if source not in SOURCES and source != MEMORY:
         raise UserError(f"data.source: unknown source {source!r}; {_did_you_mean(str(source), SOURCES)}")
     if loss not in LOSSES:
         raise UserError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
@@ -326,6 +450,10 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
         x, y, names, where, columns = _load_csv(p, base_dir)
     elif source == "npz":
         x, y, names, where, columns = _load_npz(p, base_dir)
+    elif source == MEMORY:
+        memory = memory if memory is not None else saved_memory(p, base_dir)
+        x, y, columns, where = memory.x, memory.y, memory.columns, "data (in memory)"
+        names = columns[:-1]
     else:
         x, y, names = _GENERATORS[source](p, np.random.default_rng(seed))
         where, columns = f"data.source: {source}", (*names, "target")

@@ -566,15 +566,19 @@ def _halves(figures: list[tuple[int, object]]) -> tuple[list, list]:
     return halves
 
 
-def _fork(draws: list) -> int:
-    """Forks a child that calls ``draws`` and exits (1 when one raised: its traceback on
-    stderr); returns the child's pid."""
+def _fork(draws: list) -> tuple[int, int]:
+    """Forks a child that calls ``draws`` and exits; returns its pid and the read end of a
+    pipe on which it leaves the exception it raised, pickled (nothing when all went well):
+    see _reap."""
     import warnings
+    read, write = os.pipe()
     with warnings.catch_warnings():      # Python 3.12 warns of torch's native threads
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid:
-        return pid
+        os.close(write)
+        return pid, read
+    os.close(read)
     code = 1
     try:
         for draw in draws:
@@ -582,19 +586,42 @@ def _fork(draws: list) -> int:
         code = 0
     except KeyboardInterrupt:
         pass                             # the parent has it too, and says so
-    except BaseException:
-        import traceback
-        traceback.print_exc()
+    except BaseException as e:
+        import pickle
+        from .errors import UserError, WriteError
+        if not isinstance(e, (UserError, WriteError)):      # a bug: its traceback
+            import traceback
+            traceback.print_exc()
+            sys.stderr.flush()
+        try:
+            message = pickle.dumps(e)
+        except Exception:                # an exception that does not pickle
+            message = pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
+        with os.fdopen(write, "wb") as f:
+            f.write(message)
     finally:
-        sys.stderr.flush()
         os._exit(code)                   # no atexit handlers, no buffers of the parent
+
+
+def _reap(pid: int, read: int) -> None:
+    """Waits for the child ``_fork`` started; raises the exception it raised, or a
+    RuntimeError when it died without saying why."""
+    import pickle
+    with os.fdopen(read, "rb") as f:
+        message = f.read()               # until the child exits
+    _, status = os.waitpid(pid, 0)
+    if message:
+        raise pickle.loads(message)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"the process drawing the report's plots ended with status {code}")
 
 
 def _draw_all(figures: list[tuple[int, object]], alongside=None) -> None:
     """Calls each figure's draw, and ``alongside`` meanwhile: with enough panels, the
     figures in a forked child (half of them without ``alongside``) while this process does
     the rest; else ``alongside`` from a second thread (Arrow, numpy and the file system
-    release the GIL). A child that fails raises here once this process's work is done;
+    release the GIL). A child's error is raised here once this process's work is done;
     each PNG is written atomically, so a failure leaves none half-written."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -610,17 +637,19 @@ def _draw_all(figures: list[tuple[int, object]], alongside=None) -> None:
                     side.result()            # the side work's own error, if it failed
         return
     theirs, mine = (draws, []) if alongside is not None else _halves(figures)
-    pid = _fork(theirs)
+    child = _fork(theirs)
     try:
         if alongside is not None:
             alongside()
         for draw in mine:
             draw()
-    finally:
-        _, status = os.waitpid(pid, 0)       # reaped whatever happened here
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError("drawing the report's plots failed in a child process "
-                           "(its traceback is above)")
+    except BaseException:
+        try:
+            _reap(*child)
+        except Exception:
+            pass                         # this process's own error is the one to tell
+        raise
+    _reap(*child)
 
 
 def save_with_report(res: Results, out: str | Path) -> Path:

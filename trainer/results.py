@@ -25,7 +25,7 @@ import pandas as pd
 from .backend import Chunk, ChunkResult
 from .config import dump_yaml, read_config_file
 from . import tables
-from .errors import UserError
+from .errors import UserError, WriteError
 from .runs import Labels, is_constant
 
 if TYPE_CHECKING:
@@ -38,9 +38,14 @@ WRITTEN_FILES = (*RESULT_FILES, TABLE_PARQUET)     # what Results.save writes
 
 
 def atomic_write(path: Path, write) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path``, fsyncs, renames into place."""
+    """Calls ``write(file)`` on a temporary file beside ``path``, fsyncs, renames into place.
+    An OSError on the way (a full disk, a file-size limit) raises WriteError naming
+    ``path``; the temporary file is removed whatever happens."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(path, e) from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; results are for sharing
         with os.fdopen(fd, "wb") as f:
@@ -48,8 +53,10 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(path, e) from e
         raise
 
 

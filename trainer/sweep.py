@@ -132,11 +132,12 @@ def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
     return backend
 
 
-def prepare(config: str | Path | Config, backend: str = "auto", device: str | None = None,
-            chunk_runs: int | None = None) -> Plan:
-    """Checks everything about a sweep; raises UserError naming the first problem."""
-    if not isinstance(config, Config):
-        config = load_config(config)
+def prepare(config: str | Path | dict | Config, backend: str = "auto",
+            device: str | None = None, chunk_runs: int | None = None, *, data=None,
+            target: str | None = None) -> Plan:
+    """Checks everything about a sweep; raises UserError naming the first problem. ``config``,
+    ``data`` and ``target``: as for ``run``."""
+    config = load_config(config, data, target)
     runs = expand(config)
     data = config_data(config)
     evaluations = count_evaluation_epochs(runs, config.eval_every)
@@ -152,7 +153,7 @@ def config_data(config: Config):
     from .data import load_data
     return load_data(config.data.source, config.data.params, seed=config.data.seed,
                      val_fraction=config.data.val_fraction, loss=config.model.loss,
-                     base_dir=config.base_dir)
+                     base_dir=config.base_dir, memory=config.memory)
 
 
 def plan_for(config: Config, runs, data, backend: str, device: str | None,
@@ -281,15 +282,61 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
     return assemble(plan.config.to_dict(), plan.chunk, merge_chunks([parts[k] for k in sorted(parts)]))
 
 
-def run(config: str | Path, backend: str = "auto", device: str | None = None,
+def run(config: str | Path | dict | Config, backend: str = "auto", device: str | None = None,
         out: str | Path | None = None, chunk_runs: int | None = None,
-        progress: bool = False, executor: str = "local") -> Results:
-    """Runs a sweep. With ``out``, also writes the results directory there (any results
-    already in it are replaced). Raises UserError for a bad config or data."""
+        progress: bool = False, executor: str = "local", *, data=None,
+        target: str | None = None, save_data: bool = False, resume: bool = False) -> Results:
+    """Trains a sweep and returns its Results.
+
+    config: a YAML or JSON file's path, a dict of the same schema, or a Config. Without
+        ``name``, a file's sweep is named after the file, a dict's ``sweep``.
+    data: data in memory, replacing the config's data source: an ``(X, y)`` pair of numpy
+        arrays or torch tensors (X [n] or [n, d], y [n] or [n, 1]), or a pandas DataFrame
+        whose column ``target`` holds y and whose other numeric columns are the features.
+        The resolved config records its shape and a content hash, not the data.
+    out: a results directory to write (as ``tinysweep run --out``; results already in it
+        are replaced), held locked against other runs while the sweep trains and writes.
+        Finished chunks are kept there, so that ``resume=True`` finishes an interrupted
+        sweep. ``save_data``: also write the in-memory data there as data.npz, so that
+        ``tinysweep run DIR/config.yaml --out DIR --resume`` can find it.
+    backend, device, chunk_runs, executor: as the command's --backend, --device,
+        --chunk-runs and --executor. progress: a progress bar on stderr.
+
+    Raises UserError for a bad config or bad data (before anything is written), WriteError
+    when a result file cannot be written.
+    """
     if executor not in ("local", "ray"):
         raise UserError(f"executor: expected local or ray, got {executor!r}")
-    plan = prepare(config, backend, device, chunk_runs)
-    results = execute(plan, progress=progress, executor=executor)
-    if out is not None:
-        results.save(out)
+    plan = prepare(config, backend, device, chunk_runs, data=data, target=target)
+    if save_data and (out is None or plan.config.memory is None):
+        raise UserError("save_data: only used with data=... and out=...")
+    if out is None:
+        return execute(plan, progress=progress, executor=executor)
+    from . import outdir
+    out = Path(out)
+    outdir.check_out(out, "out")
+    with outdir.locked(out, "out"):
+        store = outdir.prepare_out(out, plan, resume, overwrite=not resume, flag="out")
+        if store is None:                  # resume=True on a finished sweep
+            from .results import load
+            return load(out)
+        results = execute(plan, progress=progress, store=store, executor=executor)
+        write_results(results, plan, out, save_data=save_data)
+        store.clear()
     return results
+
+
+def write_results(results: Results, plan: Plan, out: Path, save_data: bool = False,
+                  report: bool = False) -> Path | None:
+    """Writes the results directory (and with ``report``, the plots and report.md, whose
+    path is returned); with ``save_data``, the in-memory data beside them first."""
+    if save_data:
+        from .data import SAVED_DATA
+        from .results import atomic_write
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / SAVED_DATA, plan.config.memory.save)
+    if not report:
+        results.save(out)
+        return None
+    from .report import save_with_report     # matplotlib: when plotting starts
+    return save_with_report(results, out)
