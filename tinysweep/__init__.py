@@ -1,20 +1,30 @@
 """tinysweep: train hundreds to millions of tiny MLPs at once, to see why one does not converge.
 
-    import tinysweep
-    res = tinysweep.run("examples/line_batch_size.yaml")
+    import numpy as np, tinysweep
+    x = np.linspace(0, 1, 200)
+    res = tinysweep.run({"sweep": {"params": {"lr": [0.01, 0.1], "batch_size": [10, 100]}}},
+                        data=(x, -4 * x))
     res.table                  # one row per run
     res.model(0)               # run 0's trained model, an nn.Sequential on raw inputs
+
+    tinysweep.run("examples/line_batch_size.yaml")     # a config file works the same way
+    tinysweep.Sweep(data=(x, -4 * x)).grid(lr=tinysweep.logspace(-3, 0, 4)).run()
+    tinysweep.diagnose({...one setup...}, data=(x, y))  # why it does or does not converge
+    tinysweep.load("runs/line_batch_size")             # a results directory
 """
 
-from tinysweep.trainer.errors import UserError
+from tinysweep.trainer.errors import UserError, WriteError
 
-__all__ = ["run", "load", "Results", "UserError"]
+__all__ = ["run", "diagnose", "load", "Results", "Sweep", "linspace", "logspace", "uniform",
+           "loguniform", "UserError", "WriteError"]
 __version__ = "0.1.0"
 
-# run, load and Results are imported on first use: `import tinysweep` (which the
-# `tinysweep` command and `python -m tinysweep` do first) stays free of torch and pandas.
+# Imported on first use: `import tinysweep` (which the `tinysweep` command and
+# `python -m tinysweep` do first) stays free of torch and pandas.
 _LAZY = {"run": "tinysweep.trainer.sweep", "load": "tinysweep.trainer.results",
-         "Results": "tinysweep.trainer.results"}
+         "Results": "tinysweep.trainer.results", "diagnose": "tinysweep.trainer.diagnose",
+         **{name: "tinysweep.trainer.builder"
+            for name in ("Sweep", "linspace", "logspace", "uniform", "loguniform")}}
 
 
 def __getattr__(name: str):

@@ -373,6 +373,8 @@ def from_memory(data, target: str | None = None) -> MemoryData:
         raise UserError(f"data: y has shape {tuple(y.shape)}; expected [n] or [n, 1]")
     if len(x) != len(y):
         raise UserError(f"data: X has {len(x)} rows but y has {len(y)}")
+    if len(y) == 0:
+        raise UserError("data: X and y have no rows")
     d = x.shape[1]
     names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
     return MemoryData(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64),
@@ -395,6 +397,8 @@ def _from_frame(frame, target: str | None) -> MemoryData:
     if not names:
         raise UserError(f"data: the DataFrame has no numeric feature columns besides target "
                         f"{target!r}")
+    if frame.empty:
+        raise UserError("data: the DataFrame has no rows")
     x = frame[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
     y = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
     return MemoryData(np.ascontiguousarray(x), np.ascontiguousarray(y), (*names, target))

@@ -288,12 +288,20 @@ class Diagnosis:
     def converges(self) -> bool:
         return not any(f.kind == "fix" for f in self.findings)
 
+    def __str__(self) -> str:
+        """The findings ranked, as `tinysweep diagnose` prints them."""
+        return format_findings(self)
 
-def diagnose(config_path, backend: str = "auto", device: str | None = None) -> Diagnosis:
-    """Checks, trains and reads the setup in ``config_path`` (a path or a Config)."""
+
+def diagnose(config: str | Path | dict | Config, backend: str = "auto",
+             device: str | None = None, *, data=None, target: str | None = None) -> Diagnosis:
+    """Checks, trains and reads one training setup: ``config`` (a path, a dict or a Config)
+    whose sweep params are single values; ``data`` and ``target`` as for tinysweep.run.
+    Sweeps around the setup and returns a Diagnosis: ``findings`` ranked (why it does or
+    does not converge), ``converges``, and the ``results`` of the sweep around it."""
     from .sweep import config_data, execute, plan_for
 
-    config = load_config(config_path) if not isinstance(config_path, Config) else config_path
+    config = load_config(config, data, target)
     base = base_run(config)
     data = config_data(config)
     if not _trainable(base, data.n_train):
