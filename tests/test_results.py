@@ -45,7 +45,7 @@ def test_parquet_equals_the_csv_and_both_the_table(mixed, tmp_path):
     pd.testing.assert_frame_equal(csv, res.table, check_exact=True)
     # a pandas user reading the file gets the strings as categories, the same values
     parquet = pd.read_parquet(out / "results.parquet")
-    strings = ["input_norm", "optimizer", "lr_schedule"]
+    strings = ["input_norm", "optimizer", "lr_schedule", "bug"]
     assert all(isinstance(parquet[c].dtype, pd.CategoricalDtype) for c in strings)
     pd.testing.assert_frame_equal(parquet.astype({c: csv[c].dtype for c in strings}), csv,
                                   check_exact=True)

@@ -26,6 +26,10 @@ LOSSES = ("mse", "bce_with_logits")
 INPUT_NORMS = ("none", "standardize", "batchnorm")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step")
+# Known mistakes of training code, reproduced on purpose (see reference.py for each one's
+# buggy line): a run with a bug trains as that code would; its curves are the task's true
+# loss, so they show what the bug does.
+BUGS = ("none", "target_broadcast", "double_sigmoid", "no_zero_grad", "loss_sum")
 BACKENDS = ("auto", "reference", "torch", "triton")   # tinysweep run --backend
 DEVICES = ("cpu", "cuda")
 MAX_HIDDEN_LAYERS = 3
@@ -85,6 +89,7 @@ class RunParams:
     step_size: int | None = _hp(None, "int", check=_count, expect="in [1, 10**9]")
     gamma: float = _hp(0.1, "float", check=_positive, expect="> 0")
     epochs: int = _hp(100, "int", check=_count, expect="in [1, 10**9]")
+    bug: str = _hp("none", "choice", choices=BUGS)
 
     def resolved(self) -> RunParams:
         """This run with the optimizer-dependent defaults filled in."""

@@ -9,7 +9,9 @@ it run by run. Keep it short and obviously right:
 - after every ``eval_every``-th epoch and the last one, the model is evaluated in eval mode
   on the whole training split (and the validation split);
 - a run whose weights or evaluated training loss are non-finite at an evaluation is marked
-  diverged and trained no further; ``steps`` counts the steps it took up to then.
+  diverged and trained no further; ``steps`` counts the steps it took up to then;
+- a run's ``bug`` (config.BUGS) trains it as code with that mistake would: the buggy line
+  is written out in ``train_run``. Evaluations stay the task's true loss (and accuracy).
 """
 
 from __future__ import annotations
@@ -71,9 +73,19 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
         order = torch.from_numpy(epoch_order(run.seed, epoch, n, run.shuffle)).to(device)
         for start in range(0, n, run.batch_size):
             rows = order[start:start + run.batch_size]
-            z = model(x_train[rows]).squeeze(-1)
-            loss = pointwise_loss(z, y_train[rows], spec.loss).mean()
-            opt.zero_grad()
+            z, y = model(x_train[rows]).squeeze(-1), y_train[rows]        # [B], [B]
+            if run.bug == "target_broadcast":
+                # a Dataset returning each target as [1, 1]: predictions [B, 1], targets
+                # [B, 1, 1], and the loss broadcasts them to [B, B, 1], every pair
+                z, y = z.view(-1, 1), y.view(-1, 1, 1)
+            elif run.bug == "double_sigmoid":
+                z = torch.sigmoid(z)      # the model ends in nn.Sigmoid(), and the loss is
+                # BCE-with-logits, which applies a sigmoid of its own
+            losses = pointwise_loss(z, y, spec.loss)
+            loss = losses.sum() if run.bug == "loss_sum" else losses.mean()   # .sum(): the
+            # step grows with the batch
+            if run.bug != "no_zero_grad":   # without it, each step applies the sum of
+                opt.zero_grad()             # every gradient so far
             loss.backward()
             opt.step()
             steps += 1

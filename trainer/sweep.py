@@ -52,6 +52,16 @@ def check_batchnorm_batches(chunk: Chunk) -> None:
             f"would train on a batch of one row ({n} training rows); BatchNorm1d needs >= 2")
 
 
+def check_bugs(chunk: Chunk) -> None:
+    """double_sigmoid is a sigmoid before BCE-with-logits: refused with another loss."""
+    bad = chunk.runs.bug == "double_sigmoid"
+    if chunk.model.loss != "bce_with_logits" and bad.any():
+        run_id = int(np.argmax(bad))
+        raise UserError(f"bug: run {run_id} has bug double_sigmoid (a sigmoid before "
+                        f"BCE-with-logits), which needs model.loss bce_with_logits, not "
+                        f"{chunk.model.loss}")
+
+
 # Without --chunk-runs, a launch holds at most this many floats of one step's batches and
 # activations ([runs, widest batch, widest layer]): 2**24 floats, 64 MB, so a sweep of any
 # size stays within a few GB. Throughput is flat past a few thousand runs (line study on the
@@ -163,6 +173,7 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
     chunk = Chunk(config.model, data, runs, config.eval_every,
                   evaluation_epochs(runs, config.eval_every))
     check_batchnorm_batches(chunk)
+    check_bugs(chunk)
     device = resolve_device(device)
     backend = resolve_backend(backend, device, chunk)
     if backend == "reference":

@@ -22,8 +22,12 @@ The forward and backward passes are written out (no autograd) for the MLP
 and, for batchnorm on the input (batch statistics over the run's real rows),
 ``dL/dgamma = sum_rows dh_0 * xhat``, ``dL/dbeta = sum_rows dh_0``.
 
-Runs are trained in groups that share the input normalization and the optimizer family
-(sgd, or adam/adamw), so each step runs only the ops its group needs. Steps are processed
+Runs are trained in groups that share the input normalization, the optimizer family (sgd,
+or adam/adamw) and the bug (config.BUGS), so each step runs only the ops its group needs.
+A bug is its math: ``target_broadcast``'s loss over every (prediction, target) pair of a
+batch has the gradient of the loss against the batch's mean target; ``double_sigmoid``
+puts a sigmoid's chain rule before the loss's; ``loss_sum`` drops the 1 / rows of the
+mean; ``no_zero_grad`` keeps a running sum of the gradients, which the optimizer reads. Steps are processed
 in blocks: the batches, per-step learning rates and bias corrections of a block are
 computed in a few vectorized ops before its steps run; the evaluation snapshots taken in a
 block (weights, optimizer and batchnorm state) are evaluated together at its end. A run
@@ -42,7 +46,7 @@ import torch
 from .backend import Chunk, ChunkResult, steps_per_epoch
 from .model import Standardize, layer_sizes, linear_names, pointwise_loss, seeded_model
 from .order import permutations
-from .runs import Runs
+from .runs import Runs, is_constant
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1      # nn.BatchNorm1d's defaults
 # Steps per block, at most: enough to amortize a block's set-up (a few hundred us) over
@@ -128,7 +132,8 @@ class Net:
     ``Net.grad_views(flat)``: the same entries, flattened to [K, size].
     """
 
-    def __init__(self, chunk: Chunk, input_norm: str):
+    def __init__(self, chunk: Chunk, input_norm: str, bug: str = "none"):
+        self.bug = bug                  # the group's (config.BUGS): see output_grad
         self.activation = chunk.model.activation
         self.loss = chunk.model.loss
         self.batchnorm = input_norm == "batchnorm"
@@ -203,7 +208,11 @@ class Net:
 
     def output_grad(self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """dL/dout of the weighted batch mean: w [K, B, 1] is loss'-scale / rows on a batch's
-        rows and 0 on padding (see ``loss_scale``)."""
+        rows and 0 on padding (see ``loss_scale``). double_sigmoid: the loss of sigmoid(out),
+        so loss'(sigmoid(out)) * sigmoid'(out)."""
+        if self.bug == "double_sigmoid":              # bce_with_logits only (plan_for)
+            s = torch.sigmoid(out)
+            return torch.sigmoid(s).sub_(y).mul_(w).mul_(s * (1 - s))
         if self.loss == "mse":
             return torch.sub(out, y).mul_(w)
         return torch.sigmoid(out).sub_(y).mul_(w)
@@ -293,7 +302,8 @@ class _Group:
         first = runs.row(0)
         self.input_norm = first.input_norm
         self.sgd = first.optimizer == "sgd"
-        self.net = Net(chunk, self.input_norm)
+        self.bug = first.bug
+        self.net = Net(chunk, self.input_norm, self.bug)
         data = chunk.data
         self.n = data.n_train
         self.c = _Runs(runs, self.n, device)
@@ -317,6 +327,8 @@ class _Group:
         self.running = tuple(
             self.init[f"0.{name}"].unsqueeze(1).to(device, copy=True)
             for name in ("running_mean", "running_var")) if self.net.batchnorm else None
+        # no_zero_grad: the gradients' running sum, what the optimizer reads (never cleared)
+        self.grad_sum = zeros() if self.bug == "no_zero_grad" else None
         self.steps = np.zeros(len(runs), dtype=np.int64)
         self.diverged = np.zeros(len(runs), dtype=bool)
 
@@ -354,12 +366,14 @@ class _Group:
         y = torch.cat([self.y[order], self.y.new_zeros(len(order), width)], 1)
         return x.view(-1, x.shape[-1]), y.view(-1, 1)
 
-    def _gather(self, t0: int, t1: int, act: np.ndarray, scale: float, keep_mask: bool):
+    def _gather(self, t0: int, t1: int, act: np.ndarray, scale: float, keep_mask: bool,
+                mean: bool = True):
         """Batches of global steps t0..t1-1 for the active runs ``act``.
 
         Returns x [S, A, B, d], y [S, A, B, 1], the mask [S, A, B, 1] (1 on a batch's rows,
         0 on its padding; None unless ``keep_mask``), the row weights w = mask * scale /
-        rows, and the rows in each batch [S, A, 1].
+        rows (``mean``; else mask * scale: the batch's sum), and the rows in each batch
+        [S, A, 1].
         """
         c, dev, n = self.c, self.device, self.n
         steps = np.arange(t0, t1)
@@ -394,8 +408,8 @@ class _Group:
         count_t = torch.from_numpy(count.reshape(-1)).to(dev)
         mask_rows = mask.index_select(0, width - count_t).view(*epoch.shape, width, 1)
         count_f = count_t.to(torch.float32).view(*epoch.shape, 1)
-        weights = mask_rows * (scale / count_f).unsqueeze(-1) if keep_mask else \
-            mask_rows.mul_((scale / count_f).unsqueeze(-1))
+        factor = (scale / count_f).unsqueeze(-1) if mean else scale
+        weights = mask_rows * factor if keep_mask else mask_rows.mul_(factor)
         return x, y, mask_rows if keep_mask else None, weights, count_f
 
     # ---- training -----------------------------------------------------------------------
@@ -444,6 +458,8 @@ class _Group:
         state = {"params": take(self.params)}
         state["grads"] = torch.zeros_like(state["params"])
         state.update({k: take(v) for k, v in self.opt_state.items()})
+        if self.grad_sum is not None:
+            state["grad_sum"] = take(self.grad_sum)
         if self.running is not None:
             state["running"] = tuple(take(r) for r in self.running)
         return state
@@ -453,6 +469,8 @@ class _Group:
         self.params[idx] = state["params"]
         for k, v in self.opt_state.items():
             v[idx] = state[k]
+        if self.grad_sum is not None:
+            self.grad_sum[idx] = state["grad_sum"]
         if self.running is not None:
             for full, part in zip(self.running, state["running"]):
                 full[idx] = part
@@ -490,7 +508,12 @@ class _Group:
     def _run_block(self, state: dict, act: np.ndarray, t0: int, t1: int) -> list:
         """Runs global steps t0..t1-1 of the active runs; returns the evaluation snapshots."""
         net, dev = self.net, self.device
-        x, y, mask, w, count = self._gather(t0, t1, act, net.loss_scale, net.batchnorm)
+        broadcast = self.bug == "target_broadcast"
+        x, y, mask, w, count = self._gather(t0, t1, act, net.loss_scale,
+                                            net.batchnorm or broadcast,
+                                            mean=self.bug != "loss_sum")
+        if broadcast:        # every row's target is the batch's mean target: [S, A, 1, 1]
+            y = (y * mask).sum(dim=2, keepdim=True).div_(count.unsqueeze(-1))
         xs, ys, ws = x.unbind(0), y.unbind(0), w.unbind(0)
         masks, counts = (mask.unbind(0), count.unbind(0)) if net.batchnorm else (None, None)
         sched = self._schedule(t0, t1, act)
@@ -516,6 +539,8 @@ class _Group:
                 state["running"][0].mul_(1 - BN_MOMENTUM).add_(mean, alpha=BN_MOMENTUM)
                 state["running"][1].mul_(1 - BN_MOMENTUM).add_(var * rows / (rows - 1),
                                                                alpha=BN_MOMENTUM)
+            if self.grad_sum is not None:              # no_zero_grad: p.grad accumulates
+                grads.copy_(state["grad_sum"].add_(grads))
             if coupled:
                 grads.addcmul_(params, h["wd"])
             if decoupled:
@@ -613,12 +638,15 @@ class _Group:
 
 
 def group_rows(chunk: Chunk) -> list[np.ndarray]:
-    """The chunk's runs grouped by input normalization and optimizer family (sgd, or
-    adam/adamw): each group's run indices, in order; groups in order of their first run."""
+    """The chunk's runs grouped by input normalization, optimizer family (sgd, or
+    adam/adamw) and bug: each group's run indices, in order; groups in order of their first
+    run."""
     runs = chunk.runs
-    key = runs.input_norm.codes.astype(np.int64) * 2 + (runs.optimizer == "sgd")
-    if len(key) and key.strides == (0,):        # one group: no sort over the runs
-        return [np.arange(len(key))]
+    if all(is_constant(runs.columns[k]) for k in ("bug", "input_norm", "optimizer")):
+        return [np.arange(len(runs))]             # one group: no sort over the runs
+    norm = runs.input_norm.codes.astype(np.int64)
+    key = (runs.bug.codes.astype(np.int64) * len(runs.input_norm.choices) + norm) * 2 \
+        + (runs.optimizer == "sgd")
     order = np.argsort(key, kind="stable")
     starts = np.flatnonzero(np.diff(key[order], prepend=-1))
     groups = np.split(order, starts[1:])

@@ -46,6 +46,8 @@ METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
     hidden = chunk.model.hidden
+    if bool((chunk.runs.bug != "none").any()):
+        return "bug: the fused kernels train correct code only; the torch backend trains bugs"
     if len(hidden) > MAX_DEPTH:
         return (f"model.hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
                 f"got {len(hidden)}")
