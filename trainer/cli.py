@@ -3,7 +3,7 @@
     tinysweep run CONFIG [--out DIR] [--backend auto|reference|torch|triton]
                          [--device cpu|cuda] [--chunk-runs N] [--executor local|ray]
                          [--resume] [--overwrite]
-    tinysweep diagnose CONFIG [--out DIR] [--backend ...] [--device ...]
+    tinysweep diagnose CONFIG [--observed FILE] [--out DIR] [--backend ...] [--device ...]
     tinysweep report DIR                          plots and report.md, again
     tinysweep export DIR (--run ID | --best) --out model.pt
 
@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("--out", help="results directory (default: runs/NAME-diagnose)")
     diag.add_argument("--backend", default="auto", choices=BACKENDS)
     diag.add_argument("--device", choices=DEVICES, help="default: cuda when available")
+    diag.add_argument("--observed", metavar="FILE",
+                      help="a CSV of what you saw, one row per run you trained: which code "
+                           "(correct, or a known bug) reproduces it")
     report = sub.add_parser("report", help="write the plots and report.md of a results directory")
     report.add_argument("dir", help="a results directory")
     export = sub.add_parser("export", help="save one run's model: a state_dict and its JSON")
@@ -282,16 +285,22 @@ def _run_plan(args, plan, out: Path, start: float) -> int:
 def cmd_diagnose(args) -> int:
     from .config import load_config
     config = load_config(args.config)       # before diagnose imports torch
-    from .diagnose import diagnose, format_findings, write_diagnosis
+    from .diagnose import diagnose, write_diagnosis
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-diagnose"
     outdir.check_out(out)
     with outdir.locked(out):
         if outdir.holds_results(out) and not (out / "diagnose.md").is_file():
             raise UserError(f"--out: {out} holds a sweep's results; give the diagnosis its "
                             f"own directory")
-        d = diagnose(config, backend=args.backend, device=args.device)
-        report = write_diagnosis(d, out)     # written before anything is printed
-    print(format_findings(d))
+        if args.observed:
+            from .observed import diagnose_observed, write_observed
+            d = diagnose_observed(config, args.observed, backend=args.backend,
+                                  device=args.device)
+            report = write_observed(d, out)
+        else:
+            d = diagnose(config, backend=args.backend, device=args.device)
+            report = write_diagnosis(d, out)     # written before anything is printed
+    print(d)
     print(f"report: {report}")
     return 0
 

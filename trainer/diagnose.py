@@ -294,11 +294,19 @@ class Diagnosis:
 
 
 def diagnose(config: str | Path | dict | Config, backend: str = "auto",
-             device: str | None = None, *, data=None, target: str | None = None) -> Diagnosis:
+             device: str | None = None, *, data=None, target: str | None = None,
+             observed=None):
     """Checks, trains and reads one training setup: ``config`` (a path, a dict or a Config)
     whose sweep params are single values; ``data`` and ``target`` as for tinysweep.run.
     Sweeps around the setup and returns a Diagnosis: ``findings`` ranked (why it does or
-    does not converge), ``converges``, and the ``results`` of the sweep around it."""
+    does not converge), ``converges``, and the ``results`` of the sweep around it.
+
+    With ``observed`` (a CSV's path or a pandas DataFrame of what you saw, one row per run
+    you trained; see observed.py), it asks instead which code reproduces the observations,
+    correct code or one of the known bugs, and returns an ObservedDiagnosis (printable)."""
+    if observed is not None:
+        from .observed import diagnose_observed
+        return diagnose_observed(config, observed, backend, device, data=data, target=target)
     from .sweep import config_data, execute, plan_for
 
     config = load_config(config, data, target)
