@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import tinysweep
+from tinysweep.trainer import tables
 from tinysweep.trainer.model import pointwise_loss, Standardize
 from tinysweep.trainer.sweep import prepare
 
@@ -40,12 +41,12 @@ def test_parquet_equals_the_csv_and_both_the_table(mixed, tmp_path):
     import pandas as pd
     _, res = mixed
     out = res.save(tmp_path / "r")
-    csv = pd.read_csv(out / "results.csv")
+    csv = tables.read_csv(out / "results.csv")
     pd.testing.assert_frame_equal(tinysweep.load(out).table, csv, check_exact=True)
     pd.testing.assert_frame_equal(csv, res.table, check_exact=True)
     # a pandas user reading the file gets the strings as categories, the same values
     parquet = pd.read_parquet(out / "results.parquet")
-    strings = ["input_norm", "optimizer", "lr_schedule", "bug"]
+    strings = ["input_norm", "optimizer", "lr_schedule", "bug", "hidden", "activation"]
     assert all(isinstance(parquet[c].dtype, pd.CategoricalDtype) for c in strings)
     pd.testing.assert_frame_equal(parquet.astype({c: csv[c].dtype for c in strings}), csv,
                                   check_exact=True)

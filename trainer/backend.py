@@ -104,13 +104,42 @@ def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
     shapes: dict[str, tuple] = {}
     for row in rows:
         for name, value in row.items():
-            shapes.setdefault(name, tuple(np.shape(value)))
+            shapes[name] = widest(shapes.get(name, ()), np.shape(value))
     out = {}
     for name, shape in shapes.items():
         arr = np.full((len(rows), *shape), np.nan, dtype=np.float32)
         for i, row in enumerate(rows):
             if name in row:
                 value = row[name]
-                arr[i] = value.detach().cpu().numpy() if torch.is_tensor(value) else value
+                value = value.detach().cpu().numpy() if torch.is_tensor(value) else value
+                arr[(i, *corner(np.shape(value)))] = value
         out[name] = arr
     return out
+
+
+# A sweep whose runs differ in architecture keeps one array per state_dict name, as wide as
+# the widest run's entry; a narrower run's entry fills its corner, NaN elsewhere.
+def widest(a: tuple, b: tuple) -> tuple:
+    """The shape that holds both shapes (elementwise max; the longer's extra dimensions)."""
+    if len(a) < len(b):
+        a, b = b, a
+    return tuple(max(x, y) for x, y in zip(a, b)) + a[len(b):]
+
+
+def corner(shape: tuple) -> tuple:
+    """The index of an entry of ``shape`` in the corner of a wider array."""
+    return tuple(slice(0, n) for n in shape)
+
+
+def put_rows(target: dict, name: str, rows, value: np.ndarray, n_runs: int) -> None:
+    """Writes ``value`` [len(rows), ...] into target[name] [n_runs, ...] at ``rows``, growing
+    target[name] (NaN) when ``value`` is wider, filling its corner when narrower."""
+    shape = tuple(value.shape[1:])
+    have = target.get(name)
+    if have is None or widest(have.shape[1:], shape) != have.shape[1:]:
+        grown = np.full((n_runs, *widest(() if have is None else have.shape[1:], shape)),
+                        np.nan, np.float32)
+        if have is not None:
+            grown[(slice(None), *corner(have.shape[1:]))] = have
+        target[name] = have = grown
+    have[(rows, *corner(shape))] = value

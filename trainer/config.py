@@ -33,6 +33,7 @@ BUGS = ("none", "target_broadcast", "double_sigmoid", "no_zero_grad", "loss_sum"
 BACKENDS = ("auto", "reference", "torch", "triton")   # tinysweep run --backend
 DEVICES = ("cpu", "cuda")
 MAX_HIDDEN_LAYERS = 3
+MAX_WIDTH = 4096           # units in a hidden layer: far past "tiny"
 MAX_SEED = 2**63 - 1
 MAX_COUNT = 10**9          # batch_size, epochs, step_size: far beyond use, safe in int64 math
 
@@ -89,6 +90,10 @@ class RunParams:
     step_size: int | None = _hp(None, "int", check=_count, expect="in [1, 10**9]")
     gamma: float = _hp(0.1, "float", check=_positive, expect="> 0")
     epochs: int = _hp(100, "int", check=_count, expect="in [1, 10**9]")
+    # The architecture: widths of the hidden layers, () for Linear(d, 1); their activation.
+    # model.hidden and model.activation are their defaults.
+    hidden: tuple[int, ...] = _hp((), "widths")
+    activation: str = _hp("sigmoid", "choice", choices=ACTIVATIONS)
     bug: str = _hp("none", "choice", choices=BUGS)
 
     def resolved(self) -> RunParams:
@@ -102,6 +107,18 @@ class RunParams:
 
 RUN_PARAM_NAMES = tuple(f.name for f in dataclasses.fields(RunParams))
 _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunParams)}
+# Per-run hyperparameters whose defaults come from the model section, not from train.
+MODEL_PARAMS = ("hidden", "activation")
+
+
+def widths_text(hidden) -> str:
+    """An architecture's hidden widths as results.csv writes them: "16-16", "none" for ()."""
+    return "-".join(str(int(w)) for w in hidden) or "none"
+
+
+def widths_of(text: str) -> tuple[int, ...]:
+    """The inverse of widths_text."""
+    return () if text == "none" else tuple(int(w) for w in text.split("-"))
 
 
 def check_run_value(name: str, value: Any, where: str) -> Any:
@@ -111,6 +128,15 @@ def check_run_value(name: str, value: Any, where: str) -> Any:
     """
     meta = _RUN_FIELDS[name].metadata
     kind = meta["kind"]
+    if kind == "widths":
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_HIDDEN_LAYERS:
+            raise UserError(f"{where}: expected a list of at most {MAX_HIDDEN_LAYERS} "
+                            f"layer widths, got {value!r}")
+        for i, w in enumerate(value):
+            if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WIDTH:
+                raise UserError(f"{where}[{i}]: expected an integer >= 1 (at most "
+                                f"{MAX_WIDTH}), got {w!r}")
+        return tuple(value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")
@@ -200,7 +226,7 @@ _SECTIONS = {
     "": ("name", "data", "model", "train", "sweep"),
     "data": ("source", "params", "seed", "val_fraction"),
     "model": ("hidden", "activation", "loss"),
-    "train": RUN_PARAM_NAMES + ("eval_every",),
+    "train": tuple(n for n in RUN_PARAM_NAMES if n not in MODEL_PARAMS) + ("eval_every",),
     "sweep": ("strategy", "params", "samples", "seed"),
 }
 
@@ -360,12 +386,7 @@ def parse_config(raw: dict, base_dir: Path, default_name: str = DEFAULT_NAME,
                          float(val_fraction))
 
     model = _section(raw, "model")
-    hidden = model.get("hidden", [])
-    if not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN_LAYERS:
-        raise UserError(f"model.hidden: expected a list of at most {MAX_HIDDEN_LAYERS} "
-                        f"layer widths, got {hidden!r}")
-    for i, width in enumerate(hidden):
-        _int(width, f"model.hidden[{i}]", lo=1)
+    hidden = check_run_value("hidden", model.get("hidden", []), "model.hidden")
     for key, choices in (("activation", ACTIVATIONS), ("loss", LOSSES)):
         value = model.get(key, ModelSpec.__dataclass_fields__[key].default)
         if value not in choices:

@@ -56,7 +56,7 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
     the CPU."""
     data, spec = chunk.data, chunk.model
     stats = data.standardization() if run.input_norm == "standardize" else None
-    model = seeded_model(run.seed, data.n_features, spec.hidden, spec.activation,
+    model = seeded_model(run.seed, data.n_features, run.hidden, run.activation,
                          run.input_norm, stats)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     model.to(device)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .backend import Chunk, ChunkResult
-from .config import dump_yaml, read_config_file
+from .backend import Chunk, ChunkResult, corner, widest
+from .config import dump_yaml, read_config_file, widths_of
 from . import tables
 from .errors import UserError, WriteError
 from .runs import Labels, is_constant
@@ -88,16 +88,29 @@ class Results:
             raise ValueError(f"which must be 'init' or 'final', got {which!r}")
         if not 0 <= run_id < len(self.table):
             raise IndexError(f"run_id {run_id} out of range: the sweep has {len(self.table)} runs")
-        spec = self.config["model"]
+        hidden, activation = self.architecture(run_id)
         row = self.table.iloc[run_id]
         n_features = self.params["init.1.weight"].shape[-1]
-        model = build_model(n_features, spec["hidden"], spec["activation"], row["input_norm"])
+        model = build_model(n_features, hidden, activation, row["input_norm"])
         state = {}
         for name, ref in model.state_dict().items():
-            value = torch.from_numpy(np.asarray(self.params[f"{which}.{name}"][run_id]))
+            stored = self.params[f"{which}.{name}"][run_id]     # as wide as the widest run
+            value = torch.from_numpy(np.asarray(stored[corner(ref.shape)]
+                                                if stored.ndim == ref.dim() else stored))
             state[name] = value.to(ref.dtype).reshape(ref.shape)
         model.load_state_dict(state)
         return model.eval()
+
+    def architecture(self, run_id: int) -> tuple[tuple[int, ...], str]:
+        """Run ``run_id``'s hidden widths and activation (the model section's for results
+        written before they were per-run hyperparameters)."""
+        spec = self.config["model"]
+        table = self.table
+        hidden = widths_of(str(table["hidden"].iloc[run_id])) if "hidden" in table \
+            else tuple(spec["hidden"])
+        activation = str(table["activation"].iloc[run_id]) if "activation" in table \
+            else spec["activation"]
+        return hidden, activation
 
     def save(self, out: str | Path) -> Path:
         """Writes the results directory (creating it); returns its path."""
@@ -120,7 +133,7 @@ def load(out: str | Path) -> Results:
             raise UserError(f"{out}: not a results directory ({name} is missing)")
     config = read_config_file(out / "config.yaml")
     parquet = out / TABLE_PARQUET
-    table = tables.read_parquet(parquet) if parquet.is_file() else pd.read_csv(out / "results.csv")
+    table = tables.read_parquet(parquet) if parquet.is_file() else tables.read_csv(out / "results.csv")
     with np.load(out / "curves.npz", allow_pickle=False) as f:
         curves = dict(f)
     with np.load(out / "params.npz", allow_pickle=False) as f:
@@ -134,10 +147,13 @@ def merge_chunks(parts: list[ChunkResult]) -> ChunkResult:
         names = dict.fromkeys(n for d in dicts for n in d)
         out = {}
         for name in names:
-            shape = next(d[name].shape[1:] for d in dicts if name in d)
+            shape = ()
+            for d in dicts:
+                if name in d:
+                    shape = widest(shape, d[name].shape[1:])
             out[name] = np.concatenate([
-                d[name] if name in d else np.full((n, *shape), np.nan, np.float32)
-                for d, n in zip(dicts, lengths)])
+                d[name] if name in d and d[name].shape[1:] == shape else _padded(
+                    d.get(name), n, shape) for d, n in zip(dicts, lengths)])
         return out
 
     lengths = [len(p.steps) for p in parts]
@@ -148,6 +164,14 @@ def merge_chunks(parts: list[ChunkResult]) -> ChunkResult:
         init=cat([p.init for p in parts], lengths),
         final=cat([p.final for p in parts], lengths),
         optim=cat([p.optim for p in parts], lengths))
+
+
+def _padded(value: np.ndarray | None, n: int, shape: tuple) -> np.ndarray:
+    """``value`` [n, ...] in the corner of a NaN array [n, *shape] (all NaN for None)."""
+    out = np.full((n, *shape), np.nan, np.float32)
+    if value is not None:
+        out[(slice(None), *corner(value.shape[1:]))] = value
+    return out
 
 
 def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:

@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from .config import RUN_PARAM_NAMES, RunParams, check_run_value, run_field
+from .config import (RUN_PARAM_NAMES, RunParams, check_run_value, run_field, widths_of,
+                     widths_text)
 from .errors import UserError
 
 # numpy dtype of each kind of hyperparameter (config.py's field metadata); a choice is an
 # int8 code into its field's choices (see Labels).
-DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "choice": np.int8}
+DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "choice": np.int8,
+          "widths": np.int8}
 _INT64_LIMIT = 2.0**63
 
 
@@ -134,7 +136,12 @@ class Runs:
                 values[name] = col.choices[int(col.codes[i])]
             else:
                 values[name] = col[i].item()
+        values["hidden"] = widths_of(values["hidden"])
         return RunParams(**values)
+
+    def architectures(self) -> list[tuple[int, ...]]:
+        """The hidden widths the runs may take (a superset of those they take)."""
+        return [widths_of(t) for t in self.hidden.choices]
 
     def rows(self) -> list[RunParams]:
         return [self.row(i) for i in range(self.n)]
@@ -149,6 +156,8 @@ class Runs:
             if meta["kind"] == "choice":
                 columns[name] = Labels(np.array([meta["choices"].index(v) for v in values],
                                                 dtype=np.int8), meta["choices"])
+            elif meta["kind"] == "widths":
+                columns[name] = _widths_column(values)
             else:
                 columns[name] = np.array(values, dtype=DTYPES[meta["kind"]])
         return Runs(columns)
@@ -158,17 +167,17 @@ class Runs:
         packed = {}
         for name, col in self.columns.items():
             codes = _values(col)
-            packed[name] = ("constant", codes[:1].copy(), self.n) if is_constant(codes) \
-                else ("array", np.ascontiguousarray(codes), None)
+            choices = col.choices if isinstance(col, Labels) else None
+            packed[name] = ("constant", codes[:1].copy(), self.n, choices) if is_constant(codes) \
+                else ("array", np.ascontiguousarray(codes), None, choices)
         return {"packed": packed}
 
     def __setstate__(self, state: dict) -> None:
         columns = {}
-        for name, (how, values, n) in state["packed"].items():
+        for name, (how, values, n, choices) in state["packed"].items():
             codes = constant(values[0], n, values.dtype) if how == "constant" and n > 0 \
                 else values
-            meta = run_field(name)
-            columns[name] = Labels(codes, meta["choices"]) if meta["kind"] == "choice" else codes
+            columns[name] = Labels(codes, choices) if choices is not None else codes
         self.__init__(columns)
 
 
@@ -189,7 +198,8 @@ def check_column(name: str, values: list | np.ndarray, rounded: bool = False
     if isinstance(values, np.ndarray):
         return _check_array(meta, values, rounded)
     out, bad = [], np.zeros(len(values), dtype=bool)
-    placeholder = meta["choices"][0] if kind == "choice" else getattr(RunParams, name) or 0
+    placeholder = meta["choices"][0] if kind == "choice" else getattr(RunParams, name)
+    placeholder = 0 if placeholder is None else placeholder
     for i, value in enumerate(values):      # the distinct values the user wrote
         try:
             out.append(check_run_value(name, value, "-"))
@@ -199,17 +209,31 @@ def check_column(name: str, values: list | np.ndarray, rounded: bool = False
     if kind == "choice":
         return Labels(np.array([meta["choices"].index(v) for v in out], np.int8),
                       meta["choices"]), bad
+    if kind == "widths":
+        return _widths_column(out), bad
     return np.array(out, dtype=DTYPES[kind]), bad
+
+
+def _widths_column(values: list[tuple[int, ...]]) -> Labels:
+    """Hidden widths as a Labels column: int8 codes into the distinct architectures' text
+    (config.widths_text: "16-16"), in order of first appearance."""
+    texts = [widths_text(v) for v in values]
+    choices = tuple(dict.fromkeys(texts)) or ("none",)
+    if len(choices) > 127:
+        raise UserError(f"hidden: {len(choices)} architectures in one sweep; at most 127")
+    return Labels(np.array([choices.index(t) for t in texts], np.int8), choices)
 
 
 def _check_array(meta: dict, xs: np.ndarray, rounded: bool) -> tuple[Column, np.ndarray]:
     """check_column on a float64 array, vectorized: the same verdicts as check_run_value
     on each float (or int, if ``rounded``), value by value (tests/test_runs.py checks)."""
     kind = meta["kind"]
-    if kind in ("bool", "choice"):          # numbers are never true/false or a choice
+    if kind in ("bool", "choice", "widths"):   # numbers are never true/false or a choice
         bad = np.ones(len(xs), dtype=bool)
         if kind == "choice":
             return Labels(np.zeros(len(xs), np.int8), meta["choices"]), bad
+        if kind == "widths":
+            return Labels(np.zeros(len(xs), np.int8), ("none",)), bad
         return np.zeros(len(xs), dtype=bool), bad
     bad = ~np.isfinite(xs)
     if rounded:                              # an int past 1000 bits is out of range
@@ -275,4 +299,6 @@ def default_column(name: str, value, n: int) -> Column:
     meta = run_field(name)
     if meta["kind"] == "choice":
         return Labels(constant(meta["choices"].index(value), n, np.int8), meta["choices"])
+    if meta["kind"] == "widths":
+        return Labels(constant(0, n, np.int8), (widths_text(value),))
     return constant(value, n, DTYPES[meta["kind"]])

@@ -6,6 +6,7 @@ lists them (the last varies fastest); random runs are numbered in draw order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -91,6 +92,8 @@ def expand(config: Config) -> Runs:
     in run_id order, that takes a bad value, and its first such param: as checking run
     after run would.
     """
+    params = {k: _widths_axis(v) if k == "hidden" else v for k, v in config.sweep.params.items()}
+    config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, params=params))
     names = list(config.sweep.params)
     wheres = [f"sweep.params.{k}" for k in names]
     if config.sweep.strategy == "grid":
@@ -137,9 +140,11 @@ def expand(config: Config) -> Runs:
                 first = int(np.argmax(bad)) if bad.any() else None
                 firsts.append(None if first is None else (first, first))
             sources.append((values, rounded))
+    defaults = {"hidden": config.model.hidden, "activation": config.model.activation,
+                **config.train}
     for name in RUN_PARAM_NAMES:
-        if name not in columns and (name in config.train or getattr(RunParams, name) is not None):
-            columns[name] = default_column(name, config.train.get(name, getattr(RunParams, name)),
+        if name not in columns and (name in defaults or getattr(RunParams, name) is not None):
+            columns[name] = default_column(name, defaults.get(name, getattr(RunParams, name)),
                                            size)
     # Bad values are placeholders in the columns, only in runs from the first bad one on:
     # a run before it that fails the checks across params is the first error, as checking
@@ -152,6 +157,14 @@ def expand(config: Config) -> Runs:
         values, rounded = sources[k]
         raise_for(names[k], python_value(values, firsts[k][1], rounded), wheres[k])
     return runs
+
+
+def _widths_axis(value):
+    """sweep.params.hidden: a list of lists is an axis of architectures; a list of widths
+    (or []) is one architecture."""
+    if isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value):
+        return [value]
+    return value
 
 
 def _grid_column(col, stride: int, size: int):

@@ -90,14 +90,20 @@ def bytes_per_run(chunk: Chunk, backend: str) -> int:
     """A run's memory in a chunk, about: its parameters, gradients and optimizer state (and
     the torch backend's snapshots and per-run slab of one step), and its curves."""
     n = chunk.data.n_train
-    widths = [chunk.data.n_features, *chunk.model.hidden, 1]
-    params = sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * widths[0]
+    widths = [chunk.data.n_features, *max(chunk.runs.architectures(), key=_size), 1]
+    params = max(_size(h, chunk.data.n_features) for h in chunk.runs.architectures())
     curves = 4 * len(chunk.eval_epochs)
     if backend == "triton":    # state in tiles and in the group's tensors: 2 copies of 3
         return 4 * (6 * params + curves + 32)
     widest_batch = min(int(chunk.runs.batch_size.max()), n)
     slab = widest_batch * max(widths) * (len(widths) + 2)
     return 4 * (8 * params + curves + slab)
+
+
+def _size(hidden, n_features: int = 1) -> int:
+    """Parameters of an architecture (with batchnorm's two per feature): its memory."""
+    widths = [n_features, *hidden, 1]
+    return sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * widths[0]
 
 
 def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu") -> int:
@@ -108,7 +114,8 @@ def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu"
     runs = min(len(chunk.runs), max(1, fit))
     if backend != "triton":
         widest_batch = min(int(chunk.runs.batch_size.max()), chunk.data.n_train)
-        widest_layer = max([chunk.data.n_features, *chunk.model.hidden])
+        widest_layer = max(chunk.data.n_features,
+                           *(max(h, default=1) for h in chunk.runs.architectures()))
         runs = min(runs, max(1, SLAB_FLOATS // (widest_batch * widest_layer)))
     return runs
 

@@ -187,6 +187,16 @@ def _kind(col: pd.Series) -> str:
     return col.dtype.kind if isinstance(col.dtype, np.dtype) else "O"
 
 
+# Text columns whose values can all look like numbers: a sweep of one-layer widths writes
+# hidden as "16", "32", which pd.read_csv alone would read as int64.
+TEXT_COLUMNS = ("hidden",)
+
+
+def read_csv(path) -> pd.DataFrame:
+    """Reads a table's results.csv: pd.read_csv, with TEXT_COLUMNS read as text."""
+    return pd.read_csv(path, dtype={c: pd.Series(["x"]).dtype for c in TEXT_COLUMNS})
+
+
 def read_parquet(path) -> pd.DataFrame:
     """Reads a file written by write_parquet: the frame pd.read_csv gives for the table's
     CSV (strings as read_csv's str dtype, not Categorical; missing values as NaN)."""

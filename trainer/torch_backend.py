@@ -22,8 +22,9 @@ The forward and backward passes are written out (no autograd) for the MLP
 and, for batchnorm on the input (batch statistics over the run's real rows),
 ``dL/dgamma = sum_rows dh_0 * xhat``, ``dL/dbeta = sum_rows dh_0``.
 
-Runs are trained in groups that share the input normalization, the optimizer family (sgd,
-or adam/adamw) and the bug (config.BUGS), so each step runs only the ops its group needs.
+Runs are trained in groups that share the architecture (hidden widths and activation),
+the input normalization, the optimizer family (sgd, or adam/adamw) and the bug
+(config.BUGS), so each step runs only the ops its group needs.
 A bug is its math: ``target_broadcast``'s loss over every (prediction, target) pair of a
 batch has the gradient of the loss against the batch's mean target; ``double_sigmoid``
 puts a sigmoid's chain rule before the loss's; ``loss_sum`` drops the 1 / rows of the
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backend import Chunk, ChunkResult, steps_per_epoch
+from .backend import Chunk, ChunkResult, put_rows, steps_per_epoch
 from .model import Standardize, layer_sizes, linear_names, pointwise_loss, seeded_model
 from .order import permutations
 from .runs import Runs, is_constant
@@ -132,13 +133,15 @@ class Net:
     ``Net.grad_views(flat)``: the same entries, flattened to [K, size].
     """
 
-    def __init__(self, chunk: Chunk, input_norm: str, bug: str = "none"):
+    def __init__(self, chunk: Chunk, input_norm: str, bug: str = "none", hidden=None,
+                 activation: str | None = None):
         self.bug = bug                  # the group's (config.BUGS): see output_grad
-        self.activation = chunk.model.activation
+        self.hidden = tuple(chunk.model.hidden if hidden is None else hidden)
+        self.activation = activation or chunk.model.activation
         self.loss = chunk.model.loss
         self.batchnorm = input_norm == "batchnorm"
-        self.layout = Layout.of(chunk.data.n_features, chunk.model.hidden, self.batchnorm)
-        self.linears = linear_names(len(chunk.model.hidden) + 1)
+        self.layout = Layout.of(chunk.data.n_features, self.hidden, self.batchnorm)
+        self.linears = linear_names(len(self.hidden) + 1)
 
     def views(self, flat: torch.Tensor) -> dict:
         named = self.layout.views(flat)
@@ -302,8 +305,8 @@ class _Group:
         first = runs.row(0)
         self.input_norm = first.input_norm
         self.sgd = first.optimizer == "sgd"
-        self.bug = first.bug
-        self.net = Net(chunk, self.input_norm, self.bug)
+        self.bug, self.hidden, self.activation = first.bug, first.hidden, first.activation
+        self.net = Net(chunk, self.input_norm, self.bug, self.hidden, self.activation)
         data = chunk.data
         self.n = data.n_train
         self.c = _Runs(runs, self.n, device)
@@ -336,7 +339,7 @@ class _Group:
         """The runs' initial state_dicts, stacked [R, ...]: nn.Linear's init from each
         run's seed, one model per distinct seed (``_Runs.seeds``)."""
         spec, data = self.chunk.model, self.chunk.data
-        states = [seeded_model(int(seed), data.n_features, spec.hidden, spec.activation,
+        states = [seeded_model(int(seed), data.n_features, self.hidden, self.activation,
                                self.input_norm, self.stats).state_dict() for seed in self.c.seeds]
         index = torch.from_numpy(self.c.seed_index.reshape(-1))
         return {k: torch.stack([s[k].detach() for s in states])[index] for k in states[0]}
@@ -586,7 +589,7 @@ class _Group:
             for r in running:
                 finite &= torch.isfinite(r).flatten(1).all(dim=1)
         bad = ~finite.cpu().numpy()
-        width = max([self.chunk.data.n_features, *self.chunk.model.hidden])
+        width = max([self.chunk.data.n_features, *self.hidden])
         for split, x, y in (("train", self.x, self.y), ("val", self.x_val, self.y_val)):
             if len(x) == 0:
                 continue
@@ -632,21 +635,22 @@ class _Group:
         for target, source in ((res.init, init), (res.final, final), (res.optim, optim)):
             for name, value in source.items():
                 value = value.numpy() if torch.is_tensor(value) else value
-                if name not in target:
-                    target[name] = np.full((len(res.steps), *value.shape[1:]), np.nan, np.float32)
-                target[name][rows] = value
+                put_rows(target, name, rows, value, len(res.steps))
 
 
 def group_rows(chunk: Chunk) -> list[np.ndarray]:
-    """The chunk's runs grouped by input normalization, optimizer family (sgd, or
-    adam/adamw) and bug: each group's run indices, in order; groups in order of their first
-    run."""
+    """The chunk's runs grouped by architecture (hidden widths, activation), bug, input
+    normalization and optimizer family (sgd, or adam/adamw): each group's run indices, in
+    order; groups in order of their first run."""
     runs = chunk.runs
-    if all(is_constant(runs.columns[k]) for k in ("bug", "input_norm", "optimizer")):
+    by = ("hidden", "activation", "bug", "input_norm")
+    if all(is_constant(runs.columns[k]) for k in (*by, "optimizer")):
         return [np.arange(len(runs))]             # one group: no sort over the runs
-    norm = runs.input_norm.codes.astype(np.int64)
-    key = (runs.bug.codes.astype(np.int64) * len(runs.input_norm.choices) + norm) * 2 \
-        + (runs.optimizer == "sgd")
+    key = np.zeros(len(runs), np.int64)
+    for name in by:                  # a mixed-radix number of the columns' codes
+        column = runs.columns[name]
+        key = key * len(column.choices) + column.codes
+    key = key * 2 + (runs.optimizer == "sgd")
     order = np.argsort(key, kind="stable")
     starts = np.flatnonzero(np.diff(key[order], prepend=-1))
     groups = np.split(order, starts[1:])

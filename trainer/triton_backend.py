@@ -45,21 +45,21 @@ METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
-    hidden = chunk.model.hidden
     if bool((chunk.runs.bug != "none").any()):
         return "bug: the fused kernels train correct code only; the torch backend trains bugs"
-    if len(hidden) > MAX_DEPTH:
-        return (f"model.hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
-                f"got {len(hidden)}")
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
     batchnorm = bool((chunk.runs.input_norm == "batchnorm").any())
-    params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm).size
-    if params > MAX_PARAMS:
-        return (f"model: the triton backend keeps each run's parameters in registers, at "
-                f"most {MAX_PARAMS}; {chunk.data.n_features} features and hidden "
-                f"{list(hidden)} make {params}")
+    for hidden in chunk.runs.architectures():      # each group is launched on its own
+        if len(hidden) > MAX_DEPTH:
+            return (f"hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
+                    f"got {len(hidden)}")
+        params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm).size
+        if params > MAX_PARAMS:
+            return (f"model: the triton backend keeps each run's parameters in registers, "
+                    f"at most {MAX_PARAMS}; {chunk.data.n_features} features and hidden "
+                    f"{list(hidden)} make {params}")
     return None
 
 
@@ -148,7 +148,7 @@ class _TritonGroup(_Group):
 
         layout = self.net.layout
         offset = dict(zip(layout.names, layout.offsets))
-        hidden = list(chunk.model.hidden)
+        hidden = list(self.hidden)
         d = chunk.data.n_features
         oa = hidden[0] if hidden else 1
         ob = hidden[1] if len(hidden) > 1 else 1
@@ -158,7 +158,7 @@ class _TritonGroup(_Group):
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
             OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
             ACT={"sigmoid": mlp.ACT_SIGMOID, "tanh": mlp.ACT_TANH, "relu": mlp.ACT_RELU}[
-                chunk.model.activation],
+                self.activation],
             LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
             BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL,
