@@ -361,8 +361,8 @@ class Doctor:
         def loss(*args, **kwargs):
             self._guard(self._check_loss, name, args, kwargs)
             pred, target = _loss_inputs(args, kwargs)
-            if not (isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor)
-                    and pred.shape != target.shape):
+            if not (name in ELEMENTWISE_LOSSES and isinstance(pred, torch.Tensor)
+                    and isinstance(target, torch.Tensor) and pred.shape != target.shape):
                 return original(*args, **kwargs)
             # torch warns about the sizes with stacklevel=2, which would name this wrapper:
             # called through a frame that has the caller's file, line and globals, the
