@@ -38,7 +38,8 @@ def tinysweep_cli(*args, cwd=None):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["diagnose", "--help"],
-                                  ["report", "--help"], ["export", "--help"]])
+                                  ["report", "--help"], ["export", "--help"],
+                                  ["doctor", "--help"]])
 def test_help_imports_nothing_heavy(args):
     code, heavy, out, err = tinysweep_cli(*args)
     assert code == 0 and heavy == [], (heavy, err)
@@ -77,6 +78,12 @@ def test_missing_config_file_imports_nothing_heavy(tmp_path):
     assert err == f"tinysweep: error: {tmp_path / 'missing.yaml'}: config file not found\n"
 
 
+def test_missing_doctor_script_imports_nothing_heavy(tmp_path):
+    code, heavy, _, err = tinysweep_cli("doctor", tmp_path / "train.py", "--epochs", "3")
+    assert code == 2 and heavy == []
+    assert err == f"tinysweep: error: {tmp_path / 'train.py'}: file not found\n"
+
+
 def test_import_tinysweep_is_light_and_its_names_work():
     code = ("import sys, tinysweep; heavy = [m for m in %r if m in sys.modules]; "
             "names = [tinysweep.run.__module__, tinysweep.load.__module__, "
@@ -93,4 +100,4 @@ def test_unknown_attribute_of_tinysweep_is_an_attribute_error():
     import tinysweep
     with pytest.raises(AttributeError, match="has no attribute 'runn'"):
         tinysweep.runn
-    assert {"run", "load", "Results", "UserError"} <= set(dir(tinysweep))
+    assert {"run", "load", "Results", "UserError", "doctor"} <= set(dir(tinysweep))

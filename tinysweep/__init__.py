@@ -11,12 +11,13 @@
     tinysweep.Sweep(data=(x, -4 * x)).grid(lr=tinysweep.logspace(-3, 0, 4)).run()
     tinysweep.diagnose({...one setup...}, data=(x, y))  # why it does or does not converge
     tinysweep.load("runs/line_batch_size")             # a results directory
+    with tinysweep.doctor.watch() as d: train()        # bugs in your own training code
 """
 
 from tinysweep.trainer.errors import UserError, WriteError
 
-__all__ = ["run", "diagnose", "load", "Results", "Sweep", "linspace", "logspace", "uniform",
-           "loguniform", "UserError", "WriteError"]
+__all__ = ["run", "diagnose", "doctor", "load", "Results", "Sweep", "linspace", "logspace",
+           "uniform", "loguniform", "UserError", "WriteError"]
 __version__ = "0.1.0"
 
 # Imported on first use: `import tinysweep` (which the `tinysweep` command and
@@ -25,16 +26,21 @@ _LAZY = {"run": "tinysweep.trainer.sweep", "load": "tinysweep.trainer.results",
          "Results": "tinysweep.trainer.results", "diagnose": "tinysweep.trainer.diagnose",
          **{name: "tinysweep.trainer.builder"
             for name in ("Sweep", "linspace", "logspace", "uniform", "loguniform")}}
+# Names that are a module themselves (tinysweep.doctor.watch()), not one of its attributes.
+_LAZY_MODULES = {"doctor": "tinysweep.trainer.doctor"}
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'tinysweep' has no attribute {name!r}")
     import importlib
-    value = getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY_MODULES:
+        value = importlib.import_module(_LAZY_MODULES[name])
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'tinysweep' has no attribute {name!r}")
     globals()[name] = value          # the next look-up is a plain one
     return value
 
 
 def __dir__():
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_LAZY_MODULES])

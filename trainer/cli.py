@@ -6,6 +6,7 @@
     tinysweep diagnose CONFIG [--observed FILE] [--out DIR] [--backend ...] [--device ...]
     tinysweep report DIR                          plots and report.md, again
     tinysweep export DIR (--run ID | --best) --out model.pt
+    tinysweep doctor [--out DIR] SCRIPT [ARGS...]   your training script, watched for bugs
 
 Exit 0 when the sweep finished (even if some runs diverged); exit 2 with one line on stderr
 for a bad config, bad data or bad arguments, before anything is written.
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="the finished run with the lowest final train loss")
     export.add_argument("--out", required=True, help="the state_dict file (e.g. model.pt); "
                         "the architecture goes beside it as .json")
+    doctor = sub.add_parser("doctor", help="run your own training script and report the bugs "
+                            "seen in it (file:line and the fix)")
+    doctor.add_argument("--out", metavar="DIR", help="directory for doctor.md (default: the "
+                        "current directory); give it before SCRIPT")
+    doctor.add_argument("script", metavar="SCRIPT",
+                        help="your training script (plain PyTorch or Lightning)")
+    # Everything after SCRIPT is the script's, --options included, as with `python SCRIPT`.
+    doctor.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="the script's own arguments")
     return ap
 
 
@@ -324,13 +334,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    if not Path(args.script).is_file():
+        raise UserError(f"{args.script}: file not found")
+    from .doctor import run_script                  # imports torch
+    return run_script(args.script, args.args, args.out)
+
+
 def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command is None:
             raise UserError("missing command; try 'tinysweep run CONFIG' (see tinysweep --help)")
         commands = {"run": cmd_run, "diagnose": cmd_diagnose, "report": cmd_report,
-                    "export": cmd_export}
+                    "export": cmd_export, "doctor": cmd_doctor}
         return commands[args.command](args)
     except UserError as e:
         print(f"tinysweep: error: {e}", file=sys.stderr)
