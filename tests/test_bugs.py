@@ -101,10 +101,15 @@ def test_the_reference_trains_a_bug_as_a_plain_torch_loop_with_that_mistake(bug)
 
 def test_double_sigmoid_needs_bce_and_the_fused_kernels_route_bugs_to_torch():
     with pytest.raises(tinysweep.UserError,
-                       match=r"^bug: run 1 has bug double_sigmoid .* needs model.loss "
+                       match=r"^bug: run 1 has bug double_sigmoid, which needs model.loss "
                              r"bce_with_logits, not mse$"):
         prepare({"data": {"source": "line"}, "train": {"epochs": 1},
                  "sweep": {"params": {"bug": ["none", "double_sigmoid"]}}})
+    with pytest.raises(tinysweep.UserError, match=r"^bug: run 0 has bug target_broadcast, "
+                                                  r"which needs model.loss mse or "
+                                                  r"bce_with_logits, not cross_entropy$"):
+        prepare({"data": {"source": "blobs"}, "model": {"loss": "cross_entropy"},
+                 "train": {"epochs": 1, "bug": "target_broadcast"}})
     plan = prepare(bug_sweep("mse"), backend="auto")
     assert plan.backend == "torch"
     assert "torch backend trains bugs" in triton_backend.unsupported(plan.chunk)

@@ -70,7 +70,7 @@ def test_the_resolved_config_records_where_the_data_came_from():
     ({"data": pd.DataFrame({"x": X[:0], "y": Y[:0]}), "target": "y"},
      r"^data: the DataFrame has no rows$"),
     ({"data": (np.ones((41, 2, 2)), Y)}, r"^data: X has shape \(41, 2, 2\)"),
-    ({"data": (X, np.ones((41, 2)))}, r"^data: y has shape \(41, 2\)"),
+    ({"data": (X, np.ones((41, 2, 1)))}, r"^data: y has shape \(41, 2, 1\)"),
     ({"data": (np.array(["a"] * 41), Y)}, r"^data: X has dtype <U1; expected real numbers$"),
     ({"data": X}, r"^data: expected an \(X, y\) pair of arrays or a pandas DataFrame"),
     ({"data": (X, Y), "target": "y"}, r"^target: only used with data given as a pandas"),

@@ -54,9 +54,9 @@ class Chunk:
 
     def metrics(self) -> list[str]:
         """Names of the curves: train_loss, val_loss (with a validation split), and the
-        accuracies for bce_with_logits."""
+        accuracies for bce_with_logits and cross_entropy."""
         splits = ["train"] + (["val"] if self.data.n_val > 0 else [])
-        kinds = ["loss"] + (["accuracy"] if self.model.loss == "bce_with_logits" else [])
+        kinds = ["loss"] + (["accuracy"] if self.model.loss != "mse" else [])
         return [f"{s}_{k}" for k in kinds for s in splits]
 
     def is_eval_epoch(self, epoch: int, run: RunParams) -> bool:

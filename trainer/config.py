@@ -22,7 +22,7 @@ import yaml
 from .errors import UserError
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
-LOSSES = ("mse", "bce_with_logits")
+LOSSES = ("mse", "bce_with_logits", "cross_entropy")
 INPUT_NORMS = ("none", "standardize", "batchnorm")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step")

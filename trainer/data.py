@@ -25,21 +25,23 @@ from .errors import UserError
 if TYPE_CHECKING:
     import torch
 
-SOURCES = ("line", "heart_rate", "moons", "circles", "xor", "csv", "npz")
+SOURCES = ("line", "heart_rate", "moons", "circles", "xor", "blobs", "spirals", "csv", "npz")
 # The source a resolved config records for data given in memory (tinysweep.run(data=...)).
 MEMORY = "memory"
 # The arrays of data given in memory, when saved beside the results (save_data=True): a
 # config of source memory read from that folder loads them, so --resume works there.
 SAVED_DATA = "data.npz"
-LOSSES = ("mse", "bce_with_logits")
+LOSSES = ("mse", "bce_with_logits", "cross_entropy")
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A train/validation split, all float32.
 
-    x_train [n_train, d], y_train [n_train], x_val [n_val, d], y_val [n_val];
-    n_val may be 0 (then x_val is [0, d]). feature_names has d entries.
+    x_train [n_train, d], y_train [n_train] (or [n_train, k] for k regression outputs),
+    x_val [n_val, d], y_val likewise; n_val may be 0 (then x_val is [0, d]). feature_names
+    has d entries. n_outputs: the model's outputs: k targets (mse), K classes
+    (cross_entropy: y holds the class, 0..K-1, as a float), else 1.
     """
 
     x_train: torch.Tensor
@@ -47,6 +49,7 @@ class Dataset:
     x_val: torch.Tensor
     y_val: torch.Tensor
     feature_names: tuple[str, ...]
+    n_outputs: int = 1
 
     @property
     def n_features(self) -> int:
@@ -121,6 +124,29 @@ def _text(key, value):
 
 
 _REQUIRED = object()
+MAX_CLASSES = 1000
+
+
+def _classes(key, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 2 <= value <= MAX_CLASSES:
+        raise UserError(f"data.params.{key}: expected an integer in [2, {MAX_CLASSES}], got {value!r}")
+    return int(value)
+
+
+def _features(key, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= 1000:
+        raise UserError(f"data.params.{key}: expected an integer in [1, 1000], got {value!r}")
+    return int(value)
+
+
+def _targets(key, value):
+    """A csv's target: one column name, or a list of them (several regression outputs)."""
+    if isinstance(value, list):
+        if not value or len(set(map(str, value))) != len(value):
+            raise UserError(f"data.params.{key}: expected a column name or a list of "
+                            f"distinct column names, got {value!r}")
+        return [_text(key, v) for v in value]
+    return _text(key, value)
 
 # source -> {param: (default, checker)}
 _PARAMS = {
@@ -131,7 +157,11 @@ _PARAMS = {
     "moons": {"n": (1000, _count), "noise": (0.1, _nonneg)},
     "circles": {"n": (1000, _count), "noise": (0.1, _nonneg), "factor": (0.5, _number)},
     "xor": {"n": (1000, _count), "noise": (0.1, _nonneg)},
-    "csv": {"path": (_REQUIRED, _text), "target": (_REQUIRED, _text)},
+    "blobs": {"n": (1000, _count), "classes": (3, lambda k, v: _classes(k, v)),
+              "features": (2, lambda k, v: _features(k, v)), "spread": (1.0, _positive)},
+    "spirals": {"n": (1000, _count), "classes": (3, lambda k, v: _classes(k, v)),
+                "noise": (0.1, _nonneg)},
+    "csv": {"path": (_REQUIRED, _text), "target": (_REQUIRED, lambda k, v: _targets(k, v))},
     "npz": {"path": (_REQUIRED, _text)},
     # data given in memory: what the resolved config records of it (from_memory's params)
     "memory": {"rows": (_REQUIRED, _count), "features": (_REQUIRED, _count),
@@ -223,8 +253,35 @@ def _xor(p, rng):
     return x + p["noise"] * rng.standard_normal(x.shape), y, ("x1", "x2")
 
 
+def _blobs(p, rng):
+    """K Gaussian clusters of ``spread``, centres drawn in [-5, 5]^features; label = cluster."""
+    import numpy as np
+
+    k, d = p["classes"], p["features"]
+    centres = rng.uniform(-5.0, 5.0, size=(k, d))
+    y = np.arange(p["n"]) % k
+    x = centres[y] + p["spread"] * rng.standard_normal((p["n"], d))
+    order = rng.permutation(p["n"])
+    names = ("x1", "x2") if d == 2 else tuple(f"x{j + 1}" for j in range(d))
+    return x[order], y[order].astype(np.float64), names
+
+
+def _spirals(p, rng):
+    """K interleaved spiral arms (two features); label = arm."""
+    import numpy as np
+
+    k, n = p["classes"], p["n"]
+    y = np.arange(n) % k
+    t = np.repeat(np.linspace(0.0, 1.0, -(-n // k)), k)[:n]      # position along the arm
+    angle = 4.0 * t + 2 * np.pi * y / k
+    x = np.stack([t * np.cos(angle), t * np.sin(angle)], 1)
+    x = x + p["noise"] * rng.standard_normal(x.shape)
+    order = rng.permutation(n)
+    return x[order], y[order].astype(np.float64), ("x1", "x2")
+
+
 _GENERATORS = {"line": _line, "heart_rate": _heart_rate, "moons": _moons,
-               "circles": _circles, "xor": _xor}
+               "circles": _circles, "xor": _xor, "blobs": _blobs, "spirals": _spirals}
 
 
 # ---------------------------------------------------------------- files
@@ -252,19 +309,22 @@ def _load_csv(p, base_dir):
         raise UserError(f"{where} has no data rows")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
-    target = p["target"]
-    if target not in columns:
-        raise UserError(f"data.params.target: column {target!r} not in {p['path']}; "
-                        f"available columns: {', '.join(columns)}")
-    if not pd.api.types.is_numeric_dtype(frame[target]):
-        raise UserError(f"data.params.target: column {target!r} in {p['path']} is not numeric "
-                        f"(dtype {frame[target].dtype})")
-    names = tuple(c for c in columns if c != target and pd.api.types.is_numeric_dtype(frame[c]))
+    targets = p["target"] if isinstance(p["target"], list) else [p["target"]]
+    for target in targets:
+        if target not in columns:
+            raise UserError(f"data.params.target: column {target!r} not in {p['path']}; "
+                            f"available columns: {', '.join(columns)}")
+        if not pd.api.types.is_numeric_dtype(frame[target]):
+            raise UserError(f"data.params.target: column {target!r} in {p['path']} is not "
+                            f"numeric (dtype {frame[target].dtype})")
+    names = tuple(c for c in columns if c not in targets and pd.api.types.is_numeric_dtype(frame[c]))
     if not names:
-        raise UserError(f"{where} has no numeric feature columns besides target {target!r}")
+        raise UserError(f"{where} has no numeric feature columns besides target "
+                        f"{', '.join(map(repr, targets))}")
     x = frame[list(names)].to_numpy(dtype=np.float64)
-    y = frame[target].to_numpy(dtype=np.float64)
-    return x, y, names, where, (*names, target)
+    y = frame[targets].to_numpy(dtype=np.float64)
+    y = y[:, 0] if not isinstance(p["target"], list) else y
+    return x, y, names, where, (*names, *targets)
 
 
 def _load_npz(p, base_dir):
@@ -297,13 +357,14 @@ def _load_npz(p, base_dir):
         raise UserError(f"{where}: array 'X' has shape {x.shape}; expected [n] or [n, d] with d >= 1")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1:
-        raise UserError(f"{where}: array 'y' has shape {y.shape}; expected [n] or [n, 1]")
+    if y.ndim not in (1, 2) or y.ndim == 2 and y.shape[1] == 0:
+        raise UserError(f"{where}: array 'y' has shape {y.shape}; expected [n] or [n, k]")
     if len(x) != len(y):
         raise UserError(f"{where}: X has {len(x)} rows but y has {len(y)}")
     d = x.shape[1]
     names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
-    return x.astype(np.float64), y.astype(np.float64), names, where, names + ("y",)
+    targets = ("y",) if y.ndim == 1 else tuple(f"y{i}" for i in range(y.shape[1]))
+    return x.astype(np.float64), y.astype(np.float64), names, where, names + targets
 
 
 # ---------------------------------------------------------------- data in memory
@@ -369,16 +430,17 @@ def from_memory(data, target: str | None = None) -> MemoryData:
         raise UserError(f"data: X has shape {tuple(x.shape)}; expected [n] or [n, d] with d >= 1")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1:
-        raise UserError(f"data: y has shape {tuple(y.shape)}; expected [n] or [n, 1]")
+    if y.ndim not in (1, 2) or y.ndim == 2 and y.shape[1] == 0:
+        raise UserError(f"data: y has shape {tuple(y.shape)}; expected [n] or [n, k]")
     if len(x) != len(y):
         raise UserError(f"data: X has {len(x)} rows but y has {len(y)}")
     if len(y) == 0:
         raise UserError("data: X and y have no rows")
     d = x.shape[1]
     names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
+    targets = ("y",) if y.ndim == 1 else tuple(f"y{i}" for i in range(y.shape[1]))
     return MemoryData(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64),
-                      (*names, "y"))
+                      (*names, *targets))
 
 
 def _from_frame(frame, target: str | None) -> MemoryData:
@@ -435,7 +497,7 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
     seed: seeds both the generator and the (separate) choice of validation rows.
     val_fraction: in [0, 1); round(val_fraction * n) random rows become x_val/y_val,
         the rest stay in x_train/y_train in their original order.
-    loss: "mse" or "bce_with_logits" (the latter requires 0/1 labels).
+    loss: "mse", "bce_with_logits" (0/1 labels) or "cross_entropy" (labels 0..K-1).
     base_dir: folder that relative file paths are resolved against (the config's).
     memory: for source "memory", the data given in memory (else SAVED_DATA in base_dir).
     """
@@ -457,7 +519,7 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
     elif source == MEMORY:
         memory = memory if memory is not None else saved_memory(p, base_dir)
         x, y, columns, where = memory.x, memory.y, memory.columns, "data (in memory)"
-        names = columns[:-1]
+        names = columns[:x.shape[1]]
     else:
         x, y, names = _GENERATORS[source](p, np.random.default_rng(seed))
         where, columns = f"data.source: {source}", (*names, "target")
@@ -468,14 +530,20 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
     with np.errstate(over="ignore"):  # overflow to inf is reported just below
         x, y = x.astype(np.float32), y.astype(np.float32)
     # Checked after the float32 cast so values too large for float32 are caught too.
-    for j, column in enumerate([*x.T, y]):
+    for j, column in enumerate([*x.T, *(y.T if y.ndim == 2 else [y])]):
         if not np.isfinite(column).all():
             raise UserError(f"{where} has NaN or inf in column {columns[j]!r}")
+    n_outputs = 1 if y.ndim == 1 else y.shape[1]
+    if n_outputs > 1 and loss != "mse":
+        raise UserError(f"{where} has {n_outputs} targets; loss {loss!r} takes one (several "
+                        f"targets are mse regression outputs)")
     if loss == "bce_with_logits":
         bad = y[(y != 0) & (y != 1)]
         if len(bad):
             raise UserError(f"{where} has {len(bad)} labels not 0 or 1 (e.g. {float(bad[0]):g}); "
                             f"loss 'bce_with_logits' needs 0/1 labels")
+    if loss == "cross_entropy":
+        n_outputs = _classes_of(y, where)
 
     n_val = round(val_fraction * n)
     if n - n_val < 1:
@@ -488,4 +556,29 @@ def load_data(source: str, params: dict, *, seed: int, val_fraction: float, loss
 
     t = torch.from_numpy
     return Dataset(x_train=t(x[train]), y_train=t(y[train]), x_val=t(x[val_idx]),
-                   y_val=t(y[val_idx]), feature_names=tuple(names))
+                   y_val=t(y[val_idx]), feature_names=tuple(names), n_outputs=n_outputs)
+
+
+def _classes_of(y, where: str) -> int:
+    """K, the classes of cross_entropy labels y [n] (whole numbers 0..K-1): max + 1. A class
+    with no row is a warning on stderr, not an error (a split may miss a rare class)."""
+    import sys
+
+    import numpy as np
+
+    bad = y[(y != np.round(y)) | (y < 0)]
+    if len(bad):
+        raise UserError(f"{where} has {len(bad)} labels that are not class numbers 0, 1, 2, "
+                        f"... (e.g. {float(bad[0]):g}); loss 'cross_entropy' needs whole-number "
+                        f"labels")
+    k = int(y.max()) + 1
+    if k < 2:
+        raise UserError(f"{where} has a single class ({k - 1:g}); loss 'cross_entropy' needs "
+                        f"at least 2")
+    if k > MAX_CLASSES:
+        raise UserError(f"{where} has labels up to {k - 1}; at most {MAX_CLASSES} classes")
+    empty = np.flatnonzero(np.bincount(y.astype(np.int64), minlength=k) == 0)
+    if len(empty):
+        print(f"tinysweep: warning: {where}: class {', '.join(map(str, empty[:5]))} has no "
+              f"row (labels 0..{k - 1}); the model still has {k} outputs", file=sys.stderr)
+    return k

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import INPUT_NORMS, Config, RunParams, load_config
+from .config import INPUT_NORMS, MAX_HIDDEN_LAYERS, Config, RunParams, load_config
 from .errors import UserError
 from .results import Results, atomic_write
 from .runs import Runs
@@ -39,6 +39,7 @@ FIX_RATIO = 2.0             # a change that lowers the median final loss this mu
 LR_FACTORS = (0.01, 0.1, 10.0)
 BATCH_SIZES = (16, 64, 256)  # and the whole training split
 EPOCH_FACTOR = 3
+WIDE = 16                   # the hidden units a linear setup is tried with
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ def variants(base: RunParams, n_train: int) -> list[Variant]:
     for opt in ("adam", "sgd"):
         if opt != base.optimizer:
             out.append(Variant("optimizer", f"optimizer: {opt}", {"optimizer": opt}))
+    # a wider network (twice each layer; a linear model gets WIDE units) and a deeper one
+    wider = tuple(2 * w for w in base.hidden) or (WIDE,)
+    out.append(Variant("hidden", f"hidden: {list(wider)} (wider)", {"hidden": wider}))
+    if len(base.hidden) < MAX_HIDDEN_LAYERS:
+        deeper = (*base.hidden, base.hidden[-1] if base.hidden else WIDE)
+        out.append(Variant("hidden", f"hidden: {list(deeper)} (deeper)", {"hidden": deeper}))
     return out
 
 
@@ -196,12 +203,12 @@ def run_findings(res: Results, run_id: int, config: Config, data, floor: float
 def _unit_findings(res: Results, run_id: int, config: Config, data) -> list[Finding]:
     """Saturated sigmoid/tanh units and dead relus of the first hidden layer, on the
     training rows."""
-    if not config.model.hidden:
+    hidden, act = res.architecture(run_id)
+    if not hidden:
         return []
     model = res.model(run_id)
     with torch.no_grad():
         a = model[1](model[0](data.x_train.float()))          # pre-activations [n, h]
-    act = config.model.activation
     if act == "relu":
         dead = int((a <= 0).all(0).sum())
         if dead:
@@ -252,6 +259,8 @@ def fix_findings(res: Results, labels: list[Variant], base_run: RunParams
 def _distance(overrides: dict, base: RunParams) -> float:
     """How far a numeric change moves the setup: |log(new / old)|."""
     (name, value), = overrides.items()
+    if name == "hidden":                     # units added, relative to the setup's
+        return abs(math.log((sum(value) + 1) / (sum(base.hidden) + 1)))
     return abs(math.log(value / getattr(base, name)))
 
 

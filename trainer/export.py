@@ -70,15 +70,17 @@ def describe(res: Results, run_id: int) -> dict:
     table = res.table
     hyperparameters = {name: _plain(table[name].iloc[run_id])
                        for name in RUN_PARAM_NAMES if name in table.columns}
+    hidden, activation = res.architecture(run_id)
     return {
         "format": FORMAT,
         "run_id": int(run_id),
         "n_features": int(res.params["init.1.weight"].shape[-1]),
-        "hidden": [int(h) for h in spec["hidden"]],
-        "activation": spec["activation"],
+        "hidden": [int(h) for h in hidden],
+        "activation": activation,
+        "n_outputs": res.n_outputs(run_id),
         "input_norm": hyperparameters["input_norm"],
         "loss": spec["loss"],
-        "outputs": "logits" if spec["loss"] == "bce_with_logits" else "predictions",
+        "outputs": "predictions" if spec["loss"] == "mse" else "logits",
         "hyperparameters": hyperparameters,
         "final_train_loss": _plain(table["final_train_loss"].iloc[run_id]),
     }
@@ -102,7 +104,7 @@ def load_exported(path: str | Path) -> nn.Sequential:
     if not path.is_file():
         raise UserError(f"{path}: missing; the weights of {meta_path.name}")
     model = build_model(meta["n_features"], meta["hidden"], meta["activation"],
-                        meta["input_norm"])
+                        meta["input_norm"], n_outputs=meta.get("n_outputs", 1))
     state = torch.load(path, weights_only=True)
     try:
         model.load_state_dict(state)

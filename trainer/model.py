@@ -3,7 +3,10 @@
 The exported (and reference) model is an ``nn.Sequential``::
 
     0: input normalization  (Identity | Standardize | BatchNorm1d(d))
-    1: Linear(d, h1), 2: activation, 3: Linear(h1, h2), ..., last: Linear(h_last, 1)
+    1: Linear(d, h1), 2: activation, 3: Linear(h1, h2), ..., last: Linear(h_last, K)
+
+with K outputs: 1, the k targets of a multi-output regression, or the K classes of
+cross_entropy (logits).
 
 so its state_dict names (``0.running_mean``, ``1.weight``, ``3.bias``, ...) are the same for
 every input_norm, and the vectorized backends use the same names for their stacked tensors.
@@ -29,9 +32,9 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def layer_sizes(n_features: int, hidden) -> list[tuple[int, int]]:
-    """(in, out) of each Linear layer, first to last; the last has one output."""
-    widths = [n_features, *hidden, 1]
+def layer_sizes(n_features: int, hidden, n_outputs: int = 1) -> list[tuple[int, int]]:
+    """(in, out) of each Linear layer, first to last; the last has ``n_outputs``."""
+    widths = [n_features, *hidden, n_outputs]
     return list(zip(widths[:-1], widths[1:]))
 
 
@@ -41,7 +44,8 @@ def linear_names(n_layers: int) -> list[str]:
 
 
 def build_model(n_features: int, hidden, activation: str, input_norm: str,
-                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Sequential:
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+                n_outputs: int = 1) -> nn.Sequential:
     """The model on raw inputs. ``stats`` = (mean, std), each [d], is needed for standardize.
 
     Linear layers get nn.Linear's default initialization from the global RNG.
@@ -59,7 +63,7 @@ def build_model(n_features: int, hidden, activation: str, input_norm: str,
     else:
         raise ValueError(f"unknown input_norm {input_norm!r}")
     layers: list[nn.Module] = [norm]
-    sizes = layer_sizes(n_features, hidden)
+    sizes = layer_sizes(n_features, hidden, n_outputs)
     for i, (fan_in, fan_out) in enumerate(sizes):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 1:
@@ -68,21 +72,40 @@ def build_model(n_features: int, hidden, activation: str, input_norm: str,
 
 
 def seeded_model(seed: int, n_features: int, hidden, activation: str, input_norm: str,
-                 stats=None) -> nn.Sequential:
+                 stats=None, n_outputs: int = 1) -> nn.Sequential:
     """The model with a run's initial weights: nn.Linear's default init drawn from ``seed``.
 
     The global RNG is forked, so the caller's random state is left as it was.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(n_features, hidden, activation, input_norm, stats)
+        return build_model(n_features, hidden, activation, input_norm, stats, n_outputs)
 
 
 def pointwise_loss(z: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Per-row loss, same shape as z. BCE-with-logits in its stable form
-    ``max(z, 0) - z*y + log1p(exp(-|z|))``, finite for any finite z."""
+    """The loss of each output, whose mean is the loss: mse and bce_with_logits per element
+    (z and y of one shape, or broadcast), BCE-with-logits in its stable form
+    ``max(z, 0) - z*y + log1p(exp(-|z|))``, finite for any finite z; cross_entropy per
+    row, z [..., K] logits against y [...] the class (a float), as F.cross_entropy."""
     if loss == "mse":
         return (z - y) ** 2
     if loss == "bce_with_logits":
         return z.clamp(min=0) - z * y + torch.log1p(torch.exp(-z.abs()))
+    if loss == "cross_entropy":
+        classes = y.long().expand(z.shape[:-1])          # y may be shared by K models
+        picked = z.gather(-1, classes.unsqueeze(-1)).squeeze(-1)
+        return torch.logsumexp(z, dim=-1) - picked
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def predictions(z: torch.Tensor, n_outputs: int) -> torch.Tensor:
+    """The model's output [N, K] as the losses take it: [N] for one output."""
+    return z.squeeze(-1) if n_outputs == 1 else z
+
+
+def accuracy(z: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Right or wrong per row (float): bce_with_logits predicts 1 where z > 0, cross_entropy
+    the argmax; last dimension of the result: reduced."""
+    if loss == "cross_entropy":
+        return (z.argmax(dim=-1).to(y.dtype) == y).to(y.dtype)
+    return ((z > 0).to(y.dtype) == y).to(y.dtype)

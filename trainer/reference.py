@@ -22,7 +22,7 @@ from torch import nn
 
 from .backend import Chunk, ChunkResult, stack_rows
 from .config import RunParams
-from .model import pointwise_loss, seeded_model
+from .model import accuracy, pointwise_loss, predictions, seeded_model
 from .order import epoch_order
 
 
@@ -36,13 +36,15 @@ def make_optimizer(run: RunParams, params) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> dict[str, float]:
-    """Mean loss (and accuracy for bce_with_logits: logit > 0 predicts 1) in eval mode."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
+             n_outputs: int = 1) -> dict[str, float]:
+    """Mean loss (and accuracy: bce_with_logits predicts 1 where the logit is > 0,
+    cross_entropy the argmax) in eval mode."""
     model.eval()
-    z = model(x).squeeze(-1)
+    z = predictions(model(x), n_outputs)
     out = {"loss": pointwise_loss(z, y, loss).mean().item()}
-    if loss == "bce_with_logits":
-        out["accuracy"] = ((z > 0).float() == y).float().mean().item()
+    if loss != "mse":
+        out["accuracy"] = accuracy(z, y, loss).mean().item()
     return out
 
 
@@ -56,8 +58,9 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
     the CPU."""
     data, spec = chunk.data, chunk.model
     stats = data.standardization() if run.input_norm == "standardize" else None
+    k = data.n_outputs
     model = seeded_model(run.seed, data.n_features, run.hidden, run.activation,
-                         run.input_norm, stats)
+                         run.input_norm, stats, k)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     model.to(device)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
@@ -73,11 +76,11 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
         order = torch.from_numpy(epoch_order(run.seed, epoch, n, run.shuffle)).to(device)
         for start in range(0, n, run.batch_size):
             rows = order[start:start + run.batch_size]
-            z, y = model(x_train[rows]).squeeze(-1), y_train[rows]        # [B], [B]
+            z, y = predictions(model(x_train[rows]), k), y_train[rows]   # [B] or [B, k]
             if run.bug == "target_broadcast":
-                # a Dataset returning each target as [1, 1]: predictions [B, 1], targets
-                # [B, 1, 1], and the loss broadcasts them to [B, B, 1], every pair
-                z, y = z.view(-1, 1), y.view(-1, 1, 1)
+                # a Dataset returning each target as [1, k]: predictions [B, k], targets
+                # [B, 1, k], and the loss broadcasts them to [B, B, k], every pair
+                z, y = z.view(len(z), -1), y.view(len(y), 1, -1)
             elif run.bug == "double_sigmoid":
                 z = torch.sigmoid(z)      # the model ends in nn.Sigmoid(), and the loss is
                 # BCE-with-logits, which applies a sigmoid of its own
@@ -95,7 +98,7 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
             for split, x, y in splits:
                 if len(x) == 0:
                     continue
-                for metric, value in evaluate(model, x, y, spec.loss).items():
+                for metric, value in evaluate(model, x, y, spec.loss, k).items():
                     curves[f"{split}_{metric}"][chunk.column(epoch + 1)] = value
             # Once non-finite, weights stay so (NaN and inf only spread), so checking at
             # evaluations alone decides the same runs, at the same step, on every backend.

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import widths_of
 from .results import Results, atomic_write
 
 LOSS = "final_train_loss"
@@ -71,6 +72,10 @@ def sweep_columns(res: Results) -> dict[str, pd.Categorical]:
     """The sweep's parameters that take more than one value, in config order, factorized."""
     params = res.config.get("sweep", {}).get("params", {})
     columns = {p: factorize(res.table[p]) for p in params if p in res.table}
+    if "hidden" in columns:           # architectures by depth, then width: none, 16, 16-16
+        cat = columns["hidden"]
+        columns["hidden"] = cat.reorder_categories(
+            sorted(cat.categories, key=lambda t: (len(widths_of(t)), widths_of(t))))
     return {p: c for p, c in columns.items() if len(c.categories) > 1}
 
 
@@ -406,6 +411,43 @@ def plot_curves(res: Results, work: pd.DataFrame, hue: str | None, path: Path) -
     return _save(fig, path)
 
 
+def plot_architectures(work: pd.DataFrame, medians: GroupMedians, path: Path) -> Path:
+    """Median final train loss of each architecture against its width (the widest layer),
+    one line per depth, a panel per activation when that is swept too; a linear model is a
+    dashed line across."""
+    hidden = work["hidden"].array.categories
+    shapes = [widths_of(t) for t in hidden]
+    acts = list(work["activation"].array.categories) if "activation" in work else [None]
+    by = ("activation", "hidden") if acts != [None] else ("hidden",)
+    cells = medians(by, [LOSS])[LOSS]
+    fig, axes = _figure(len(acts), width=4.4, sharey=True)
+    widths = sorted({max(h) for h in shapes if h})
+    for a, (ax, act) in enumerate(zip(axes, acts)):
+        base = a * len(hidden)
+        at = lambda i: cells.get(base + i, np.nan)
+        for depth in sorted({len(h) for h in shapes if h}):
+            points = sorted((max(h), at(i)) for i, h in enumerate(shapes) if len(h) == depth)
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "-o", ms=4, label=f"depth {depth}")
+        for i, h in enumerate(shapes):
+            if not h and np.isfinite(at(i)):
+                ax.axhline(at(i), ls="--", color="gray", lw=1, label="linear")
+        if widths and widths[-1] / widths[0] >= 4:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.set_xlabel("width (units in the widest layer)")
+        ax.set_ylabel("median final train loss")
+        if act is not None:
+            ax.set_title(f"activation {act}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    finite = cells.to_numpy()[np.isfinite(cells.to_numpy())]
+    if len(finite) and finite.min() > 0 and finite.max() / finite.min() >= 10:
+        _log_scale(axes[0], "y", float(finite.min()), float(finite.max()))
+    fig.suptitle("final train loss against width and depth (median over the other params)")
+    return _save(fig, path)
+
+
 def plot_heatmap(medians: GroupMedians, x: str, y: str, path: Path) -> Path:
     """Median final train loss over the grid of two numeric swept parameters (factorized in
     ``medians.frame``); a value of either at which every run diverged gets no row or
@@ -501,8 +543,15 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
         figures.append((f"Final metrics against {x}", path, len(metrics), functools.partial(
             plot_against, work, x, hue_for(ranked, n_values, x), metrics,
             f"final metrics against {x}", path, medians)))
+    if "hidden" in swept and metrics:
+        path = plots / "final_by_width_and_depth.png"
+        n_act = n_values.get("activation", 1)
+        figures.append(("Final train loss against width and depth", path, n_act,
+                        functools.partial(plot_architectures, work, medians, path)))
     numeric = [p for p in swept if is_numeric(table[p])]
-    if not res.config["model"]["hidden"] and numeric:
+    linear = (table["hidden"] == "none").all() if "hidden" in table \
+        else not res.config["model"]["hidden"]
+    if linear and numeric:
         x = numeric[0]
         path = plots / f"weights_by_{x}.png"
         n_weights = min(res.params["final.1.weight"].size // max(len(table), 1), 4)
@@ -521,9 +570,12 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
 
     spec = res.config["model"]
     n_div = int(table.diverged.sum())
+    model = ", ".join([
+        f"{n_values['hidden']} architectures" if "hidden" in swept else f"hidden {spec['hidden']}",
+        f"{n_values['activation']} activations" if "activation" in swept else spec["activation"]])
     text = [f"# {res.config['name']}: sweep report", "",
-            f"{len(table)} runs ({n_div} diverged) of hidden {spec['hidden']}, "
-            f"{spec['activation']}, {spec['loss']} on `{res.config['data']['source']}` data; "
+            f"{len(table)} runs ({n_div} diverged) of {model}, "
+            f"{spec['loss']} on `{res.config['data']['source']}` data; "
             f"swept: {', '.join(f'{p} ({n_values[p]} values)' for p in swept) or 'nothing'}.",
             "", "## What mattered", "",
             "Swept parameters ranked by how far they move the median final train loss over "

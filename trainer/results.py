@@ -91,7 +91,8 @@ class Results:
         hidden, activation = self.architecture(run_id)
         row = self.table.iloc[run_id]
         n_features = self.params["init.1.weight"].shape[-1]
-        model = build_model(n_features, hidden, activation, row["input_norm"])
+        model = build_model(n_features, hidden, activation, row["input_norm"],
+                            n_outputs=self.n_outputs(run_id))
         state = {}
         for name, ref in model.state_dict().items():
             stored = self.params[f"{which}.{name}"][run_id]     # as wide as the widest run
@@ -100,6 +101,14 @@ class Results:
             state[name] = value.to(ref.dtype).reshape(ref.shape)
         model.load_state_dict(state)
         return model.eval()
+
+    def n_outputs(self, run_id: int) -> int:
+        """Run ``run_id``'s outputs: its last layer's biases (the entries of a name beyond a
+        run's own shape are NaN, and initial biases are finite)."""
+        from .model import linear_names
+        hidden, _ = self.architecture(run_id)
+        last = linear_names(len(hidden) + 1)[-1]
+        return int(np.isfinite(self.params[f"init.{last}.bias"][run_id]).sum())
 
     def architecture(self, run_id: int) -> tuple[tuple[int, ...], str]:
         """Run ``run_id``'s hidden widths and activation (the model section's for results

@@ -53,13 +53,16 @@ def check_batchnorm_batches(chunk: Chunk) -> None:
 
 
 def check_bugs(chunk: Chunk) -> None:
-    """double_sigmoid is a sigmoid before BCE-with-logits: refused with another loss."""
-    bad = chunk.runs.bug == "double_sigmoid"
-    if chunk.model.loss != "bce_with_logits" and bad.any():
-        run_id = int(np.argmax(bad))
-        raise UserError(f"bug: run {run_id} has bug double_sigmoid (a sigmoid before "
-                        f"BCE-with-logits), which needs model.loss bce_with_logits, not "
-                        f"{chunk.model.loss}")
+    """double_sigmoid is a sigmoid before BCE-with-logits: refused with another loss;
+    target_broadcast with cross_entropy, whose class targets do not broadcast (torch
+    raises)."""
+    needs = {"double_sigmoid": ("bce_with_logits",), "target_broadcast": ("mse", "bce_with_logits")}
+    for bug, losses in needs.items():
+        bad = chunk.runs.bug == bug
+        if chunk.model.loss not in losses and bad.any():
+            run_id = int(np.argmax(bad))
+            raise UserError(f"bug: run {run_id} has bug {bug}, which needs model.loss "
+                            f"{' or '.join(losses)}, not {chunk.model.loss}")
 
 
 # Without --chunk-runs, a launch holds at most this many floats of one step's batches and
@@ -89,9 +92,9 @@ def available_bytes(device: str) -> int:
 def bytes_per_run(chunk: Chunk, backend: str) -> int:
     """A run's memory in a chunk, about: its parameters, gradients and optimizer state (and
     the torch backend's snapshots and per-run slab of one step), and its curves."""
-    n = chunk.data.n_train
-    widths = [chunk.data.n_features, *max(chunk.runs.architectures(), key=_size), 1]
-    params = max(_size(h, chunk.data.n_features) for h in chunk.runs.architectures())
+    n, k = chunk.data.n_train, chunk.data.n_outputs
+    widths = [chunk.data.n_features, *max(chunk.runs.architectures(), key=_size), k]
+    params = max(_size(h, chunk.data.n_features, k) for h in chunk.runs.architectures())
     curves = 4 * len(chunk.eval_epochs)
     if backend == "triton":    # state in tiles and in the group's tensors: 2 copies of 3
         return 4 * (6 * params + curves + 32)
@@ -100,9 +103,9 @@ def bytes_per_run(chunk: Chunk, backend: str) -> int:
     return 4 * (8 * params + curves + slab)
 
 
-def _size(hidden, n_features: int = 1) -> int:
+def _size(hidden, n_features: int = 1, n_outputs: int = 1) -> int:
     """Parameters of an architecture (with batchnorm's two per feature): its memory."""
-    widths = [n_features, *hidden, 1]
+    widths = [n_features, *hidden, n_outputs]
     return sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * widths[0]
 
 

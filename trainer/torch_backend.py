@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from .backend import Chunk, ChunkResult, put_rows, steps_per_epoch
-from .model import Standardize, layer_sizes, linear_names, pointwise_loss, seeded_model
+from .model import (Standardize, accuracy, layer_sizes, linear_names, pointwise_loss,
+                    predictions, seeded_model)
 from .order import permutations
 from .runs import Runs, is_constant
 
@@ -69,13 +70,13 @@ class Layout:
     size: int
 
     @staticmethod
-    def of(n_features: int, hidden, batchnorm: bool) -> Layout:
+    def of(n_features: int, hidden, batchnorm: bool, n_outputs: int = 1) -> Layout:
         names, shapes = [], []
         if batchnorm:
             names += ["0.weight", "0.bias"]
             shapes += [(n_features,), (n_features,)]
         for name, (fan_in, fan_out) in zip(linear_names(len(hidden) + 1),
-                                           layer_sizes(n_features, hidden)):
+                                           layer_sizes(n_features, hidden, n_outputs)):
             names += [f"{name}.weight", f"{name}.bias"]
             shapes += [(fan_out, fan_in), (fan_out,)]
         sizes = [math.prod(s) for s in shapes]
@@ -139,8 +140,10 @@ class Net:
         self.hidden = tuple(chunk.model.hidden if hidden is None else hidden)
         self.activation = activation or chunk.model.activation
         self.loss = chunk.model.loss
+        self.n_outputs = chunk.data.n_outputs
         self.batchnorm = input_norm == "batchnorm"
-        self.layout = Layout.of(chunk.data.n_features, self.hidden, self.batchnorm)
+        self.layout = Layout.of(chunk.data.n_features, self.hidden, self.batchnorm,
+                                self.n_outputs)
         self.linears = linear_names(len(self.hidden) + 1)
 
     def views(self, flat: torch.Tensor) -> dict:
@@ -174,7 +177,7 @@ class Net:
         return (h > 0).to(h.dtype)
 
     def forward(self, p: dict, x: torch.Tensor, norm=None):
-        """Outputs [K, B, 1] and what the backward pass needs (activations, xhat).
+        """Outputs [K, B, n_outputs] and what the backward pass needs (activations, xhat).
 
         x: [K, B, d], or [B, d] shared by all K. norm (batchnorm only): (mean, var), each
         [K, 1, d]: the batch statistics in training, the running ones in eval mode.
@@ -211,27 +214,35 @@ class Net:
 
     def output_grad(self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """dL/dout of the weighted batch mean: w [K, B, 1] is loss'-scale / rows on a batch's
-        rows and 0 on padding (see ``loss_scale``). double_sigmoid: the loss of sigmoid(out),
-        so loss'(sigmoid(out)) * sigmoid'(out)."""
+        rows and 0 on padding (see ``loss_scale``); out [K, B, n_outputs], y [K, B, k] (the
+        targets) or [K, B, 1] (cross_entropy: the class). double_sigmoid: the loss of
+        sigmoid(out), so loss'(sigmoid(out)) * sigmoid'(out)."""
         if self.bug == "double_sigmoid":              # bce_with_logits only (plan_for)
             s = torch.sigmoid(out)
             return torch.sigmoid(s).sub_(y).mul_(w).mul_(s * (1 - s))
         if self.loss == "mse":
             return torch.sub(out, y).mul_(w)
+        if self.loss == "cross_entropy":              # softmax(out) - onehot(y)
+            classes = torch.arange(out.shape[-1], device=out.device, dtype=out.dtype)
+            return torch.softmax(out, dim=-1).sub_((classes == y).to(out.dtype)).mul_(w)
         return torch.sigmoid(out).sub_(y).mul_(w)
 
-    @property
-    def loss_scale(self) -> float:
-        """d loss / d out = scale * (f(out) - y): 2 for mse ((out-y)^2), 1 for bce."""
-        return 2.0 if self.loss == "mse" else 1.0
+    def loss_scale(self, mean: bool = True) -> float:
+        """d loss / d out = scale * (f(out) - y) per row of the batch: 2 for mse ((out-y)^2,
+        averaged over the k outputs too, as F.mse_loss: 2 / k), 1 for bce and
+        cross_entropy. ``mean=False`` (loss_sum): every element summed, no 1 / k."""
+        if self.loss != "mse":
+            return 1.0
+        return 2.0 / self.n_outputs if mean else 2.0
 
     @torch.no_grad()
     def evaluate(self, p: dict, x: torch.Tensor, y: torch.Tensor, norm) -> dict[str, torch.Tensor]:
         """Mean loss (and accuracy) of K models on all rows of x [N, d], y [N]: each [K]."""
-        out = self.forward(p, x, norm)[0].squeeze(-1)
-        metrics = {"loss": pointwise_loss(out, y, self.loss).mean(dim=1)}
-        if self.loss == "bce_with_logits":
-            metrics["accuracy"] = ((out > 0).to(y.dtype) == y).to(y.dtype).mean(dim=1)
+        out = predictions(self.forward(p, x, norm)[0], self.n_outputs)
+        losses = pointwise_loss(out, y, self.loss)
+        metrics = {"loss": losses.flatten(1).mean(dim=1)}
+        if self.loss != "mse":
+            metrics["accuracy"] = accuracy(out, y, self.loss).mean(dim=1)
         return metrics
 
 
@@ -340,7 +351,8 @@ class _Group:
         run's seed, one model per distinct seed (``_Runs.seeds``)."""
         spec, data = self.chunk.model, self.chunk.data
         states = [seeded_model(int(seed), data.n_features, self.hidden, self.activation,
-                               self.input_norm, self.stats).state_dict() for seed in self.c.seeds]
+                               self.input_norm, self.stats, data.n_outputs).state_dict()
+                  for seed in self.c.seeds]
         index = torch.from_numpy(self.c.seed_index.reshape(-1))
         return {k: torch.stack([s[k].detach() for s in states])[index] for k in states[0]}
 
@@ -348,7 +360,7 @@ class _Group:
     def _permuted_data(self, pairs: list[tuple[int, int]], width: int):
         """The training data in the order of each (seed, epoch) pair, as one table.
 
-        Returns x [(Q + 1) * (n + width), d] and y [(Q + 1) * (n + width), 1]: block 0
+        Returns x [(Q + 1) * (n + width), d] and y [(Q + 1) * (n + width), k]: block 0
         holds the rows in their own order, block q the rows of pair q - 1's permutation;
         each block is padded with ``width`` zero rows, so every batch is a window of
         ``width`` consecutive rows of the table. Permutations are cached until every run
@@ -366,8 +378,9 @@ class _Group:
             for key in [k for k in self._perms if k[1] < low]:
                 del self._perms[key]
         x = torch.cat([self.x[order], self.x.new_zeros(len(order), width, self.x.shape[1])], 1)
-        y = torch.cat([self.y[order], self.y.new_zeros(len(order), width)], 1)
-        return x.view(-1, x.shape[-1]), y.view(-1, 1)
+        targets = self.y.view(self.n, -1)          # [n, k] targets, or [n, 1]: y or the class
+        y = torch.cat([targets[order], targets.new_zeros(len(order), width, targets.shape[1])], 1)
+        return x.view(-1, x.shape[-1]), y.view(-1, targets.shape[1])
 
     def _gather(self, t0: int, t1: int, act: np.ndarray, scale: float, keep_mask: bool,
                 mean: bool = True):
@@ -404,7 +417,7 @@ class _Group:
         windows = lambda t: t.as_strided((len(t) - width + 1, width, t.shape[1]),
                                          (t.shape[1], t.shape[1], 1))
         x = windows(x_table).index_select(0, first).view(*epoch.shape, width, d)
-        y = windows(y_table).index_select(0, first).view(*epoch.shape, width, 1)
+        y = windows(y_table).index_select(0, first).view(*epoch.shape, width, y_table.shape[1])
         # w: `scale / count` ones followed by zeros, again as windows of one vector.
         steps_down = torch.cat([torch.ones(width, device=dev), torch.zeros(width, device=dev)])
         mask = steps_down.as_strided((width + 1, width), (1, 1))
@@ -512,9 +525,9 @@ class _Group:
         """Runs global steps t0..t1-1 of the active runs; returns the evaluation snapshots."""
         net, dev = self.net, self.device
         broadcast = self.bug == "target_broadcast"
-        x, y, mask, w, count = self._gather(t0, t1, act, net.loss_scale,
-                                            net.batchnorm or broadcast,
-                                            mean=self.bug != "loss_sum")
+        mean = self.bug != "loss_sum"
+        x, y, mask, w, count = self._gather(t0, t1, act, net.loss_scale(mean),
+                                            net.batchnorm or broadcast, mean=mean)
         if broadcast:        # every row's target is the batch's mean target: [S, A, 1, 1]
             y = (y * mask).sum(dim=2, keepdim=True).div_(count.unsqueeze(-1))
         xs, ys, ws = x.unbind(0), y.unbind(0), w.unbind(0)

@@ -47,6 +47,9 @@ def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
     if bool((chunk.runs.bug != "none").any()):
         return "bug: the fused kernels train correct code only; the torch backend trains bugs"
+    if chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1:
+        return ("model: the fused kernels have one output; the torch backend trains "
+                "cross_entropy and several regression outputs")
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
