@@ -215,3 +215,14 @@ def test_kernels_compile_for_an_h100(spec):
                            json.dumps(spec)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "train_kernel order_kernel" in done.stdout
+
+
+def test_each_architecture_of_a_sweep_is_its_own_launch_and_matches_the_reference(write_config):
+    path = write_config(
+        data={"source": "moons", "params": {"n": 13}, "seed": 3},
+        model={"loss": "bce_with_logits"}, train={"epochs": 2, "lr": 0.03},
+        sweep={"params": {"hidden": [[], [3], [2, 3]], "activation": ["tanh", "relu"],
+                          "batch_size": [5, 16], "shuffle": [True, False]}})
+    triton_res, ref = both(path)
+    assert set(ref.table.hidden) == {"none", "3", "2-3"}
+    assert_same_runs(triton_res, ref)
