@@ -33,7 +33,8 @@ def test_generator_defaults_shapes_dtypes(source, d, names):
 
 
 def test_sources_tuple():
-    assert SOURCES == ("line", "heart_rate", "moons", "circles", "xor", "csv", "npz")
+    assert SOURCES == ("line", "heart_rate", "moons", "circles", "xor", "blobs", "spirals",
+                       "csv", "npz")
 
 
 def test_line_exact_without_noise():
@@ -236,7 +237,7 @@ def test_npz_1d_feature(tmp_path):
     ({"X": np.array(["a", "b"]), "y": np.zeros(2)}, r"d\.npz: array 'X' has dtype"),
     ({"X": np.zeros((2, 2, 2)), "y": np.zeros(2)}, r"d\.npz: array 'X' has shape"),
     ({"X": np.zeros((2, 0)), "y": np.zeros(2)}, r"d\.npz: array 'X' has shape"),
-    ({"X": np.zeros((2, 1)), "y": np.zeros((2, 2))}, r"d\.npz: array 'y' has shape"),
+    ({"X": np.zeros((2, 1)), "y": np.zeros((2, 2, 1))}, r"d\.npz: array 'y' has shape"),
     ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, r"data\.params\.path: d\.npz has no data rows"),
     ({"X": np.array([[1, np.nan]]), "y": np.zeros(1)}, r"d\.npz has NaN or inf in column 'x1'"),
     ({"X": np.zeros(2), "y": np.array([0, -np.inf])}, r"d\.npz has NaN or inf in column 'y'"),
@@ -310,5 +311,6 @@ def test_bce_rejects_regression_labels():
 
 
 def test_unknown_loss():
-    with pytest.raises(UserError, match=r"loss: expected one of mse, bce_with_logits, got 'l1'"):
+    with pytest.raises(UserError, match=r"loss: expected one of mse, bce_with_logits, "
+                                        r"cross_entropy, got 'l1'"):
         load("line", loss="l1")

@@ -56,7 +56,7 @@ def test_missing_command_imports_nothing_heavy():
     ({"trian": {"lr": 1}}, "tinysweep: error: trian: unknown key; did you mean 'train'?"),
     ({"train": {"lr": -1}}, "tinysweep: error: train.lr: must be > 0, got -1"),
     ({"data": {"source": "lien"}}, "tinysweep: error: data.source: expected one of line, "
-     "heart_rate, moons, circles, xor, csv, npz, got 'lien'; did you mean 'line'?"),
+     "heart_rate, moons, circles, xor, blobs, spirals, csv, npz, got 'lien'; did you mean 'line'?"),
     ({"data": {"source": "line", "params": {"n": 0}}},
      "tinysweep: error: data.params.n: expected an integer in [1, 10**8], got 0"),
     ({"data": {"source": "csv", "params": {"path": "nope.csv", "target": "y"}}},
