@@ -52,7 +52,7 @@ def assert_same_runs(actual, expected, rtol: float = 1e-4, atol: float = 2e-5) -
         if col.startswith("final_"):
             _close(ta[col].to_numpy(), te[col].to_numpy(), col, rtol, atol)
         elif col not in ("diverged", "steps"):
-            assert ta[col].tolist() == te[col].tolist(), f"column {col} differs"
+            assert ta[col].equals(te[col]), f"column {col} differs"      # NaN equal to NaN
     assert actual.curves.keys() == expected.curves.keys()
     np.testing.assert_array_equal(actual.curves["epoch"], expected.curves["epoch"])
     for name, value in expected.curves.items():

@@ -189,6 +189,7 @@ class SweepSpec:
     params: dict = field(default_factory=dict)   # name -> raw search-space value
     samples: int | None = None         # random only: how many runs to draw
     seed: int = 0                      # random only: the draw's seed
+    halving: dict | None = None        # successive halving: rungs, keep, metric (checked)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,8 @@ class Config:
         sweep: dict[str, Any] = {"strategy": self.sweep.strategy, "params": dict(self.sweep.params)}
         if self.sweep.strategy == "random":
             sweep.update(samples=self.sweep.samples, seed=self.sweep.seed)
+        if self.sweep.halving is not None:
+            sweep["halving"] = dict(self.sweep.halving)
         return {
             "name": self.name,
             "data": data,
@@ -227,7 +230,7 @@ _SECTIONS = {
     "data": ("source", "params", "seed", "val_fraction"),
     "model": ("hidden", "activation", "loss"),
     "train": tuple(n for n in RUN_PARAM_NAMES if n not in MODEL_PARAMS) + ("eval_every",),
-    "sweep": ("strategy", "params", "samples", "seed"),
+    "sweep": ("strategy", "params", "samples", "seed", "halving"),
 }
 
 
@@ -413,6 +416,38 @@ def parse_config(raw: dict, base_dir: Path, default_name: str = DEFAULT_NAME,
     elif samples is not None:
         raise UserError("sweep.samples: only used with strategy: random")
     sweep_spec = SweepSpec(strategy, dict(sweep_params), samples,
-                           _int(sweep.get("seed", 0), "sweep.seed"))
+                           _int(sweep.get("seed", 0), "sweep.seed"),
+                           _halving(sweep.get("halving"), eval_every))
     return Config(name, data_spec, model_spec, train, eval_every, sweep_spec, base_dir,
                   memory)
+
+
+HALVING_METRICS = ("train_loss", "val_loss")
+
+
+def _halving(value, eval_every: int) -> dict | None:
+    """sweep.halving checked: rungs (increasing evaluation epochs), keep in (0, 1), metric.
+    Whether the rungs fall within the runs' epochs is checked with the runs (sweep.py)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UserError(f"sweep.halving: expected a mapping, got {value!r}")
+    check_keys(value, ("rungs", "keep", "metric"), "sweep.halving")
+    rungs = value.get("rungs")
+    if not isinstance(rungs, list) or not rungs:
+        raise UserError(f"sweep.halving.rungs: expected a list of epochs, got {rungs!r}")
+    for i, rung in enumerate(rungs):
+        _int(rung, f"sweep.halving.rungs[{i}]", lo=1)
+        if i and rung <= rungs[i - 1]:
+            raise UserError(f"sweep.halving.rungs: expected increasing epochs, got {rungs!r}")
+        if rung % eval_every:
+            raise UserError(f"sweep.halving.rungs[{i}]: {rung} is not an evaluation epoch "
+                            f"(a multiple of train.eval_every, {eval_every})")
+    keep = value.get("keep", 0.5)
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 1:
+        raise UserError(f"sweep.halving.keep: expected a fraction in (0, 1), got {keep!r}")
+    metric = value.get("metric", "train_loss")
+    if metric not in HALVING_METRICS:
+        raise UserError(f"sweep.halving.metric: expected one of {', '.join(HALVING_METRICS)}, "
+                        f"got {metric!r}")
+    return {"rungs": list(rungs), "keep": float(keep), "metric": metric}

@@ -507,6 +507,30 @@ def summary_lines(work: pd.DataFrame, ranked: list[dict], swept: list[str]) -> l
     return lines
 
 
+def halving_lines(res: Results) -> list[str]:
+    """Successive halving: the rungs, how many runs each stopped, and the steps trained
+    against the whole grid's (a stopped run would have taken steps x epochs / stopped)."""
+    halving = res.config.get("sweep", {}).get("halving")
+    table = res.table
+    if not halving or "stopped_epoch" not in table:
+        return []
+    stopped = table["stopped_epoch"].to_numpy(dtype=np.float64)
+    steps = table["steps"].to_numpy(dtype=np.float64)
+    epochs = table["epochs"].to_numpy(dtype=np.float64)
+    full = np.where(np.isnan(stopped), steps, steps * epochs / np.where(np.isnan(stopped), 1, stopped))
+    lines = ["", "## Successive halving", "",
+             f"Rungs at epochs {', '.join(map(str, halving['rungs']))}; at each, the best "
+             f"{halving['keep']:.0%} of the runs still training (by {halving['metric']}, per "
+             f"epochs budget) went on:", ""]
+    for rung in halving["rungs"]:
+        lines.append(f"- epoch {rung}: {int((stopped == rung).sum())} runs stopped")
+    lines.append(f"- {int(np.isnan(stopped).sum())} runs reached their last epoch "
+                 f"({int(table.diverged.sum())} of all runs diverged)")
+    lines += ["", f"{int(steps.sum()):,} optimizer steps trained where the whole grid takes "
+                  f"{int(full.sum()):,}: {1 - steps.sum() / max(full.sum(), 1):.0%} saved."]
+    return lines
+
+
 def best_table(table: pd.DataFrame, swept: list[str], rows: int = BEST_ROWS) -> str:
     """The best finished runs by final train loss (ties in table order), as a markdown
     table."""
@@ -581,6 +605,7 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
             "Swept parameters ranked by how far they move the median final train loss over "
             "the runs that finished:", ""]
     text += summary_lines(work, ranked, swept) or ["(nothing was swept)"]
+    text += halving_lines(res)
     text += ["", f"## Best {min(BEST_ROWS, int(table[LOSS].notna().sum()))} runs", "",
              best_table(table, swept), "", "## Plots", ""]
     for title, path, _, _ in figures:

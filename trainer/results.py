@@ -183,12 +183,19 @@ def _padded(value: np.ndarray | None, n: int, shape: tuple) -> np.ndarray:
     return out
 
 
-def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:
-    """The Results of a whole sweep from its (merged) backend output."""
+def assemble(config: dict, chunk: Chunk, res: ChunkResult,
+             stopped: np.ndarray | None = None) -> Results:
+    """The Results of a whole sweep from its (merged) backend output. ``stopped``
+    (successive halving): float [R], the epoch each run was stopped at, NaN for a run that
+    reached its last epoch; it becomes the column stopped_epoch, and a stopped run's final
+    metrics are those of that epoch."""
     runs = chunk.runs
     epochs = runs.epochs
     last = np.full(len(runs), chunk.column(epochs[0])) if len(runs) and is_constant(epochs) \
         else chunk.column(epochs)
+    if stopped is not None:
+        ends = np.where(np.isnan(stopped), epochs, np.nan_to_num(stopped)).astype(np.int64)
+        last = chunk.column(ends)
     idx = np.arange(len(runs))
     diverged = res.diverged | ~np.isfinite(res.curves["train_loss"][idx, last])
     curves = {"epoch": chunk.eval_epochs}
@@ -205,6 +212,8 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult) -> Results:
         table[f"final_{name}"] = final.astype(np.float64)   # as read back from results.csv
     table["diverged"] = diverged
     table["steps"] = res.steps
+    if stopped is not None:
+        table["stopped_epoch"] = stopped.astype(np.float64)      # empty: not stopped
     params = {f"init.{k}": v for k, v in res.init.items()}
     params.update({f"final.{k}": v for k, v in res.final.items()})
     params.update({f"optim.{k}": v for k, v in res.optim.items()})

@@ -7,6 +7,7 @@ device) before anything is trained or written; ``run`` trains and, given ``out``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,7 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
                   evaluation_epochs(runs, config.eval_every))
     check_batchnorm_batches(chunk)
     check_bugs(chunk)
+    check_halving(config, runs)
     device = resolve_device(device)
     backend = resolve_backend(backend, device, chunk)
     if backend == "reference":
@@ -256,13 +258,17 @@ def _train_on_ray(plan: Plan, todo: list[tuple[int, int]], done, task_fn=train_s
 
 
 def execute(plan: Plan, progress: bool = False, store=None, executor: str = "local",
-            task_fn=train_slice) -> Results:
+            task_fn=train_slice, raw: bool = False) -> Results:
     """Trains every chunk of the plan and assembles the results.
 
     With a ChunkStore, chunks already in it are loaded instead of trained, and each newly
     trained chunk is saved there as soon as it is done. ``executor``: "local" trains the
     chunks here, one after the other; "ray" as Ray tasks (``task_fn``: their body).
+    With sweep.halving, the runs train in stages (_execute_halving). ``raw``: the merged
+    ChunkResult, not assembled (a stage of halving).
     """
+    if plan.config.sweep.halving is not None and not raw:
+        return _execute_halving(plan, progress, executor, task_fn)
     from .results import assemble, merge_chunks
     runs = plan.chunk.runs
     steps = runs.epochs * steps_per_epoch(plan.chunk.data.n_train, runs.batch_size)
@@ -300,7 +306,94 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
     finally:
         if bar is not None:
             bar.close()
-    return assemble(plan.config.to_dict(), plan.chunk, merge_chunks([parts[k] for k in sorted(parts)]))
+    merged = merge_chunks([parts[k] for k in sorted(parts)])
+    return merged if raw else assemble(plan.config.to_dict(), plan.chunk, merged)
+
+
+def check_halving(config: Config, runs) -> None:
+    """The rungs fall within the runs' epochs: a rung at or past every run's last epoch
+    would stop nothing."""
+    halving = config.sweep.halving
+    if halving is None:
+        return
+    last = int(runs.distinct("epochs").max())
+    if halving["rungs"][-1] >= last:
+        raise UserError(f"sweep.halving.rungs: {halving['rungs'][-1]} is not before the last "
+                        f"epoch ({last}); a rung stops runs before they end")
+    if halving["metric"] == "val_loss" and config.data.val_fraction == 0:
+        raise UserError("sweep.halving.metric: val_loss needs a validation split "
+                        "(data.val_fraction > 0)")
+
+
+def _execute_halving(plan: Plan, progress: bool, executor: str, task_fn) -> Results:
+    """Successive halving (sweep.halving), as every backend runs it: the runs train to the
+    first rung; among those of one epochs budget still training, the best ``keep`` fraction
+    by the metric at the rung (ties: the lower run_id) go on, at least one, and the others
+    stop there; and so on at each rung, the survivors then training to their last epoch.
+    A run trained to a rung (its epochs set to the rung: a run's training up to an epoch
+    does not depend on how many epochs follow, and the rung is one of its evaluations) is
+    the run stopped there. Each stage trains its runs from the start: the stages cost the
+    sum of rung x runs trained to it; the chunk store is not used."""
+    from .results import assemble
+    halving, chunk = plan.config.sweep.halving, plan.chunk
+    runs, n = chunk.runs, len(chunk.runs)
+    epochs = np.asarray(runs.epochs)
+    result = chunk.empty_result()
+    stopped = np.full(n, np.nan)
+    alive = np.arange(n)
+    metric = halving["metric"]
+    for rung in [*halving["rungs"], None]:
+        stage = alive if rung is None else alive[epochs[alive] > rung]
+        if not len(stage):
+            continue
+        stage_runs = runs[stage] if rung is None else runs[stage].replace(
+            epochs=np.full(len(stage), rung, np.int64))
+        sub = dataclasses.replace(chunk, runs=stage_runs,
+                                  eval_epochs=evaluation_epochs(stage_runs, chunk.eval_every))
+        part = execute(dataclasses.replace(plan, chunk=sub), progress, None, executor,
+                       task_fn, raw=True)
+        if rung is None:
+            _put_runs(result, stage, part, sub, chunk)
+            break
+        value = part.curves[metric][:, sub.column(rung)].astype(np.float64)
+        out = np.isnan(value) | part.diverged              # diverged: done, not stopped
+        go_on = np.zeros(len(stage), bool)
+        budgets = epochs[stage]
+        for budget in np.unique(budgets):                  # comparable runs: one budget
+            group = np.flatnonzero((budgets == budget) & ~out)
+            if not len(group):
+                continue
+            keep = max(1, math.ceil(halving["keep"] * len(group)))
+            ranked = group[np.lexsort((stage[group], value[group]))]
+            go_on[ranked[:keep]] = True
+        done = ~go_on
+        _put_runs(result, stage[done], _subset(part, np.flatnonzero(done)), sub, chunk)
+        stopped[stage[done & ~out]] = rung
+        alive = np.setdiff1d(alive, stage[done])
+    return assemble(plan.config.to_dict(), chunk, result, stopped=stopped)
+
+
+def _subset(part: ChunkResult, rows: np.ndarray) -> ChunkResult:
+    take = lambda d: {k: v[rows] for k, v in d.items()}
+    return ChunkResult(curves=take(part.curves), diverged=part.diverged[rows],
+                       steps=part.steps[rows], init=take(part.init), final=take(part.final),
+                       optim=take(part.optim))
+
+
+def _put_runs(result: ChunkResult, rows: np.ndarray, part: ChunkResult, sub: Chunk,
+              chunk: Chunk) -> None:
+    """Writes a stage's runs (``part``, curves on ``sub``'s evaluation epochs) into the
+    whole sweep's ``result`` at ``rows``."""
+    from .backend import put_rows
+    columns = chunk.column(sub.eval_epochs)
+    for name, values in part.curves.items():
+        result.curves[name][np.ix_(rows, columns)] = values
+    result.diverged[rows] = part.diverged
+    result.steps[rows] = part.steps
+    for target, source in ((result.init, part.init), (result.final, part.final),
+                           (result.optim, part.optim)):
+        for name, value in source.items():
+            put_rows(target, name, rows, value, len(result.steps))
 
 
 def run(config: str | Path | dict | Config, backend: str = "auto", device: str | None = None,
