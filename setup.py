@@ -22,9 +22,10 @@ setup(
                       "triton>=3.2; platform_system == 'Linux'"],
     # ray: --executor ray (the tests start a local instance, so they need it too); polars
     # and duckdb: the tests read results.parquet with them; lightning: the doctor's Lightning
-    # callback (a 0.85 MB wheel, 7.5 s to install with its dependencies beside torch)
-    extras_require={"ray": ["ray"], "lightning": ["lightning"],
+    # callback (a 0.85 MB wheel, 7.5 s to install with its dependencies beside torch);
+    # optuna: tinysweep tune
+    extras_require={"ray": ["ray"], "lightning": ["lightning"], "tune": ["optuna"],
                     "test": ["pytest", "pytest-benchmark", "hypothesis", "ray", "polars",
-                             "duckdb", "lightning"]},
+                             "duckdb", "lightning", "optuna"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
 )

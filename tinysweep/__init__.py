@@ -16,7 +16,7 @@
 
 from tinysweep.trainer.errors import UserError, WriteError
 
-__all__ = ["run", "diagnose", "doctor", "load", "Results", "Sweep", "linspace", "logspace",
+__all__ = ["run", "diagnose", "tune", "doctor", "load", "Results", "Sweep", "linspace", "logspace",
            "uniform", "loguniform", "UserError", "WriteError"]
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # `python -m tinysweep` do first) stays free of torch and pandas.
 _LAZY = {"run": "tinysweep.trainer.sweep", "load": "tinysweep.trainer.results",
          "Results": "tinysweep.trainer.results", "diagnose": "tinysweep.trainer.diagnose",
+         "tune": "tinysweep.trainer.tune",
          **{name: "tinysweep.trainer.builder"
             for name in ("Sweep", "linspace", "logspace", "uniform", "loguniform")}}
 # Names that are a module themselves (tinysweep.doctor.watch()), not one of its attributes.

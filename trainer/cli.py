@@ -6,6 +6,8 @@
     tinysweep diagnose CONFIG [--observed FILE] [--out DIR] [--backend ...] [--device ...]
     tinysweep report DIR                          plots and report.md, again
     tinysweep export DIR (--run ID | --best) --out model.pt
+    tinysweep tune CONFIG --trials N --batch B [--sampler tpe|random|cmaes] [--metric ...]
+                          [--out DIR] [--resume]        an Optuna study, trials in batches
     tinysweep doctor [--out DIR] SCRIPT [ARGS...]   your training script, watched for bugs
 
 Exit 0 when the sweep finished (even if some runs diverged); exit 2 with one line on stderr
@@ -69,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="the finished run with the lowest final train loss")
     export.add_argument("--out", required=True, help="the state_dict file (e.g. model.pt); "
                         "the architecture goes beside it as .json")
+    tune = sub.add_parser("tune", help="an Optuna study whose trials train in batches, one "
+                          "sweep each")
+    tune.add_argument("config", help="a config whose sweep params are a random search space")
+    tune.add_argument("--trials", type=int, required=True, metavar="N", help="trials in all")
+    tune.add_argument("--batch", type=int, required=True, metavar="B",
+                      help="trials asked of the sampler and trained at once")
+    tune.add_argument("--sampler", default="tpe", choices=("tpe", "random", "cmaes"))
+    tune.add_argument("--metric", choices=("final_val_loss", "final_train_loss"),
+                      help="what the study minimizes (default: final_val_loss with a "
+                           "validation split, else final_train_loss)")
+    tune.add_argument("--out", help="the study's directory (default: runs/NAME-tune)")
+    tune.add_argument("--resume", action="store_true", help="continue the study in --out")
+    tune.add_argument("--backend", default="auto", choices=BACKENDS)
+    tune.add_argument("--device", choices=DEVICES, help="default: cuda when available")
     doctor = sub.add_parser("doctor", help="run your own training script and report the bugs "
                             "seen in it (file:line and the fix)")
     doctor.add_argument("--out", metavar="DIR", help="directory for doctor.md (default: the "
@@ -334,6 +350,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .config import load_config
+    config = load_config(args.config)
+    from .tune import tune
+    out = Path(args.out) if args.out else Path("runs") / f"{config.name}-tune"
+    progress = lambda line: print(f"tinysweep tune: {line}", file=sys.stderr, flush=True)
+    study = tune(config, args.trials, args.batch, args.sampler, args.metric, out,
+                 args.resume, args.backend, args.device, progress=progress)
+    best = study.best_trial
+    print(f"{len(study.trials)} trials; best: trial {best.number}, {best.value:.4g}, "
+          f"{', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in best.params.items())}")
+    print(f"study: {out / 'optuna.db'} (optuna-dashboard sqlite:///{out / 'optuna.db'}); "
+          f"results: {out}/")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     if not Path(args.script).is_file():
         raise UserError(f"{args.script}: file not found")
@@ -347,7 +379,7 @@ def main(argv=None) -> int:
         if args.command is None:
             raise UserError("missing command; try 'tinysweep run CONFIG' (see tinysweep --help)")
         commands = {"run": cmd_run, "diagnose": cmd_diagnose, "report": cmd_report,
-                    "export": cmd_export, "doctor": cmd_doctor}
+                    "export": cmd_export, "tune": cmd_tune, "doctor": cmd_doctor}
         return commands[args.command](args)
     except UserError as e:
         print(f"tinysweep: error: {e}", file=sys.stderr)

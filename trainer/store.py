@@ -31,9 +31,9 @@ def config_hash(config: dict) -> str:
 class ChunkStore:
     """The ``.chunks`` folder of a results directory."""
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, folder: str = ".chunks"):
         self.out = Path(out)
-        self.dir = self.out / ".chunks"
+        self.dir = self.out / folder
 
     def exists(self) -> bool:
         """Does the folder hold any finished chunk?"""
