@@ -38,7 +38,7 @@ def tinysweep_cli(*args, cwd=None):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["diagnose", "--help"],
-                                  ["report", "--help"], ["export", "--help"],
+                                  ["report", "--help"], ["export", "--help"], ["tune", "--help"],
                                   ["doctor", "--help"]])
 def test_help_imports_nothing_heavy(args):
     code, heavy, out, err = tinysweep_cli(*args)

@@ -102,3 +102,11 @@ def test_tune_without_optuna_says_how_to_install_it(monkeypatch):
     with pytest.raises(tinysweep.UserError, match=r"^tune: optuna is not installed; "
                                                   r"pip install 'tinysweep\[tune\]'$"):
         tinysweep.tune(SPACE, trials=2, batch=2)
+
+
+def test_a_study_where_every_trial_diverged_says_so(tmp_path, capsys):
+    config = {**SPACE, "model": {"hidden": [], "loss": "mse"}, "data": {"source": "line"},
+              "sweep": {"params": {"lr": {"loguniform": [1e3, 1e4]}, "optimizer": "sgd"}}}
+    assert cli.main(["tune", write(tmp_path, config), "--trials", "2", "--batch", "2",
+                     "--out", str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().out.startswith("2 trials; none finished: every one diverged")

@@ -358,9 +358,14 @@ def cmd_tune(args) -> int:
     progress = lambda line: print(f"tinysweep tune: {line}", file=sys.stderr, flush=True)
     study = tune(config, args.trials, args.batch, args.sampler, args.metric, out,
                  args.resume, args.backend, args.device, progress=progress)
-    best = study.best_trial
-    print(f"{len(study.trials)} trials; best: trial {best.number}, {best.value:.4g}, "
-          f"{', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in best.params.items())}")
+    complete = [t for t in study.trials if t.value is not None]
+    if complete:
+        best = min(complete, key=lambda t: t.value)
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in best.params.items())
+        print(f"{len(study.trials)} trials; best: trial {best.number}, {best.value:.4g}, {shown}")
+    else:
+        print(f"{len(study.trials)} trials; none finished: every one diverged")
     print(f"study: {out / 'optuna.db'} (optuna-dashboard sqlite:///{out / 'optuna.db'}); "
           f"results: {out}/")
     return 0
