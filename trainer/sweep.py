@@ -34,7 +34,7 @@ class Plan:
 
     config: Config
     chunk: Chunk            # all runs of the sweep
-    backend: str            # reference | torch | triton
+    backend: str            # reference | torch | triton | numba
     device: str             # cpu | cuda
     chunk_runs: int         # runs per launch
 
@@ -125,10 +125,19 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
-    """The backend that trains the sweep: ``auto`` is triton on a CUDA device when the fused
-    kernels can train the model, else torch. Raises UserError when triton cannot run."""
+    """The backend that trains the sweep. ``auto``: on a CUDA device triton when the fused
+    kernels can train the model, else torch; on the CPU numba when it is installed and can
+    train the model, else torch. Raises UserError when the backend asked for cannot run."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "numba" or (backend == "auto" and device == "cpu"):
+        from . import numba_backend
+        why = numba_backend.available() or numba_backend.unsupported(chunk)
+        if backend == "auto":
+            return "torch" if why else "numba"
+        if why:
+            raise UserError(f"--backend numba: {why}; use --backend torch")
+        return backend
     if backend not in ("auto", "triton"):
         return backend
     from . import triton_backend
@@ -176,8 +185,8 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
     check_bugs(chunk)
     device = resolve_device(device)
     backend = resolve_backend(backend, device, chunk)
-    if backend == "reference":
-        device = "cpu"          # the reference is plain CPU PyTorch, whatever --device says
+    if backend in ("reference", "numba"):
+        device = "cpu"          # both train on the CPU, whatever --device says
     if chunk_runs is None:
         chunk_runs = default_chunk_runs(chunk, backend, device)
     elif isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
@@ -192,6 +201,9 @@ def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     if plan.backend == "triton":
         from . import triton_backend
         return triton_backend.train(chunk, device=plan.device, progress=progress)
+    if plan.backend == "numba":
+        from . import numba_backend
+        return numba_backend.train(chunk, progress=progress)
     from . import torch_backend
     return torch_backend.train(chunk, device=plan.device, progress=progress)
 
