@@ -95,6 +95,8 @@ def bytes_per_run(chunk: Chunk, backend: str) -> int:
     curves = 4 * len(chunk.eval_epochs)
     if backend == "triton":    # state in tiles and in the group's tensors: 2 copies of 3
         return 4 * (6 * params + curves + 32)
+    if backend == "numba":     # the same, and 144 bytes of per-run constants and state
+        return 4 * (7 * params + curves) + 144
     widest_batch = min(int(chunk.runs.batch_size.max()), n)
     slab = widest_batch * max(widths) * (len(widths) + 2)
     return 4 * (8 * params + curves + slab)
@@ -106,7 +108,7 @@ def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu"
     SLAB_FLOATS."""
     fit = int(MEMORY_SHARE * available_bytes(device)) // bytes_per_run(chunk, backend)
     runs = min(len(chunk.runs), max(1, fit))
-    if backend != "triton":
+    if backend not in ("triton", "numba"):
         widest_batch = min(int(chunk.runs.batch_size.max()), chunk.data.n_train)
         widest_layer = max([chunk.data.n_features, *chunk.model.hidden])
         runs = min(runs, max(1, SLAB_FLOATS // (widest_batch * widest_layer)))
