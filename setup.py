@@ -17,9 +17,11 @@ setup(
     package_dir={"tinysweep": "tinysweep", "tinysweep.trainer": "trainer",
                  "tinysweep.kernels": "kernels"},
     # triton: the fused kernels (on Linux, where its wheels are; the CPU runs them only
-    # under TRITON_INTERPRET=1, as the tests do)
+    # under TRITON_INTERPRET=1, as the tests do); numba: the fused CPU kernels (--backend
+    # numba, auto's choice on the CPU). Both are optional at run time: without them auto
+    # falls back to the torch backend and their tests skip.
     install_requires=["torch>=2.4", "numpy", "pandas", "pyarrow", "pyyaml", "tqdm", "matplotlib",
-                      "triton>=3.2; platform_system == 'Linux'"],
+                      "triton>=3.2; platform_system == 'Linux'", "numba>=0.60"],
     # ray: --executor ray (the tests start a local instance, so they need it too); polars
     # and duckdb: the tests read results.parquet with them; lightning: the doctor's Lightning
     # callback (a 0.85 MB wheel, 7.5 s to install with its dependencies beside torch);

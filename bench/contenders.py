@@ -3,6 +3,9 @@
 - ``per_run_loop``: the loop a user would write, one nn.Module and one torch.optim optimizer
   per run, a Python loop over epochs and batches: tinysweep's reference backend is exactly
   that (``reference.train_run``), so the loop is timed through it.
+- ``lean_loop``: the same loop with nothing a sweep tool adds (no curves kept, no state
+  copied, no divergence check): the model, its optimizer, a permutation per epoch, and the
+  training loss once per epoch, as a user would print it.
 - ``func_ensemble``: torch.func model ensembling, ``stack_module_state`` + ``vmap(grad(
   functional_call))`` with Adam written on the stacked parameters and a per-run lr, eager or
   under ``torch.compile``. vmap needs one batch shape, so runs are grouped by batch size
@@ -30,6 +33,39 @@ def per_run_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> float:
     start = time.perf_counter()
     for i in picked:
         reference.train_run(chunk, chunk.runs.row(i), device)
+    return time.perf_counter() - start
+
+
+def lean_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> float:
+    """Seconds to train runs ``picked`` of the chunk one after the other with the leanest
+    correct loop: no per-run bookkeeping, the training loss evaluated once per epoch."""
+    spec, data = chunk.model, chunk.data
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    n = data.n_train
+    start = time.perf_counter()
+    for i in picked:
+        run = chunk.runs.row(i)
+        stats = data.standardization() if run.input_norm == "standardize" else None
+        model = seeded_model(run.seed, data.n_features, spec.hidden, spec.activation,
+                             run.input_norm, stats).to(device)
+        opt = reference.make_optimizer(run, model.parameters())
+        sched = (torch.optim.lr_scheduler.StepLR(opt, run.step_size, run.gamma)
+                 if run.lr_schedule == "step" else None)
+        gen = torch.Generator().manual_seed(run.seed)
+        for _ in range(run.epochs):
+            model.train()
+            order = torch.randperm(n, generator=gen) if run.shuffle else torch.arange(n)
+            for lo in range(0, n, run.batch_size):
+                rows = order[lo:lo + run.batch_size]
+                loss = pointwise_loss(model(x[rows]).squeeze(-1), y[rows], spec.loss).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if sched is not None:
+                sched.step()
+            model.eval()
+            with torch.no_grad():
+                pointwise_loss(model(x).squeeze(-1), y, spec.loss).mean().item()
     return time.perf_counter() - start
 
 

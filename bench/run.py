@@ -16,12 +16,15 @@ Workloads (configs in examples/ and bench/workloads/):
 
 Contenders, on the same device, one after the other in this process: the per-run loop
 (tinysweep's reference backend: one nn.Module and torch.optim per run; on a GPU also on
-the CPU, where tiny models often train faster), torch.func ensembling eager and under
-torch.compile (bench/contenders.py), tinysweep's torch backend, and on CUDA its triton
-backend. A contender whose whole run would take too long is timed on a slice and
-extrapolated, and the figure is marked so: the loop on some runs (by optimizer steps), the
-ensembles on one batch size's group (by run-steps), the backends on some runs on a CPU and
-on some epochs of every run on a GPU (by sample-steps). Before timing, each tinysweep
+the CPU, where tiny models often train faster) and on the CPU its lean form (no curves or
+checks: bench/contenders.py), torch.func ensembling eager and under torch.compile,
+tinysweep's torch backend, its numba backend (on the CPU, whatever the device), and on
+CUDA its triton backend. The numba kernels' compile time is measured apart, in fresh
+processes: once with an empty cache (compiling), once with the cache it left (loading).
+A contender whose whole run would take too long is timed on a slice and extrapolated, and
+the figure is marked so: the loop on some runs (by optimizer steps), the ensembles on one
+batch size's group (by run-steps), the backends on some runs on a CPU and on some epochs of
+every run on a GPU (by sample-steps). Before timing, each tinysweep
 backend trains a small slice that is checked against the reference; a backend that
 disagrees is reported as wrong, not as fast.
 
@@ -51,7 +54,7 @@ import contenders  # noqa: E402
 import floor  # noqa: E402
 
 import tinysweep  # noqa: E402
-from tinysweep.trainer import reference, triton_backend  # noqa: E402
+from tinysweep.trainer import numba_backend, reference, triton_backend  # noqa: E402
 from tinysweep.trainer.backend import Chunk, evaluation_epochs, steps_per_epoch  # noqa: E402
 from tinysweep.trainer.results import atomic_write  # noqa: E402
 from tinysweep.trainer.sweep import Plan, prepare, train_chunk  # noqa: E402
@@ -63,12 +66,15 @@ WORKLOADS = {
     "d": ("batchnorm + 32-32 relu", HERE / "workloads" / "bn_mlp.yaml"),
     "e": ("a million runs: the time around training", HERE / "workloads" / "line_1m.yaml"),
 }
-# Runs timed per contender on a CPU (the rest extrapolated): (loop, ensemble, torch backend).
-CPU_SLICE = {"a": (200, 200, 200), "b": (3, 200, 1000), "c": (2, 200, 200), "d": (3, 100, 100)}
+# Runs timed per contender on a CPU (the rest extrapolated): (loop, ensemble, torch backend,
+# numba backend). The numba backend trains (a) and (b) whole; (c) and (d) would take minutes
+# a repeat on 2 cores.
+CPU_SLICE = {"a": (200, 200, 200, 200), "b": (3, 200, 1000, 100_000), "c": (2, 200, 200, 1000),
+             "d": (3, 100, 100, 200)}
 # On a GPU: runs of each per-run loop; an ensemble takes its whole batch-size group (a
 # slice would leave the GPU idle), a backend every run.
 GPU_LOOP_RUNS = {"a": 10, "b": 3, "c": 1, "d": 3}
-QUICK_RUNS, QUICK_EPOCHS, QUICK_SLICE = 48, 5, (3, 16, 48)
+QUICK_RUNS, QUICK_EPOCHS, QUICK_SLICE = 48, 5, (3, 16, 48, 48)
 ENSEMBLE_STEPS = 20
 # A backend on a GPU is timed on the whole sweep when that takes at most this long (by a
 # probe of a tenth of the epochs), else on the probe, extrapolated.
@@ -194,6 +200,38 @@ def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
     return out
 
 
+# A fresh process that trains a workload's first 2 runs for 1 epoch, with the numba cache
+# NUMBA_CACHE_DIR names: its first train call's seconds (compiling into an empty cache,
+# loading from a full one).
+_FIRST_CALL = """
+import sys, time
+from tinysweep.trainer.sweep import Plan, prepare, train_chunk
+sys.path.insert(0, {here!r})
+from run import sub_chunk
+chunk = prepare({path!r}, backend="torch", device="cpu").chunk
+small = sub_chunk(chunk, [0, 1], epochs=1)
+t = time.perf_counter()
+train_chunk(Plan(None, small, "numba", "cpu", 2), small)
+print(time.perf_counter() - t)
+"""
+
+
+def numba_compile_seconds(path: Path) -> dict:
+    """The numba kernels' first call in a fresh process: with an empty cache (compile) and
+    again with the cache that left (load); the call itself trains 2 runs for 1 epoch."""
+    import subprocess
+    import tempfile
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for name in ("compile_cold_seconds", "cache_load_seconds"):
+            done = subprocess.run([sys.executable, "-c", _FIRST_CALL.format(here=str(HERE),
+                                                                              path=str(path))],
+                                  env=env, capture_output=True, text=True, check=True)
+            out[name] = float(done.stdout.split()[-1])
+    return out
+
+
 def triton_kernel_seconds(chunk: Chunk, repeats: int) -> float:
     """Device time of the triton backend's launches alone (CUDA events around each group's
     training, its state loaded beforehand): the median over ``repeats`` fresh loads."""
@@ -217,9 +255,10 @@ def triton_kernel_seconds(chunk: Chunk, repeats: int) -> float:
     return float(np.median(times))
 
 
-def time_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> dict:
+def time_loop(chunk: Chunk, picked: list[int], device: str = "cpu", lean: bool = False) -> dict:
     with PeakMemory(device) as mem:
-        seconds = contenders.per_run_loop(chunk, picked, device)
+        loop = contenders.lean_loop if lean else contenders.per_run_loop
+        seconds = loop(chunk, picked, device)
     runs = chunk.runs
     steps = runs.epochs * steps_per_epoch(chunk.data.n_train, runs.batch_size)
     scale = steps.sum() / steps[picked].sum()
@@ -325,7 +364,7 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
     if quick:
         chunk = sub_chunk(chunk, contenders.spread(len(chunk.runs), QUICK_RUNS), QUICK_EPOCHS)
     size = totals(chunk)
-    n_loop, n_ens, n_torch = QUICK_SLICE if quick else CPU_SLICE[key]
+    n_loop, n_ens, n_torch, n_numba = QUICK_SLICE if quick else CPU_SLICE[key]
     if device == "cuda":
         n_loop = n_loop if quick else GPU_LOOP_RUNS[key]
         n_ens = n_torch = len(chunk.runs)
@@ -350,14 +389,26 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
     def backend_timing(backend: str):
         if backend == "triton" and (why := triton_backend.unsupported(chunk)) is not None:
             return {"error": f"unsupported: {why}"}
+        if backend == "numba" and (why := (numba_backend.available()
+                                           or numba_backend.unsupported(chunk))) is not None:
+            return {"error": f"unsupported: {why}"}
+        on = "cpu" if backend == "numba" else device        # numba trains on the CPU
+        # the cold compile takes half a minute: not in the --quick smoke run
+        compile_s = numba_compile_seconds(path) if backend == "numba" and not quick else {}
         t = time.perf_counter()
-        verdict = guard(backend, chunk, device)
+        verdict = guard(backend, chunk, on)
         guard_s = time.perf_counter() - t   # the triton kernels compile in the guard's call
         if verdict != "ok":
             return {"error": verdict}
-        fig = time_backend(backend, chunk, contenders.spread(len(chunk.runs), n_torch),
-                           device, repeats)
-        fig.update(guard=verdict, guard_seconds=guard_s)
+        runs = n_numba if backend == "numba" else n_torch
+        if backend == "numba" and device == "cuda" and not quick:
+            runs = CPU_SLICE[key][3]
+        fig = time_backend(backend, chunk, contenders.spread(len(chunk.runs), runs), on,
+                           repeats)
+        fig.update(guard=verdict, guard_seconds=guard_s, **compile_s)
+        if backend == "numba":   # the compile column: a cold compile, not the first call's
+            fig["compile_seconds"] = compile_s.get("compile_cold_seconds", 0.0)
+            fig["threads"] = numba_backend.threads()
         if backend == "triton":
             fig["kernel_seconds"] = triton_kernel_seconds(chunk, repeats)
         return fig
@@ -365,16 +416,19 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
     measure("per-run loop", lambda: time_loop(chunk, loop_runs, device))
     if device == "cuda":      # tiny models often train faster one by one on the CPU
         measure("per-run loop (cpu)", lambda: time_loop(chunk, loop_runs, "cpu"))
+    else:
+        measure("per-run loop (lean)", lambda: time_loop(chunk, loop_runs, device, lean=True))
     for compiled in (False, True):
         measure("torch.func vmap" + (" + compile" if compiled else ""),
                 lambda: time_ensemble(chunk, n_ens, compiled, device))
-    for backend in ["torch"] + (["triton"] if device == "cuda" else []):
+    for backend in ["torch", "numba"] + (["triton"] if device == "cuda" else []):
         measure(f"tinysweep {backend}", lambda: backend_timing(backend))
     # the speedups are over the faster loop, the one a user would keep
     loops = [n for n in c if n.startswith("per-run loop")]
     result["loop_baseline"] = min(loops, key=lambda n: c[n]["seconds"])
     loop_s = c[result["loop_baseline"]]["seconds"]
     vmap_s = c.get("torch.func vmap + compile", {}).get("seconds")
+    torch_s = c.get("tinysweep torch", {}).get("seconds")
     if peaks is not None:
         spec = chunk.model
         fl = floor.floor_seconds(floor.counts(
@@ -388,7 +442,8 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
         fig.update(sample_steps_per_s=size["sample_steps"] / s,
                    run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
                    speedup_vs_loop=loop_s / s,
-                   speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None)
+                   speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None,
+                   speedup_vs_torch_backend=(torch_s / s) if torch_s else None)
         if peaks is not None and not name.endswith("(cpu)"):
             # the floor bounds device work: against the launches alone where they are timed
             fig.update(floor_seconds=fl["floor_s"], floor=fl,
@@ -402,7 +457,9 @@ def markdown(report: dict) -> str:
              f"torch {report['torch']}. Figures marked * are extrapolated: from a slice of "
              f"the runs, or (marked e) of the epochs; see bench/run.py. Speedups are over "
              f"the faster per-run loop. Kernel s: the triton launches alone; the floor is "
-             f"taken against them.", ""]
+             f"taken against them. Compile s of the numba backend: its first call in a fresh "
+             f"process with an empty cache (the cached first call is in the JSON, "
+             f"cache_load_seconds).", ""]
     for w in report["workloads"]:
         if "phases" in w:
             lines += [f"## {w['workload']}", "",
@@ -418,22 +475,23 @@ def markdown(report: dict) -> str:
                   f"{w['runs']:,} runs, {w['sample_steps']:.3g} sample-steps, "
                   f"{w['optimizer_steps']:.3g} optimizer steps.", "",
                   "| contender | wall s | kernel s | compile s | sample-steps/s | run-steps/s "
-                  "| runs/s | vs loop | vs vmap+compile | peak MB | of floor |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| runs/s | vs loop | vs vmap+compile | vs torch backend | peak MB | of floor |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, f in w["contenders"].items():
             if "error" in f:
-                lines.append(f"| {name} | {f['error']} |" + " |" * 9)
+                lines.append(f"| {name} | {f['error']} |" + " |" * 10)
                 continue
             star = ("*" if "extrapolated_from_runs" in f
                     else "*e" if "extrapolated_from_epochs" in f else "")
             vs_vmap = f"{f['speedup_vs_vmap_compile']:.1f}x" if f.get("speedup_vs_vmap_compile") else "-"
+            vs_torch = f"{f['speedup_vs_torch_backend']:.1f}x" if f.get("speedup_vs_torch_backend") else "-"
             of_floor = f"{f['of_floor']:.1%}" if "of_floor" in f else "-"
             kernel = f"{f['kernel_seconds']:.3g}" if "kernel_seconds" in f else "-"
             lines.append(
                 f"| {name} | {f['seconds']:.3g}{star} | {kernel} | "
                 f"{f.get('compile_seconds', 0):.2g} | "
                 f"{f['sample_steps_per_s']:.3g} | {f['run_steps_per_s']:.3g} | "
-                f"{f['runs_per_s']:.3g} | {f['speedup_vs_loop']:.1f}x | {vs_vmap} | "
+                f"{f['runs_per_s']:.3g} | {f['speedup_vs_loop']:.1f}x | {vs_vmap} | {vs_torch} | "
                 f"{f['peak_mb']:.0f} | {of_floor} |")
         lines.append("")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,9 +39,13 @@ def test_quick_report_runs_and_guards(tmp_path):
     (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*-quick.json")]
     (w,) = report["workloads"]
     c = w["contenders"]
-    assert set(c) >= {"per-run loop", "torch.func vmap", "tinysweep torch"}
+    assert set(c) >= {"per-run loop", "per-run loop (lean)", "torch.func vmap",
+                      "tinysweep torch", "tinysweep numba"}
     assert c["tinysweep torch"]["guard"] == "ok"
-    assert c["per-run loop"]["speedup_vs_loop"] == 1.0
+    if importlib.util.find_spec("numba") is not None:
+        assert c["tinysweep numba"]["guard"] == "ok"
+        assert c["tinysweep numba"]["speedup_vs_torch_backend"] > 0
+    assert c[w["loop_baseline"]]["speedup_vs_loop"] == 1.0     # the faster loop
     for fig in c.values():
         if "seconds" in fig:
             assert fig["seconds"] > 0 and fig["peak_mb"] > 0

@@ -30,13 +30,13 @@ SWEEP = {"params": {"batch_size": [4, 9, 20], "seed": [0, 1]}}
 
 def test_ray_executor_gives_the_local_results(write_config, tmp_path, local_ray):
     path = write_config(sweep=SWEEP)
-    local = tinysweep.run(path, backend="torch", chunk_runs=2)
+    local = tinysweep.run(path, chunk_runs=2)       # the backend the command picks (auto)
     out = tmp_path / "out"
     assert cli.main(["run", str(path), "--out", str(out), "--executor", "ray",
                      "--chunk-runs", "2"]) == 0
     assert_same_runs(tinysweep.load(out), local, rtol=0, atol=0)
-    assert_same_runs(tinysweep.run(path, backend="torch", chunk_runs=2, executor="ray"), local,
-                     rtol=0, atol=0)
+    assert_same_runs(tinysweep.run(path, backend="torch", chunk_runs=2, executor="ray"),
+                     tinysweep.run(path, backend="torch", chunk_runs=2), rtol=0, atol=0)
 
 
 def test_lost_worker_is_retried_and_a_failing_chunk_is_reported(write_config, tmp_path,
@@ -63,6 +63,7 @@ def test_lost_worker_is_retried_and_a_failing_chunk_is_reported(write_config, tm
     assert sorted(p.name for p in store.dir.glob("chunk-*.npz")) == \
         ["chunk-000000000.npz", "chunk-000000004.npz"]
     # the kept chunks and --resume finish the sweep as if nothing had failed
-    assert cli.main(["run", str(path), "--out", str(out), "--chunk-runs", "2", "--resume"]) == 0
+    assert cli.main(["run", str(path), "--out", str(out), "--chunk-runs", "2", "--resume",
+                     "--backend", "torch"]) == 0
     assert_same_runs(tinysweep.load(out), tinysweep.run(path, backend="torch", chunk_runs=2),
                      rtol=0, atol=0)

@@ -1,5 +1,5 @@
 """Start-up: what only answers (help, a missing command, a mistake in the config) imports no
-torch, matplotlib or triton, which take seconds; `import tinysweep` neither."""
+torch, matplotlib, triton or numba, which take seconds; `import tinysweep` neither."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tinysweep.trainer import cli
 
-HEAVY = ("torch", "matplotlib", "triton")
+HEAVY = ("torch", "matplotlib", "triton", "numba")
 
 # `python -m tinysweep ARGS` in a fresh interpreter; its last line on stdout says how it
 # exited and which of HEAVY it had imported.

@@ -1,6 +1,6 @@
 """The ``tinysweep`` command.
 
-    tinysweep run CONFIG [--out DIR] [--backend auto|reference|torch|triton]
+    tinysweep run CONFIG [--out DIR] [--backend auto|reference|torch|triton|numba]
                          [--device cpu|cuda] [--chunk-runs N] [--executor local|ray]
                          [--resume] [--overwrite]
     tinysweep diagnose CONFIG [--observed FILE] [--out DIR] [--backend ...] [--device ...]
@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="the sweep's YAML or JSON config")
     run.add_argument("--out", help="results directory (default: runs/NAME)")
     run.add_argument("--backend", default="auto", choices=BACKENDS,
-                     help="auto (default): triton on CUDA when it can train the model, "
-                          "else torch")
+                     help="auto (default): triton on CUDA, numba on the CPU, when it can "
+                          "train the model; else torch")
     run.add_argument("--device", choices=DEVICES, help="default: cuda when available")
     run.add_argument("--chunk-runs", type=int, metavar="N", help="at most N runs per launch")
     run.add_argument("--executor", default="local", choices=("local", "ray"))

@@ -30,7 +30,7 @@ LR_SCHEDULES = ("constant", "step")
 # buggy line): a run with a bug trains as that code would; its curves are the task's true
 # loss, so they show what the bug does.
 BUGS = ("none", "target_broadcast", "double_sigmoid", "no_zero_grad", "loss_sum")
-BACKENDS = ("auto", "reference", "torch", "triton")   # tinysweep run --backend
+BACKENDS = ("auto", "reference", "torch", "triton", "numba")   # tinysweep run --backend
 DEVICES = ("cpu", "cuda")
 MAX_HIDDEN_LAYERS = 3
 MAX_WIDTH = 4096           # units in a hidden layer: far past "tiny"

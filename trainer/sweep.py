@@ -35,7 +35,7 @@ class Plan:
 
     config: Config
     chunk: Chunk            # all runs of the sweep
-    backend: str            # reference | torch | triton
+    backend: str            # reference | torch | triton | numba
     device: str             # cpu | cuda
     chunk_runs: int         # runs per launch
 
@@ -99,6 +99,8 @@ def bytes_per_run(chunk: Chunk, backend: str) -> int:
     curves = 4 * len(chunk.eval_epochs)
     if backend == "triton":    # state in tiles and in the group's tensors: 2 copies of 3
         return 4 * (6 * params + curves + 32)
+    if backend == "numba":     # the same, and 144 bytes of per-run constants and state
+        return 4 * (7 * params + curves) + 144
     widest_batch = min(int(chunk.runs.batch_size.max()), n)
     slab = widest_batch * max(widths) * (len(widths) + 2)
     return 4 * (8 * params + curves + slab)
@@ -116,7 +118,7 @@ def default_chunk_runs(chunk: Chunk, backend: str = "torch", device: str = "cpu"
     SLAB_FLOATS."""
     fit = int(MEMORY_SHARE * available_bytes(device)) // bytes_per_run(chunk, backend)
     runs = min(len(chunk.runs), max(1, fit))
-    if backend != "triton":
+    if backend not in ("triton", "numba"):
         widest_batch = min(int(chunk.runs.batch_size.max()), chunk.data.n_train)
         widest_layer = max(chunk.data.n_features,
                            *(max(h, default=1) for h in chunk.runs.architectures()))
@@ -136,10 +138,19 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
-    """The backend that trains the sweep: ``auto`` is triton on a CUDA device when the fused
-    kernels can train the model, else torch. Raises UserError when triton cannot run."""
+    """The backend that trains the sweep. ``auto``: on a CUDA device triton when the fused
+    kernels can train the model, else torch; on the CPU numba when it is installed and can
+    train the model, else torch. Raises UserError when the backend asked for cannot run."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "numba" or (backend == "auto" and device == "cpu"):
+        from . import numba_backend
+        why = numba_backend.available() or numba_backend.unsupported(chunk)
+        if backend == "auto":
+            return "torch" if why else "numba"
+        if why:
+            raise UserError(f"--backend numba: {why}; use --backend torch")
+        return backend
     if backend not in ("auto", "triton"):
         return backend
     from . import triton_backend
@@ -188,8 +199,8 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
     check_halving(config, runs)
     device = resolve_device(device)
     backend = resolve_backend(backend, device, chunk)
-    if backend == "reference":
-        device = "cpu"          # the reference is plain CPU PyTorch, whatever --device says
+    if backend in ("reference", "numba"):
+        device = "cpu"          # both train on the CPU, whatever --device says
     if chunk_runs is None:
         chunk_runs = default_chunk_runs(chunk, backend, device)
     elif isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
@@ -204,6 +215,9 @@ def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     if plan.backend == "triton":
         from . import triton_backend
         return triton_backend.train(chunk, device=plan.device, progress=progress)
+    if plan.backend == "numba":
+        from . import numba_backend
+        return numba_backend.train(chunk, progress=progress)
     from . import torch_backend
     return torch_backend.train(chunk, device=plan.device, progress=progress)
 

@@ -1,0 +1,778 @@
+"""Fused CPU kernels (numba): many tiny MLPs trained in one call, runs as SIMD lanes.
+
+The CPU twin of kernels/mlp.py. ``train_blocks`` trains blocks of runs of one group (same
+architecture, input normalization and optimizer family) from epoch ``e0`` to ``e1``,
+evaluating each run after its evaluation epochs, in one call: the loops over epochs,
+batches and rows are compiled, and the weights, gradients and optimizer state of a block
+of ``LANES`` runs stay in one small workspace (``[rows, LANES]`` float32, in L1/L2) for
+the whole call. Blocks are independent; the host spreads them over threads. A run's
+arithmetic never depends on its block, its lane or the thread that trains it.
+
+SIMD across runs: each quantity of a block is a workspace row of ``LANES`` floats, one
+per run, and the per-row math is written with explicit 16-lane vectors
+(kernels/numba_simd.py): ``vload`` a row's 16 lanes, compute, ``vstore``. Within a row a
+16-lane chunk's values stay in registers (a unit's pre-activation summed over its inputs,
+the output, its delta), so memory holds only what outlives a row: parameters, gradient
+sums, activations. The exponentials are vectors too: ``_exp`` is Cephes' expf (a
+Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp), ``_recip`` a bit-trick guess and
+Newton steps, where ``math.exp`` would be a libm call per lane and ``/`` a ``vdivps``
+issuing every ~10 cycles. bench/NOTES.md has what the assembly holds.
+
+Lanes step through the rows in lockstep, one position ``p`` of their epoch's order at a
+time; each lane takes its optimizer step when its own batch ends (``(p + 1) % batch_size
+== 0`` or ``p == n - 1``), masked. Lanes with different batch sizes therefore never wait
+for one another (the triton kernel's batch-lockstep loops to the longest batch of the
+slowest lane: on the line study's blocks of 8 batch sizes that was 3.6x the rows). When
+all lanes of a block read the same order (the same seed, or none shuffled: the host sorts
+runs so), position ``p`` is one row for every lane, loaded once and broadcast; else each
+lane gathers its own row.
+
+Shuffled lanes read their row from ``order`` (int32 permutation tables, one per (seed,
+epoch), written by ``order_tables``: trainer/order.py's counter-based Feistel permutation,
+ported here).
+
+The math (the triton kernel's), for layers 0..depth with weights W_k [out, in], biases b_k:
+
+    h_0 = x  (batchnorm: xhat = (x - mean_batch) * rsqrt(var_batch + eps), h_0 = xhat g + b)
+    a_k = W_k h_{k-1} + b_k;   h_k = act(a_k) (k < depth);   z = a_depth
+    dz = mse: 2 (z - y) | bce: sigmoid(z) - y;   gradients summed over a batch, * 1/rows
+    dW_k += d_k h_{k-1}^T;  db_k += d_k;  d_{k-1} = (W_k^T d_k) * act'(h_{k-1})
+    batchnorm: dh_0 = W_0^T d_0;  dg += dh_0 xhat;  db += dh_0
+
+A run is evaluated (eval mode, every training and validation row) after every
+``eval_every``-th epoch and its last; one whose training loss or state is non-finite there
+is marked diverged and takes no further step: its state, steps and curves stay those of
+that evaluation, as the reference decides it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .numba_simd import (W, mxcsr_ftz, mxcsr_restore, vabs, vadd, vand, vany, vdiv, veq, vfloor, vgt, vload, vlt,
+                         vmul, vpow2i, vrcp_guess, vsplat, vsqrt, vstore, vsub, vwhere)
+
+# Runs per block: a workspace row is LANES floats, LANES // W vectors. More lanes spread
+# the per-row bookkeeping (the event loop, the row's load) over more runs; fewer keep a
+# block's workspace in L1 and give small sweeps more blocks to share between the cores.
+LANES = 32
+
+ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
+LOSS_MSE, LOSS_BCE = 0, 1
+OPT_SGD, OPT_ADAM = 0, 1        # adam covers adamw (decoupled weight decay per lane)
+
+# Rows of the per-run hyperparameter tables (host: trainer/numba_backend.py).
+# fhp, float64 [F_ROWS, runs]: LR is the current learning rate (StepLR multiplies it by
+# GAMMA as torch's StepLR does), B1T/B2T Adam's beta ** step: state kept between calls.
+F_LR, F_GAMMA, F_BETA1, F_BETA2, F_EPS, F_MOM, F_WDC, F_WDD, F_B1T, F_B2T = range(10)
+F_ROWS = 10
+# ihp, int64 [I_ROWS, runs]: ORDER is the run's permutation table (-1: rows in order), ROW
+# its row in the curves, STEPS and ACTIVE (0 once diverged) state. Padding lanes have
+# EPOCHS 0: they never train.
+I_BS, I_EPOCHS, I_SSIZE, I_NEST, I_ORDER, I_ROW, I_STEPS, I_ACTIVE = range(8)
+I_ROWS = 8
+
+BN_EPS = np.float32(1e-5)       # nn.BatchNorm1d's defaults
+BN_MOMENTUM = np.float32(0.1)
+# Evaluation sums are float32 over this many rows, then added into float64: the loss of
+# 1,000 rows keeps float64's accuracy at float32's speed.
+EVAL_FLUSH = 32
+
+# float32 constants: a Python float in numba code is float64, and would promote the math
+_0, _1, _2, _HALF = np.float32(0.0), np.float32(1.0), np.float32(2.0), np.float32(0.5)
+_M1 = np.float32(-1.0)
+
+_OPTS = dict(cache=True, error_model="numpy", fastmath={"contract"})
+# error_model numpy: x / 0 is inf, as in numpy and torch, not a ZeroDivisionError.
+# contract: a * b + c may be one FMA (more exact, not less).
+# The helpers are inlined by LLVM (forceinline), before numba prunes reference counts: a
+# call that passes the workspace would cost two atomic increments, more than a row's work
+# for a small model. (numba's own inline="always" did the same at 6 s more compile time.)
+_INLINE = dict(_OPTS, forceinline=True)
+
+
+# ---- float32 functions on vectors ---------------------------------------------------------
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_E0, _E1, _E2, _E3, _E4, _E5 = (np.float32(c) for c in (
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+    5.0000001201e-1))
+_EXP_HI, _EXP_LO = np.float32(88.3762626647949), np.float32(-87.33654475)
+# sigmoid and tanh saturate long before: exp(80) keeps 1 + e and its reciprocal normal
+_SAT = np.float32(80.0)
+
+
+@njit(**_INLINE)
+def _exp(x):
+    """exp, lane by lane (Cephes expf: 1.3 ulp at most on [-87, 88]). The argument is
+    clamped so that 2**k stays a normal float; NaN stays NaN (its comparisons are false)."""
+    x = vwhere(vgt(x, _EXP_HI), _EXP_HI, x)
+    x = vwhere(vlt(x, _EXP_LO), _EXP_LO, x)
+    k = vfloor(vadd(vmul(x, _LOG2E), _HALF))
+    r = vsub(vsub(x, vmul(k, _LN2_HI)), vmul(k, _LN2_LO))
+    p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(r, _E0), _E1), r), _E2), r), _E3),
+                               r), _E4), r), _E5)
+    p = vadd(vadd(vmul(p, vmul(r, r)), r), _1)
+    return vmul(p, vpow2i(k))
+
+
+@njit(**_INLINE)
+def _recip(x):
+    """1 / x for normal positive x: a bit-trick guess (12% off at most), two Newton steps
+    (2e-4) and one in the FMA form (under an ulp; 1/1 is exactly 1). About half the cost
+    of vdivps."""
+    y = vrcp_guess(x)
+    y = vmul(y, vsub(_2, vmul(x, y)))
+    y = vmul(y, vsub(_2, vmul(x, y)))
+    return vadd(y, vmul(y, vsub(_1, vmul(x, y))))
+
+
+@njit(**_INLINE)
+def _sigmoid(a):
+    t = vmul(a, _M1)
+    return _recip(vadd(_1, _exp(vwhere(vgt(t, _SAT), _SAT, t))))
+
+
+_TANH_SMALL = np.float32(0.625)
+_T0, _T1, _T2, _T3, _T4 = (np.float32(c) for c in (
+    -5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+    -3.33332819422e-1))
+
+
+@njit(**_INLINE)
+def _tanh(a):
+    """tanh (Cephes tanhf): an odd polynomial below 0.625, 1 - 2 / (exp(2a) + 1) above;
+    both computed, one kept."""
+    z = vmul(a, a)
+    p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(z, _T0), _T1), z), _T2), z), _T3), z), _T4)
+    small = vadd(vmul(vmul(p, z), a), a)
+    t = vmul(a, _2)
+    large = vsub(_1, vmul(_2, _recip(vadd(_exp(vwhere(vgt(t, _SAT), _SAT, t)), _1))))
+    return vwhere(vlt(vabs(a), _TANH_SMALL), small, large)
+
+
+_L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7 = (np.float32(2.0 / (2 * k + 1)) for k in range(8))
+
+
+@njit(**_INLINE)
+def _log1p_unit(u):
+    """log(1 + u) for u in [0, 1]: 2 atanh(s), s = u / (2 + u) <= 1/3, to s**15."""
+    s = vdiv(u, vadd(u, _2))
+    q = vmul(s, s)
+    p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(
+        vmul(q, _L7), _L6), q), _L5), q), _L4), q), _L3), q), _L2), q), _L1), q), _L0)
+    return vmul(s, p)
+
+
+@njit(**_INLINE)
+def _act(a, act):
+    if act == ACT_SIGMOID:
+        return _sigmoid(a)
+    if act == ACT_TANH:
+        return _tanh(a)
+    return vwhere(vlt(a, _0), _0, a)            # relu; NaN stays NaN
+
+
+@njit(**_INLINE)
+def _act_grad(h, act):
+    """d act / d a from the activation h = act(a), as autograd has it."""
+    if act == ACT_SIGMOID:
+        return vmul(h, vsub(_1, h))
+    if act == ACT_TANH:
+        return vsub(_1, vmul(h, h))
+    return vwhere(vgt(h, _0), _1, _0)
+
+
+# ---- batch order: trainer/order.py's Feistel permutation ------------------------------
+_MASK32 = np.uint64(0xFFFFFFFF)
+_U15, _U16 = np.uint64(15), np.uint64(16)
+_MIX1, _MIX2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
+
+
+@njit(**_INLINE)
+def _mix32(x):
+    """trainer.order.mix32 on a uint64 holding a value < 2**32."""
+    x = x ^ (x >> _U16)
+    x = (x * _MIX1) & _MASK32
+    x = x ^ (x >> _U15)
+    x = (x * _MIX2) & _MASK32
+    return x ^ (x >> _U16)
+
+
+@njit(**_INLINE)
+def _feistel(x, keys, half, lo_mask):
+    """trainer.order.feistel of one value: four rounds on 2 * half bits; keys uint64 [4]."""
+    left, right = x >> half, x & lo_mask
+    for r in range(keys.shape[0]):
+        left, right = right, left ^ (_mix32(right ^ keys[r]) & lo_mask)
+    return (left << half) | right
+
+
+@njit(nogil=True, **_OPTS)
+def order_tables(keys, n, half, out):
+    """out[q, p] = the row visited at position p under round keys q: order.permutations.
+
+    keys: uint64 [Q, 4] (order.round_keys); out: int32 [Q, n]; half: order.half_bits(n).
+    Releases the GIL: the host splits Q between threads.
+    """
+    h = np.uint64(half)
+    lo_mask = np.uint64((1 << half) - 1)
+    nu = np.uint64(n)
+    for q in range(keys.shape[0]):
+        k = keys[q]
+        for p in range(n):
+            x = _feistel(np.uint64(p), k, h, lo_mask)
+            while x >= nu:          # cycle-walking: a few passes, as the domain is < 4 n
+                x = _feistel(x, k, h, lo_mask)
+            out[q, p] = np.int32(x)
+
+
+# ---- one row of one 16-lane chunk ------------------------------------------------------------
+# flat is the block's workspace as one vector: row r's chunk c starts at r * LANES + c.
+# lt is the layer table, a tuple (no memory that a store could alias, so LLVM keeps its
+# entries in registers): layer k's (inputs, outputs, weight row, bias row, output row,
+# delta row) at lt[6 k:6 k + 6]. depth is a constant at every call (see _segment).
+@njit(**_INLINE)
+def _dot(flat, c, bias, w, h, n):
+    """bias + sum over i < n of w[i] h[i], for the chunk (bias, w, h: offsets of rows in
+    flat, consecutive rows from w and h). One chain of FMAs: two partial sums would halve
+    the 32 x 32 layer's latency, but their loop, present at all, took the 1-16-1 forward
+    from 6.8 to 16 ns per lane-row."""
+    a = vload(flat, bias + c)
+    for i in range(n):
+        a = vadd(a, vmul(vload(flat, w + i * LANES + c), vload(flat, h + i * LANES + c)))
+    return a
+
+
+@njit(**_INLINE)
+def _forward(flat, c, lt, depth, act, row_h0):
+    """The chunk's forward pass from its input rows row_h0: each hidden layer's
+    activations in its rows; returns the output z. The last hidden layer folds each unit
+    into z as it is computed (the output layer has one unit)."""
+    row_in = row_h0
+    w_out, b_out = lt[6 * depth + 2], lt[6 * depth + 3]
+    z = vload(flat, b_out * LANES + c)
+    for k in range(depth):
+        n_in, n_out, w, b, out = lt[6 * k], lt[6 * k + 1], lt[6 * k + 2], lt[6 * k + 3], lt[6 * k + 4]
+        top = k == depth - 1
+        for o in range(n_out):
+            a = _dot(flat, c, (b + o) * LANES, (w + o * n_in) * LANES, row_in * LANES, n_in)
+            h = _act(a, act)
+            vstore(flat, (out + o) * LANES + c, h)
+            if top:
+                z = vadd(z, vmul(vload(flat, (w_out + o) * LANES + c), h))
+        row_in = out
+    if depth == 0:
+        z = _dot(flat, c, b_out * LANES, w_out * LANES, row_h0 * LANES, lt[0])
+    return z
+
+
+@njit(**_INLINE)
+def _add_to(flat, row, c, value):
+    """flat row's chunk += value (a gradient sum)."""
+    at = row * LANES + c
+    vstore(flat, at, vadd(vload(flat, at), value))
+
+
+@njit(**_INLINE)
+def _backward(flat, c, z, lt, depth, act, loss, row_h0, row_y, g0, bn, row_xhat, row_dh0,
+              gamma, d):
+    """Adds the chunk's gradients of one row (output z) to the gradient rows (g0 + a
+    parameter's row); hidden layer k's deltas go to its delta rows, batchnorm's dL/dh0 to
+    row_dh0."""
+    y = vload(flat, row_y * LANES + c)
+    if loss == LOSS_MSE:
+        dz = vmul(vsub(z, y), _2)
+    else:
+        dz = vsub(_sigmoid(z), y)
+    w_out, b_out = lt[6 * depth + 2], lt[6 * depth + 3]
+    _add_to(flat, g0 + b_out, c, dz)
+    if depth == 0:          # the output layer reads the input
+        for i in range(lt[0]):
+            _add_to(flat, g0 + w_out + i, c, vmul(dz, vload(flat, (row_h0 + i) * LANES + c)))
+            if bn:
+                vstore(flat, (row_dh0 + i) * LANES + c, vmul(vload(flat, (w_out + i) * LANES + c), dz))
+    for k in range(depth - 1, -1, -1):
+        n_in, n_out, w, b = lt[6 * k], lt[6 * k + 1], lt[6 * k + 2], lt[6 * k + 3]
+        out, dl = lt[6 * k + 4], lt[6 * k + 5]
+        row_in = row_h0 if k == 0 else lt[6 * k - 2]         # layer k - 1's output rows
+        propagate = k > 0 or bn
+        din = row_dh0 if k == 0 else lt[6 * k - 1]           # layer k - 1's delta rows
+        if propagate:
+            for i in range(n_in):
+                vstore(flat, (din + i) * LANES + c, vsplat(_0))
+        for o in range(n_out):
+            if k == depth - 1:       # the output's delta through its weight
+                h = vload(flat, (out + o) * LANES + c)
+                _add_to(flat, g0 + w_out + o, c, vmul(dz, h))
+                dv = vmul(vmul(dz, vload(flat, (w_out + o) * LANES + c)), _act_grad(h, act))
+            else:                    # the layer above propagated its sum here
+                dv = vmul(vload(flat, (dl + o) * LANES + c),
+                          _act_grad(vload(flat, (out + o) * LANES + c), act))
+            _add_to(flat, g0 + b + o, c, dv)
+            # the unit's weights' gradients, and its share of each input's delta sum
+            # sum_o W[o, i] d[o]: along the unit's row of weights, whose rows are adjacent
+            # (input-major, the sums in registers, read them 4 KB apart with 32 lanes: the
+            # 32 x 32 layer's backward took 720 ns per lane-row)
+            wo = w + o * n_in
+            for i in range(n_in):
+                hv = vload(flat, (row_in + i) * LANES + c)
+                _add_to(flat, g0 + wo + i, c, vmul(dv, hv))
+                if propagate:
+                    _add_to(flat, din + i, c, vmul(vload(flat, (wo + i) * LANES + c), dv))
+    if bn:
+        for f in range(d):
+            dh = vload(flat, (row_dh0 + f) * LANES + c)
+            _add_to(flat, g0 + gamma + f, c, vmul(dh, vload(flat, (row_xhat + f) * LANES + c)))
+            _add_to(flat, g0 + gamma + d + f, c, dh)
+
+
+@njit(**_INLINE)
+def _normalize(flat, c, d, row_x, row_mean, row_rstd, row_xhat, row_h0, gamma):
+    """Batchnorm of the chunk's inputs: xhat = (x - mean) * rstd, h0 = xhat g + b."""
+    for f in range(d):
+        xh = vmul(vsub(vload(flat, (row_x + f) * LANES + c), vload(flat, (row_mean + f) * LANES + c)),
+                  vload(flat, (row_rstd + f) * LANES + c))
+        vstore(flat, (row_xhat + f) * LANES + c, xh)
+        vstore(flat, (row_h0 + f) * LANES + c,
+               vadd(vmul(xh, vload(flat, (gamma + f) * LANES + c)),
+                    vload(flat, (gamma + d + f) * LANES + c)))
+
+
+# ---- a block's rows ------------------------------------------------------------------------
+@njit(**_INLINE)
+def _fill_rows(flat, x, y, d, r, row_x, row_y):
+    """The input rows (row_x.., row_y) <- training row r, the same for every lane."""
+    for f in range(d):
+        v = vsplat(x[r, f])
+        for c in range(0, LANES, W):
+            vstore(flat, (row_x + f) * LANES + c, v)
+    v = vsplat(y[r])
+    for c in range(0, LANES, W):
+        vstore(flat, row_y * LANES + c, v)
+
+
+@njit(**_INLINE)
+def _gather_rows(flat, x, y, d, rows, row_x, row_y):
+    """The input rows <- for each lane l, training row rows[l]."""
+    for f in range(d):
+        base = (row_x + f) * LANES
+        for l in range(LANES):
+            flat[base + l] = x[rows[l], f]
+    for l in range(LANES):
+        flat[row_y * LANES + l] = y[rows[l]]
+
+
+@njit(**_INLINE)
+def _position_rows(rows, oq, order, te, pos):
+    """rows[l] = the row lane l visits at position pos of epoch te of the tables."""
+    for l in range(LANES):
+        q = oq[l]
+        rows[l] = pos if q < 0 else order[q, te, pos]
+
+
+@njit(**_INLINE)
+def _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y, d, rows,
+                 XR, YR, BM, BR, BV, S1, S2, CNT, START):
+    """Batch mean (BM), biased variance (BV) and rsqrt(var + eps) (BR) of every lane whose
+    batch starts at p (its rows p..bend), in two passes, summed then divided, as
+    BatchNorm1d; the other lanes keep theirs."""
+    longest = -1
+    for l in range(LANES):
+        starts = on[l] and bstart[l] == p
+        flat[START * LANES + l] = _1 if starts else _0
+        flat[CNT * LANES + l] = np.float32(bend[l] - p + 1) if starts else _0
+        if starts:
+            longest = max(longest, bend[l])
+    if longest < 0:
+        return
+    for f in range(d):
+        for c in range(0, LANES, W):
+            vstore(flat, (S1 + f) * LANES + c, vsplat(_0))
+            vstore(flat, (S2 + f) * LANES + c, vsplat(_0))
+    for stage in range(2):
+        for pos in range(p, longest + 1):
+            i = np.float32(pos - p)
+            if uniform:
+                _fill_rows(flat, x, y, d, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
+            else:
+                _position_rows(rows, oq, order, te, pos)
+                _gather_rows(flat, x, y, d, rows, XR, YR)
+            for c in range(0, LANES, W):
+                valid = vlt(vsplat(i), vload(flat, CNT * LANES + c))
+                for f in range(d):
+                    v = vload(flat, (XR + f) * LANES + c)
+                    if stage == 0:
+                        _add_to(flat, S1 + f, c, vwhere(valid, v, _0))
+                    else:
+                        dv = vsub(v, vload(flat, (S1 + f) * LANES + c))
+                        _add_to(flat, S2 + f, c, vwhere(valid, vmul(dv, dv), _0))
+        if stage == 0:      # the sums become means (0/0 in lanes not starting: unused)
+            for f in range(d):
+                for c in range(0, LANES, W):
+                    at = (S1 + f) * LANES + c
+                    vstore(flat, at, vdiv(vload(flat, at), vload(flat, CNT * LANES + c)))
+    for f in range(d):
+        for c in range(0, LANES, W):
+            starts = vgt(vload(flat, START * LANES + c), _0)
+            var = vdiv(vload(flat, (S2 + f) * LANES + c), vload(flat, CNT * LANES + c))
+            at_m, at_v, at_r = (BM + f) * LANES + c, (BV + f) * LANES + c, (BR + f) * LANES + c
+            vstore(flat, at_m, vwhere(starts, vload(flat, (S1 + f) * LANES + c), vload(flat, at_m)))
+            vstore(flat, at_v, vwhere(starts, var, vload(flat, at_v)))
+            vstore(flat, at_r, vwhere(starts, vdiv(_1, vsqrt(vadd(var, BN_EPS))), vload(flat, at_r)))
+
+
+@njit(**_INLINE)
+def _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT):
+    """BatchNorm1d's running statistics after a step (momentum 0.1, unbiased variance)."""
+    for f in range(d):
+        for c in range(0, LANES, W):
+            take = vgt(vload(flat, TAKE * LANES + c), _0)
+            cnt = vload(flat, CNT * LANES + c)
+            unbiased = vmul(vload(flat, (BV + f) * LANES + c), vdiv(cnt, vsub(cnt, _1)))
+            am, av = (RM + f) * LANES + c, (RV + f) * LANES + c
+            rm, rv = vload(flat, am), vload(flat, av)
+            new_m = vadd(vmul(rm, _1 - BN_MOMENTUM), vmul(vload(flat, (BM + f) * LANES + c), BN_MOMENTUM))
+            new_v = vadd(vmul(rv, _1 - BN_MOMENTUM), vmul(unbiased, BN_MOMENTUM))
+            vstore(flat, am, vwhere(take, new_m, rm))
+            vstore(flat, av, vwhere(take, new_v, rv))
+
+
+@njit(**_INLINE)
+def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM,
+          NEST, WDC):
+    """One optimizer step of the lanes with TAKE set, in torch.optim's order, and their
+    gradients cleared; the other lanes keep their values.
+
+    sgd: g += wd p; buf = mom buf + g; p -= lr (nesterov ? g + mom buf : buf)   (M = buf)
+    adam/adamw: p *= decay (1 - lr wd for adamw, else 1); g += wd p (adam);
+        m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
+        p -= step m / (sqrt(v) / bc2s + eps),  step = lr / (1 - b1^t)
+    """
+    for c in range(0, LANES, W):
+        take = vgt(vload(flat, TAKE * LANES + c), _0)
+        scale, wdc = vload(flat, SCALE * LANES + c), vload(flat, WDC * LANES + c)
+        step = vload(flat, STEP * LANES + c)
+        if opt == OPT_ADAM:
+            omb1, b2 = vload(flat, OMB1 * LANES + c), vload(flat, B2 * LANES + c)
+            omb2, eps = vload(flat, OMB2 * LANES + c), vload(flat, EPS * LANES + c)
+            bc2s, decay = vload(flat, BC2S * LANES + c), vload(flat, DECAY * LANES + c)
+            for j in range(P):
+                ap, ag, am, av = j * LANES + c, (G + j) * LANES + c, (M + j) * LANES + c, (V + j) * LANES + c
+                w, m, v = vload(flat, ap), vload(flat, am), vload(flat, av)
+                g = vadd(vmul(vload(flat, ag), scale), vmul(wdc, w))
+                m2 = vadd(m, vmul(omb1, vsub(g, m)))
+                v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
+                w2 = vsub(vmul(w, decay),
+                          vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps))))
+                vstore(flat, ap, vwhere(take, w2, w))
+                vstore(flat, am, vwhere(take, m2, m))
+                vstore(flat, av, vwhere(take, v2, v))
+                vstore(flat, ag, vwhere(take, _0, vload(flat, ag)))
+        else:
+            mom = vload(flat, MOM * LANES + c)
+            nest = vgt(vload(flat, NEST * LANES + c), _0)
+            for j in range(P):
+                ap, ag, am = j * LANES + c, (G + j) * LANES + c, (M + j) * LANES + c
+                w, m = vload(flat, ap), vload(flat, am)
+                g = vadd(vmul(vload(flat, ag), scale), vmul(wdc, w))
+                m2 = vadd(vmul(m, mom), g)
+                w2 = vsub(w, vmul(step, vwhere(nest, vadd(g, vmul(mom, m2)), m2)))
+                vstore(flat, ap, vwhere(take, w2, w))
+                vstore(flat, am, vwhere(take, m2, m))
+                vstore(flat, ag, vwhere(take, _0, vload(flat, ag)))
+
+
+@njit(**_INLINE)
+def _evaluate(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, XH, H0, BM,
+              BR, ACC):
+    """ev[slot] += every lane's loss over the rows of x [N, d], y [N]; ev[slot + 1] += its
+    hits (bce: logit > 0 predicts 1). Eval mode: BM and BR hold the running statistics.
+    Rows ACC, ACC + 1 hold float32 sums of up to EVAL_FLUSH rows."""
+    n_rows = x.shape[0]
+    for r in range(n_rows):
+        _fill_rows(flat, x, y, d, r, XR, YR)
+        for c in range(0, LANES, W):
+            if bn:
+                _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
+            z = _forward(flat, c, lt, depth, act, H0)
+            yv = vsplat(y[r])
+            if loss == LOSS_MSE:
+                t = vsub(z, yv)
+                _add_to(flat, ACC, c, vmul(t, t))
+            else:   # max(z, 0) - z y + log1p(exp(-|z|)), finite for any finite z
+                lv = vadd(vsub(vwhere(vgt(z, _0), z, _0), vmul(z, yv)),
+                          _log1p_unit(_exp(vmul(vabs(z), _M1))))
+                _add_to(flat, ACC, c, lv)
+                hit = vwhere(veq(vwhere(vgt(z, _0), _1, _0), yv), _1, _0)
+                _add_to(flat, ACC + 1, c, hit)
+        if (r + 1) % EVAL_FLUSH == 0 or r == n_rows - 1:
+            for l in range(LANES):
+                ev[slot, l] += flat[ACC * LANES + l]
+                ev[slot + 1, l] += flat[(ACC + 1) * LANES + l]
+                flat[ACC * LANES + l] = _0
+                flat[(ACC + 1) * LANES + l] = _0
+
+
+@njit(**_INLINE)
+def _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act, loss,
+             bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
+    """Forward and backward passes of rows p..q of the epoch's order (q: the next batch
+    end of some lane), every lane's gradients summed."""
+    for pos in range(p, q + 1):
+        if uniform:
+            _fill_rows(flat, x, y, d, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
+        else:
+            _position_rows(rows, oq, order, te, pos)
+            _gather_rows(flat, x, y, d, rows, XR, YR)
+        for c in range(0, LANES, W):
+            if bn:
+                _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
+            z = _forward(flat, c, lt, depth, act, H0)
+            _backward(flat, c, z, lt, depth, act, loss, H0, YR, G, bn, XH, DH, gamma, d)
+
+
+@njit(**_INLINE)
+def _all_finite(flat, first, count, ok):
+    """ok[l] &= every workspace row first..first+count-1 is finite in lane l."""
+    for r in range(first, first + count):
+        for l in range(LANES):
+            v = flat[r * LANES + l]
+            if not (v - v == _0):           # NaN and inf give NaN
+                ok[l] = False
+
+
+# Inlined by numba (not LLVM): a callee numba compiles is optimized once on its own and again
+# in its caller's module, which for this, the bulk of the code, was 7 s more.
+@njit(**dict(_OPTS, inline="always"))
+def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta, c_va,
+                 eval_epochs, eval_every, layers, depth, d, n_par, gamma, act, loss, opt, bn,
+                 e0, e1):
+    """Trains the block's LANES runs through epochs e0..e1-1 (see train_blocks)."""
+    n, n_val = x.shape[0], xv.shape[0]
+    lo = blk * LANES
+    # ---- workspace rows --------------------------------------------------------------------
+    P = n_par
+    WP, G, M, V = 0 * P, P, 2 * P, 3 * P   # parameters, gradients, momentum or exp_avg,
+    # exp_avg_sq (variables, not literals: a literal argument compiles its own callee)
+    RM, RV = 4 * P, 4 * P + d              # batchnorm running statistics
+    XR = RV + d                             # the row's input
+    YR = XR + d                             # and target
+    XH = YR + 1                             # batchnorm: xhat, batch mean, rsqrt(var + eps),
+    BM, BR, BV, DH = XH + d, XH + 2 * d, XH + 3 * d, XH + 4 * d    # var, dL/dh0,
+    S1, S2 = XH + 5 * d, XH + 6 * d         # the batch's sums
+    H0 = XH + 7 * d if bn else XR           # the first layer's input
+    LAY = XH + 8 * d                        # layer outputs and deltas
+    width = 0
+    for k in range(depth + 1):
+        width += layers[k, 1]
+    lay = np.zeros((3, 6), np.int64)        # three layers: the deepest model's
+    lay[:depth + 1] = layers
+    at = LAY
+    for k in range(depth + 1):
+        lay[k, 4] = at
+        lay[k, 5] = at + width
+        at += lay[k, 1]
+    lt = (lay[0, 0], lay[0, 1], lay[0, 2], lay[0, 3], lay[0, 4], lay[0, 5],
+          lay[1, 0], lay[1, 1], lay[1, 2], lay[1, 3], lay[1, 4], lay[1, 5],
+          lay[2, 0], lay[2, 1], lay[2, 2], lay[2, 3], lay[2, 4], lay[2, 5])
+    PL = LAY + 2 * width                    # per-lane values of an optimizer step
+    SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM, NEST, WDC, CNT, START, ACC = \
+        range(PL, PL + 15)
+    rows_ws = PL + 16                       # ACC and ACC + 1
+    ws = np.zeros((rows_ws, LANES), np.float32)
+    flat = ws.reshape(-1)                   # the same memory, as one vector
+    # parameters, optimizer state and running statistics; the gradients start at zero
+    ws[:P] = ws_state[blk, :P]
+    ws[M:RV + d] = ws_state[blk, P:]
+
+    # ---- the lanes' constants ----------------------------------------------------------------
+    bs = ihp[I_BS, lo:lo + LANES]
+    epochs = ihp[I_EPOCHS, lo:lo + LANES]
+    ssize = ihp[I_SSIZE, lo:lo + LANES]
+    oq = ihp[I_ORDER, lo:lo + LANES]
+    row_of = ihp[I_ROW, lo:lo + LANES]
+    steps = ihp[I_STEPS, lo:lo + LANES]
+    active = ihp[I_ACTIVE, lo:lo + LANES]
+    for l in range(LANES):
+        ws[OMB1, l] = np.float32(1.0 - fhp[F_BETA1, lo + l])
+        ws[B2, l] = np.float32(fhp[F_BETA2, lo + l])
+        ws[OMB2, l] = np.float32(1.0 - fhp[F_BETA2, lo + l])
+        ws[EPS, l] = np.float32(fhp[F_EPS, lo + l])
+        ws[MOM, l] = np.float32(fhp[F_MOM, lo + l])
+        ws[NEST, l] = np.float32(ihp[I_NEST, lo + l])
+        ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
+
+    BIG = n + 1
+    on = np.zeros(LANES, np.bool_)
+    bstart = np.zeros(LANES, np.int64)
+    bend = np.zeros(LANES, np.int64)
+    rows = np.zeros(LANES, np.int64)
+    ok = np.zeros(LANES, np.bool_)
+    ev = np.zeros((4, LANES), np.float64)    # evaluation sums: loss and hits, train and val
+    due = np.zeros(LANES, np.bool_)
+
+    for e in range(e0, e1):
+        any_on = False
+        for l in range(LANES):
+            on[l] = active[l] != 0 and e < epochs[l]
+            any_on = any_on or on[l]
+        if not any_on:
+            break
+        # StepLR, stepped at the end of each epoch as torch's: lr *= gamma every ssize epochs
+        for l in range(LANES):
+            if on[l] and ssize[l] > 0 and e > 0 and e % ssize[l] == 0:
+                fhp[F_LR, lo + l] *= fhp[F_GAMMA, lo + l]
+        # One order for the whole block (broadcast rows) or one per lane (gathered rows).
+        first_q = -2
+        uniform = True
+        for l in range(LANES):
+            if on[l]:
+                if first_q == -2:
+                    first_q = oq[l]
+                elif oq[l] != first_q:
+                    uniform = False
+        te = e - o_e0
+        for l in range(LANES):
+            bstart[l] = 0
+            bend[l] = min(bs[l], n) - 1 if on[l] else BIG
+        p = 0
+        while p < n:
+            if bn:      # batch statistics of the lanes whose batch starts at p
+                _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y,
+                             d, rows, XR, YR, BM, BR, BV, S1, S2, CNT, START)
+            q = BIG
+            for l in range(LANES):
+                q = min(q, bend[l])
+            # one copy of the rows' loop per depth, each with its depth a constant: the
+            # line model's rows took 1.56 ns per lane-row with the depth a variable, 0.20
+            # with it a constant (the loops over layers fold away)
+            if depth == 0:
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 0,
+                         act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+            elif depth == 1:
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 1,
+                         act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+            else:
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 2,
+                         act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+            # ---- the optimizer step of the lanes whose batch ends at q ------------------------
+            for l in range(LANES):
+                take = on[l] and bend[l] == q
+                ws[TAKE, l] = _1 if take else _0
+                if take:
+                    cnt = bend[l] - bstart[l] + 1
+                    ws[SCALE, l] = np.float32(1.0 / cnt)
+                    ws[CNT, l] = np.float32(cnt)
+                    lr = fhp[F_LR, lo + l]
+                    ws[DECAY, l] = np.float32(1.0 - lr * fhp[F_WDD, lo + l])
+                    if opt == OPT_ADAM:   # bias corrections in float64, as torch.optim
+                        b1t = fhp[F_B1T, lo + l] * fhp[F_BETA1, lo + l]
+                        b2t = fhp[F_B2T, lo + l] * fhp[F_BETA2, lo + l]
+                        fhp[F_B1T, lo + l] = b1t
+                        fhp[F_B2T, lo + l] = b2t
+                        ws[STEP, l] = np.float32(lr / (1.0 - b1t))
+                        ws[BC2S, l] = np.float32(math.sqrt(1.0 - b2t))
+                    else:
+                        ws[STEP, l] = np.float32(lr)
+                    steps[l] += 1
+                    bstart[l] = q + 1
+                    bend[l] = min(q + bs[l], n - 1) if q + 1 < n else BIG
+            _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS,
+                  MOM, NEST, WDC)
+            if bn:
+                _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT)
+            p = q + 1
+
+        # ---- evaluations due after epoch e + 1 ----------------------------------------------
+        any_due = False
+        for l in range(LANES):
+            due[l] = on[l] and ((e + 1) % eval_every == 0 or e + 1 == epochs[l])
+            any_due = any_due or due[l]
+        if not any_due:
+            continue
+        col = np.searchsorted(eval_epochs, e + 1)
+        if bn:          # eval mode: the running statistics
+            for f in range(d):
+                for l in range(LANES):
+                    ws[BM + f, l] = ws[RM + f, l]
+                    ws[BR + f, l] = _1 / np.sqrt(ws[RV + f, l] + BN_EPS)
+        ev[:] = 0.0
+        for split in range(2 if n_val > 0 else 1):
+            xs, ys = (x, y) if split == 0 else (xv, yv)
+            if depth == 0:
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, 0, act, loss, bn, d, gamma, XR, YR,
+                          XH, H0, BM, BR, ACC)
+            elif depth == 1:
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, 1, act, loss, bn, d, gamma, XR, YR,
+                          XH, H0, BM, BR, ACC)
+            else:
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, 2, act, loss, bn, d, gamma, XR, YR,
+                          XH, H0, BM, BR, ACC)
+        for l in range(LANES):
+            ok[l] = True
+        _all_finite(flat, WP, P, ok)
+        if bn:
+            _all_finite(flat, RM, 2 * d, ok)
+        for l in range(LANES):
+            if not due[l]:
+                continue
+            row = row_of[l]
+            train_loss = np.float32(ev[0, l] / n)
+            c_tl[row, col] = train_loss
+            if n_val > 0:
+                c_vl[row, col] = np.float32(ev[2, l] / n_val)
+            if loss == LOSS_BCE:
+                c_ta[row, col] = np.float32(ev[1, l] / n)
+                if n_val > 0:
+                    c_va[row, col] = np.float32(ev[3, l] / n_val)
+            if not (ok[l] and math.isfinite(train_loss)):
+                active[l] = 0        # diverged: frozen as of this evaluation
+    ws_state[blk, :P] = ws[:P]
+    ws_state[blk, P:] = ws[M:RV + d]
+
+
+@njit(nogil=True, **_OPTS)
+def train_blocks(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
+                 c_va, eval_epochs, eval_every, layers, depth, d, n_par, gamma, act, loss, opt,
+                 bn, e0, e1):
+    """Trains epochs e0..e1-1 of blocks b_lo..b_hi-1 (LANES runs each), evaluating each run
+    after its evaluation epochs in that range. Releases the GIL: the host trains ranges of
+    blocks from several threads (trainer/numba_backend.py).
+
+    State, per block, updated in place:
+        ws_state: float32 [blocks, 3 * n_par + 2 * d, LANES]: parameters (the rows of
+            torch_backend.Layout), momentum buffer or exp_avg, exp_avg_sq, then the
+            batchnorm running mean and var (d rows each).
+        fhp: float64 [F_ROWS, runs], ihp: int64 [I_ROWS, runs] (runs = blocks * LANES): the
+            runs' hyperparameters and their state (F_* and I_* rows).
+    Data: x float32 [n, d], y [n]; validation xv [n_val, d], yv [n_val] (n_val may be 0).
+    order: int32 [Q, epochs, n], the permutation tables of epochs o_e0.. (ihp[I_ORDER]
+        picks a run's q); [1, 1, 1] when no run shuffles.
+    c_tl, c_vl, c_ta, c_va: float32 [R, E], the curves (train loss, val loss, train and
+        val accuracy; [1, 1] where the sweep has none), row ihp[I_ROW] of a run, column
+        searchsorted(eval_epochs, epoch); written where evaluated.
+    Model: layers int64 [depth + 1, 6]: (in, out, weight row, bias row, -, -) per Linear;
+        gamma: batchnorm's weight row (its bias d rows after); act, loss, opt: the ACT_,
+        LOSS_, OPT_ codes; bn: batchnorm on the input.
+
+    The MXCSR's flush-to-zero and denormals-are-zero bits are set while the blocks train
+    (and restored after): saturated units drive Adam's exp_avg_sq and some gradients
+    below 2**-126, where every operation takes a microcode assist; on the 1-16-1 MLP that
+    cost 22.4 against 16.7 ns per lane-row. Values that small change no result at the
+    tests' tolerance (the reference keeps them).
+    """
+    mxcsr = mxcsr_ftz()
+    for blk in range(b_lo, b_hi):
+        _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
+                     c_va, eval_epochs, eval_every, layers, depth, d, n_par, gamma, act, loss,
+                     opt, bn, e0, e1)
+    mxcsr_restore(mxcsr)
+
+
+def state_rows(n_par: int, d: int) -> int:
+    """Rows of a block's state tile (train_blocks' ws_state)."""
+    return 3 * n_par + 2 * d

@@ -1,0 +1,277 @@
+"""Explicit SIMD vectors for numba: ``F16``, 16 float32 lanes in one LLVM ``<16 x float>``.
+
+kernels/numba_mlp.py keeps one run per lane; its per-row loops are written with these
+vectors rather than left to LLVM's loop vectorizer. The vectorizer has to prove that a
+loop's workspace rows do not overlap, and numba gives it no ``noalias``: it emitted a
+runtime check per pair of rows before every lane loop (a fused backward loop of 8 rows: 18
+checks, about as many instructions as the loop's own work), and where the trip count was
+a constant 32 it unrolled the loop first and vectorized nothing. With explicit vectors
+there is nothing to prove: a load is one ``vmovups``, an add one ``vaddps``, and LLVM
+lowers ``<16 x float>`` to one zmm (AVX-512) or two ymm (AVX2) registers.
+
+Every function here is a numba ``@intrinsic`` that emits one or a few LLVM instructions.
+Arithmetic takes vectors or float32 scalars (a scalar is broadcast). Multiplications and
+additions carry LLVM's ``contract`` flag, so a * b + c may become one FMA, as in the rest of
+the kernels. Comparisons give ``M16`` masks (ordered: false where a lane is NaN), which
+``vwhere`` selects with.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+W = 16                                  # lanes of a vector
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_VF = ir.VectorType(_F32, W)
+_VI = ir.VectorType(_I32, W)
+_VB = ir.VectorType(ir.IntType(1), W)
+
+
+class F16Type(types.Type):
+    def __init__(self):
+        super().__init__(name="F16")
+
+
+class M16Type(types.Type):
+    def __init__(self):
+        super().__init__(name="M16")
+
+
+F16 = F16Type()
+M16 = M16Type()
+
+
+@register_model(F16Type)
+class _F16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VF)
+
+
+@register_model(M16Type)
+class _M16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VB)
+
+
+def _is_f32(t) -> bool:
+    return t == types.float32
+
+
+def _vector(builder, value, t):
+    """``value`` of numba type ``t`` (F16 or float32) as an LLVM vector."""
+    if t == F16:
+        return value
+    one = builder.insert_element(ir.Constant(_VF, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(_VI, [0] * W))
+
+
+def _pointer(context, builder, aryty, ary, index):
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.bitcast(builder.gep(data, [index], inbounds=True), _VF.as_pointer())
+
+
+# ---- memory ------------------------------------------------------------------------------
+@intrinsic
+def vload(typingctx, flat, index):
+    """flat[index:index + 16] (flat: a 1-D float32 array) as a vector; unaligned."""
+    if not (isinstance(flat, types.Array) and flat.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+    return F16(flat, index), codegen
+
+
+@intrinsic
+def vstore(typingctx, flat, index, value):
+    """flat[index:index + 16] = value."""
+    if not (isinstance(flat, types.Array) and flat.dtype == types.float32 and value == F16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _pointer(context, builder, sig.args[0], args[0], args[1]),
+                      align=4)
+        return context.get_dummy_value()
+    return types.none(flat, index, value), codegen
+
+
+@intrinsic
+def vsplat(typingctx, value):
+    """A vector of 16 copies of the float32 ``value``."""
+    if not _is_f32(value):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _vector(builder, args[0], types.float32)
+    return F16(value), codegen
+
+
+# ---- arithmetic ---------------------------------------------------------------------------
+def _binary(opname, doc):
+    def typer(typingctx, a, b):
+        if not ((a == F16 or _is_f32(a)) and (b == F16 or _is_f32(b)) and F16 in (a, b)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = _vector(builder, args[0], sig.args[0])
+            y = _vector(builder, args[1], sig.args[1])
+            return getattr(builder, opname)(x, y, flags=("contract",))
+        return F16(a, b), codegen
+    typer.__doc__ = doc
+    typer.__name__ = typer.__qualname__ = f"v{opname[1:]}"
+    return intrinsic(typer)
+
+
+vadd = _binary("fadd", "a + b, lane by lane (a, b: F16 or float32).")
+vsub = _binary("fsub", "a - b.")
+vmul = _binary("fmul", "a * b.")
+vdiv = _binary("fdiv", "a / b (IEEE division).")
+
+
+def _compare(op, doc):
+    def typer(typingctx, a, b):
+        if not ((a == F16 or _is_f32(a)) and (b == F16 or _is_f32(b)) and F16 in (a, b)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = _vector(builder, args[0], sig.args[0])
+            y = _vector(builder, args[1], sig.args[1])
+            return builder.fcmp_ordered(op, x, y)
+        return M16(a, b), codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+vlt = _compare("<", "a < b (false for NaN).")
+vgt = _compare(">", "a > b (false for NaN).")
+veq = _compare("==", "a == b (false for NaN).")
+
+
+@intrinsic
+def vwhere(typingctx, mask, a, b):
+    """mask ? a : b, lane by lane (a, b: F16 or float32)."""
+    if not (mask == M16 and (a == F16 or _is_f32(a)) and (b == F16 or _is_f32(b))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(args[0], _vector(builder, args[1], sig.args[1]),
+                              _vector(builder, args[2], sig.args[2]))
+    return F16(mask, a, b), codegen
+
+
+@intrinsic
+def vand(typingctx, a, b):
+    """a and b, for masks."""
+    if not (a == M16 and b == M16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.and_(args[0], args[1])
+    return M16(a, b), codegen
+
+
+def _unary_intrinsic(llvm_name, doc):
+    def typer(typingctx, a):
+        if a != F16:
+            return None
+
+        def codegen(context, builder, sig, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VF, [_VF]),
+                                                f"llvm.{llvm_name}.v16f32")
+            return builder.call(fn, [args[0]])
+        return F16(a), codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+vfloor = _unary_intrinsic("floor", "floor(a), lane by lane.")
+vsqrt = _unary_intrinsic("sqrt", "sqrt(a) (IEEE).")
+vabs = _unary_intrinsic("fabs", "|a|.")
+
+
+# ---- bits ---------------------------------------------------------------------------------
+@intrinsic
+def vpow2i(typingctx, k):
+    """2 ** k for integral k in [-126, 127] (one convert, an integer add and shift): the
+    scale of exp's range reduction."""
+    if k != F16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ki = builder.fptosi(args[0], _VI)
+        bits = builder.shl(builder.add(ki, ir.Constant(_VI, [127] * W)), ir.Constant(_VI, [23] * W))
+        return builder.bitcast(bits, _VF)
+    return F16(k), codegen
+
+
+@intrinsic
+def vrcp_guess(typingctx, x):
+    """1 / x to about 12% for normal positive x: the float bits subtracted from a magic
+    constant (0x7EF311C3), the start of a Newton iteration."""
+    if x != F16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], _VI)
+        return builder.bitcast(builder.sub(ir.Constant(_VI, [0x7EF311C3] * W), bits), _VF)
+    return F16(x), codegen
+
+
+@intrinsic
+def vany(typingctx, mask):
+    """Is any lane of the mask set?"""
+    if mask != M16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(1), [_VB]), "llvm.vector.reduce.or.v16i1")
+        return builder.call(fn, [args[0]])
+    return types.boolean(mask), codegen
+
+
+# ---- the x86 floating-point control register ----------------------------------------------
+_FTZ_DAZ = 0x8040          # MXCSR bits: flush results below 2**-126 to zero, read such inputs as 0
+
+
+def _mxcsr_call(builder, name, slot):
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()]),
+        f"llvm.x86.sse.{name}")
+    builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+
+
+@intrinsic
+def mxcsr_ftz(typingctx):
+    """Sets this thread's flush-to-zero and denormals-are-zero modes; returns the previous
+    MXCSR for ``mxcsr_restore``. Does nothing (returns -1) off x86."""
+    def codegen(context, builder, sig, args):
+        if "x86_64" not in builder.module.triple and "i686" not in builder.module.triple:
+            return ir.Constant(ir.IntType(64), -1)
+        slot = cgutils.alloca_once(builder, _I32)
+        _mxcsr_call(builder, "stmxcsr", slot)
+        old = builder.load(slot)
+        builder.store(builder.or_(old, ir.Constant(_I32, _FTZ_DAZ)), slot)
+        _mxcsr_call(builder, "ldmxcsr", slot)
+        return builder.zext(old, ir.IntType(64))
+    return types.int64(), codegen
+
+
+@intrinsic
+def mxcsr_restore(typingctx, saved):
+    """Puts back the MXCSR that ``mxcsr_ftz`` returned."""
+    if saved != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        if "x86_64" not in builder.module.triple and "i686" not in builder.module.triple:
+            return context.get_dummy_value()
+        slot = cgutils.alloca_once(builder, _I32)
+        builder.store(builder.trunc(args[0], _I32), slot)
+        _mxcsr_call(builder, "ldmxcsr", slot)
+        return context.get_dummy_value()
+    return types.none(saved), codegen

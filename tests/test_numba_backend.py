@@ -1,0 +1,248 @@
+"""The numba backend against the reference, run by run, as the torch backend is checked; and
+what only it has: per-run arithmetic that no chunking, window or thread count changes, the
+Feistel order computed in compiled code, and auto's choice of it on the CPU.
+
+The kernels compile once per machine (about half a minute, then numba's disk cache): the
+first test to train pays for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+import tinysweep
+from tinysweep.trainer.errors import UserError
+
+from conftest import assert_same_runs
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
+                                reason="numba is not installed")
+
+
+def both(path, **kw):
+    return (tinysweep.run(path, backend="numba", **kw),
+            tinysweep.run(path, backend="reference", **kw))
+
+
+def assert_same_runs_diverged_aside(actual, expected):
+    """assert_same_runs, except for the frozen state of diverged runs: both backends stop
+    them at the same evaluation with non-finite state or loss, but which entries overflowed
+    to inf and which became NaN there depends on the order of the operations that
+    overflowed (the reference sums a layer's gradient in a matmul, the kernels row by
+    row, with FMAs), so they are left out; the flags, steps and curves are compared."""
+    bad = expected.table.diverged.to_numpy()
+    masked = [SimpleNamespace(table=res.table, curves=res.curves,
+                              params={k: np.where(bad.reshape(-1, *[1] * (v.ndim - 1)), np.nan, v)
+                                      for k, v in res.params.items()})
+              for res in (actual, expected)]
+    assert_same_runs(*masked)
+
+
+def assert_identical(a, b):
+    """Two Results of the same sweep are equal bit for bit."""
+    assert a.table.equals(b.table)
+    for name in b.curves:
+        np.testing.assert_array_equal(a.curves[name], b.curves[name], err_msg=name)
+    for name in b.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+
+
+# 37 training rows (and 9 for validation where there is a split): batch sizes 5 and 16
+# leave short last batches, 64 is one batch of everything; every optimizer and input_norm
+# shares the sweep, and shuffled and unshuffled runs share blocks of lanes.
+MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
+         "optimizer": ["sgd", "adam", "adamw"],
+         "batch_size": [5, 16, 64],
+         "shuffle": [True, False]}
+
+
+@pytest.mark.parametrize("hidden, activation, loss, source, val", [
+    ([], "sigmoid", "mse", "line", 0.0),
+    ([5], "tanh", "bce_with_logits", "moons", 0.2),
+    ([4, 3], "relu", "mse", "line", 0.2),
+    ([3, 2], "sigmoid", "bce_with_logits", "heart_rate", 0.0),
+    ([7], "relu", "bce_with_logits", "xor", 0.0),
+    ([2, 5], "tanh", "mse", "circles", 0.0),
+])
+def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, source, val):
+    n = 46 if val else 37
+    path = write_config(
+        data={"source": source, "params": {"n": n}, "seed": 3, "val_fraction": val},
+        model={"hidden": hidden, "activation": activation, "loss": loss},
+        train={"epochs": 3, "lr": 0.03, "momentum": 0.5, "seed": 11},
+        sweep={"params": MIXED})
+    numba_res, ref = both(path)
+    assert len(ref.table) == 54
+    assert not ref.table.diverged.any()
+    assert_same_runs(numba_res, ref)
+
+
+def test_optimizer_settings_and_schedules_match(write_config):
+    """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs and seeds, and a
+    validation split, evaluated every other epoch and at each run's last."""
+    path = write_config(
+        data={"source": "circles", "params": {"n": 41}, "seed": 1, "val_fraction": 0.25},
+        model={"hidden": [6], "activation": "sigmoid", "loss": "bce_with_logits"},
+        train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7, "momentum": 0.9},
+        sweep={"strategy": "random", "samples": 40, "seed": 5, "params": {
+            "optimizer": ["sgd", "adam", "adamw"],
+            "nesterov": [False, True],
+            "beta1": {"uniform": [0.5, 0.95]},
+            "beta2": [0.9, 0.999],
+            "eps": [1e-8, 1e-3],
+            "weight_decay": [0.0, 0.1],
+            "lr_schedule": ["constant", "step"],
+            "step_size": [1, 2],
+            "gamma": [0.5],
+            "epochs": [2, 5, 6],
+            "seed": [0, 1, 2],
+            "shuffle": [True, False],
+            "lr": {"loguniform": [1e-3, 1e-1]},
+        }})
+    numba_res, ref = both(path)
+    table = ref.table
+    assert set(table.epochs) == {2, 5, 6} and table.lr_schedule.nunique() == 2
+    assert "final_val_loss" in table and "final_val_accuracy" in table
+    assert list(ref.curves["epoch"]) == [2, 4, 5, 6]
+    assert_same_runs(numba_res, ref)
+
+
+def test_sgd_without_momentum_keeps_no_buffer(write_config):
+    path = write_config(train={"epochs": 2, "optimizer": "sgd", "lr": 0.1},
+                        sweep={"params": {"momentum": [0.0, 0.9], "batch_size": [4, 37]}})
+    numba_res, ref = both(path)
+    assert_same_runs(numba_res, ref)
+    no_momentum = (ref.table.momentum == 0).to_numpy()
+    assert np.isnan(numba_res.params["optim.momentum_buffer.1.weight"][no_momentum]).all()
+
+
+@pytest.mark.parametrize("eval_every", [1, 4])
+def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
+    params = {"lr": [0.01, 300.0, 0.02, 1e6], "batch_size": [5, 9, 40]}
+    model = {"hidden": [3], "activation": "tanh", "loss": "mse"}
+    train = {"epochs": 6, "optimizer": "sgd", "eval_every": eval_every}
+    path = write_config(model=model, train=train, sweep={"params": params})
+    numba_res, ref = both(path)
+    bad = ref.table.lr > 100
+    assert list(ref.table.diverged) == list(bad)
+    assert_same_runs_diverged_aside(numba_res, ref)
+    assert numba_res.table.final_train_loss[bad].isna().all()
+    assert (ref.table.steps[bad] < ref.table.steps[~bad].max()).all()   # stopped early
+    # the healthy runs are exactly what they are in a sweep without the diverging ones,
+    # whose lanes they shared
+    calm = tinysweep.run(write_config("calm.yaml", model=model, train=train,
+                                      sweep={"params": {"lr": [0.01, 0.02],
+                                                        "batch_size": [5, 9, 40]}}),
+                         backend="numba")
+    for name, value in calm.params.items():
+        np.testing.assert_array_equal(numba_res.params[name][~bad.to_numpy()], value,
+                                      err_msg=name)
+
+
+def test_diverging_batchnorm_runs_match_reference(write_config):
+    path = write_config(data={"source": "moons", "params": {"n": 30}},
+                        model={"hidden": [4], "activation": "relu", "loss": "bce_with_logits"},
+                        train={"epochs": 4, "optimizer": "sgd", "input_norm": "batchnorm"},
+                        sweep={"params": {"lr": [0.05, 1e30], "batch_size": [6, 30]}})
+    numba_res, ref = both(path)
+    assert list(ref.table.diverged) == [False, False, True, True]
+    assert_same_runs_diverged_aside(numba_res, ref)
+
+
+def test_chunk_size_changes_nothing(write_config):
+    """A run's arithmetic is its lane's own: chunking changes no bit."""
+    path = write_config(model={"hidden": [4], "activation": "sigmoid", "loss": "mse"},
+                        sweep={"params": {"batch_size": [5, 8, 20], "shuffle": [True, False],
+                                          "input_norm": ["none", "batchnorm"],
+                                          "seed": [0, 1]}})
+    whole = tinysweep.run(path, backend="numba")
+    for chunk_runs in (1, 5):
+        assert_identical(tinysweep.run(path, backend="numba", chunk_runs=chunk_runs), whole)
+
+
+def test_thread_count_changes_nothing(write_config):
+    numba = pytest.importorskip("numba")
+    path = write_config(data={"source": "moons", "params": {"n": 50}},
+                        model={"hidden": [5], "activation": "tanh", "loss": "bce_with_logits"},
+                        sweep={"params": {"lr": {"logspace": [-3, -1, 30]},
+                                          "batch_size": [7, 50], "seed": [0, 1]}})
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = tinysweep.run(path, backend="numba")
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = tinysweep.run(path, backend="numba")
+    finally:
+        numba.set_num_threads(before)
+    assert_identical(two, one)
+
+
+def test_windows_of_epochs_change_nothing(write_config, monkeypatch):
+    """Permutation tables for one epoch at a time (several kernel calls, the state kept
+    between them) give the same bits as the whole sweep in one call."""
+    from tinysweep.trainer import numba_backend
+    path = write_config(data={"source": "line", "params": {"n": 10}},
+                        train={"epochs": 4, "lr": 0.05, "eval_every": 3,
+                               "lr_schedule": "step", "step_size": 1, "gamma": 0.5},
+                        sweep={"params": {"batch_size": [3, 4], "seed": [0, 1],
+                                          "shuffle": [True, False]}})
+    whole = tinysweep.run(path, backend="numba")
+    monkeypatch.setattr(numba_backend, "ORDER_BYTES", 2 * 10 * 4)   # two seeds, one epoch
+    windows = []
+    real = numba_backend._NumbaGroup.train_window
+    monkeypatch.setattr(numba_backend._NumbaGroup, "train_window",
+                        lambda self, nk, e0, e1: windows.append((e0, e1)) or real(self, nk, e0, e1))
+    split = tinysweep.run(path, backend="numba")
+    assert windows == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert_identical(split, whole)
+    assert_same_runs(split, tinysweep.run(path, backend="reference"))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 100, 1000, 4097])
+def test_order_tables_equal_order_py(n):
+    from tinysweep.kernels.numba_mlp import order_tables
+    from tinysweep.trainer.order import half_bits, permutations, round_keys
+
+    seeds = np.array([0, 1, 2**40 + 3, 12345, 2**63 - 1])
+    epochs = np.array([0, 5, 1, 99, 10**6])
+    out = np.full((len(seeds), n), -1, dtype=np.int32)
+    order_tables(round_keys(seeds, epochs), n, half_bits(n), out)
+    np.testing.assert_array_equal(out, permutations(seeds, epochs, n))
+
+
+def test_auto_picks_numba_on_the_cpu(write_config, monkeypatch):
+    from tinysweep.trainer import numba_backend
+    from tinysweep.trainer.sweep import prepare
+    assert prepare(write_config(), backend="auto", device="cpu").backend == "numba"
+    # models it cannot train go to the torch backend
+    deep = write_config("deep.yaml", model={"hidden": [3, 3, 3], "loss": "mse"})
+    assert prepare(deep, backend="auto", device="cpu").backend == "torch"
+    buggy = write_config("buggy.yaml", sweep={"params": {"bug": ["none", "loss_sum"]}})
+    assert prepare(buggy, backend="auto", device="cpu").backend == "torch"
+    # and so does everything without numba
+    monkeypatch.setattr(numba_backend, "available", lambda: "the numba package is not installed")
+    assert prepare(write_config(), backend="auto", device="cpu").backend == "torch"
+
+
+def test_unsupported_models_are_refused_in_one_line(write_config):
+    with pytest.raises(UserError, match=r"^--backend numba: model.hidden: the numba backend "
+                                        r"fuses up to 2 hidden layers, got 3; use --backend torch$"):
+        tinysweep.run(write_config(model={"hidden": [3, 3, 3], "loss": "mse"}), backend="numba")
+    with pytest.raises(UserError, match="^--backend numba: bug: "):
+        tinysweep.run(write_config(sweep={"params": {"bug": ["none", "loss_sum"]}}),
+                      backend="numba")
+
+
+def test_cli_runs_the_numba_backend(write_config, tmp_path):
+    from tinysweep.trainer import cli
+    out = tmp_path / "out"
+    assert cli.main(["run", str(write_config()), "--out", str(out), "--backend", "numba"]) == 0
+    res = tinysweep.load(out)
+    ref = tinysweep.run(write_config(), backend="reference")
+    assert_same_runs(res, ref)
+    assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "t"

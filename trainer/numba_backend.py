@@ -1,0 +1,242 @@
+"""The numba backend: each group of runs trained on the CPU by compiled kernels
+(kernels/numba_mlp.py), one call per window of epochs and range of blocks: the CPU twin of
+the triton backend.
+
+Runs are grouped as in the torch backend (input normalization, optimizer family), whose
+set-up (initial weights, standardized data, result writing) this backend shares; one
+``train_group`` call trains one group, that is one architecture. Within a group, runs are
+sorted by shuffle, seed, epochs and batch size, so that the ``LANES`` runs of a block
+usually read the same rows (one order: broadcast loads) and end their batches together.
+The permutations the shuffled runs need are written by ``order_tables`` (one table per
+(seed, epoch)), as many epochs at a time as fit in ORDER_BYTES; ``train_blocks`` then
+trains those epochs, evaluating each run when due, with the state in per-block tiles
+between calls.
+
+The blocks are spread over ``numba.get_num_threads()`` threads (``numba.set_num_threads``
+sets it), each calling the kernel, which releases the GIL, on ranges of blocks taken in
+turn. A run's arithmetic is its lane's alone, so the results do not depend on the number of
+threads. (numba's prange did the same, but its parallel region re-optimized the whole
+kernel once more: 31 s of compilation against 13.)
+
+numba is imported only when a kernel runs (``available`` asks importlib), so checking a
+config or importing tinysweep never loads it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from . import torch_backend
+from .backend import Chunk, ChunkResult
+from .order import half_bits, round_keys
+from .torch_backend import _Group
+
+MAX_DEPTH = 2
+# Permutation tables (int32 [seeds, epochs, n]) stay under this (64 MB); a window holds
+# as many epochs as fit.
+ORDER_BYTES = 1 << 26
+# Sample-steps (runs x epochs x rows) per kernel call, at most: about a second of the
+# 2-core CPU on the MLP workload, so the progress bar moves and a diverged run's block
+# goes on without it; the calls' own cost (a few tens of us) is nothing against that.
+CALL_SAMPLE_STEPS = 1 << 27
+CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")   # the kernel's order
+# Ranges of blocks per thread and call: enough that a thread whose blocks end early takes
+# more, few enough that a call's dispatch (tens of us) stays out of sight.
+RANGES_PER_THREAD = 4
+
+
+def threads() -> int:
+    """Threads the kernels use: numba's setting (NUMBA_NUM_THREADS, set_num_threads)."""
+    import numba
+    return numba.get_num_threads()
+
+
+def parallel(fn, count: int) -> None:
+    """Calls fn(lo, hi) on ranges covering 0..count-1, from threads() threads."""
+    n_threads = max(1, min(threads(), count))
+    step = max(1, -(-count // (n_threads * RANGES_PER_THREAD)))
+    ranges = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
+    if n_threads == 1:
+        for lo, hi in ranges:
+            fn(lo, hi)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        for _ in pool.map(lambda r: fn(*r), ranges):   # re-raises a thread's exception
+            pass
+
+
+def available() -> str | None:
+    """Why numba cannot run here, or None when it can (without importing it)."""
+    if importlib.util.find_spec("numba") is None:
+        return "the numba package is not installed (pip install numba)"
+    return None
+
+
+def unsupported(chunk: Chunk) -> str | None:
+    """Why the compiled kernels cannot train this model, or None when they can."""
+    if bool((chunk.runs.bug != "none").any()):
+        return "bug: the fused kernels train correct code only; the torch backend trains bugs"
+    hidden = chunk.model.hidden
+    if len(hidden) > MAX_DEPTH:
+        return (f"model.hidden: the numba backend fuses up to {MAX_DEPTH} hidden layers, "
+                f"got {len(hidden)}")
+    return None
+
+
+def _layers(layout: torch_backend.Layout, n_features: int, hidden) -> np.ndarray:
+    """int64 [depth + 1, 6]: (in, out, weight row, bias row, 0, 0) of each Linear layer."""
+    from .model import layer_sizes, linear_names
+    offset = dict(zip(layout.names, layout.offsets))
+    sizes = layer_sizes(n_features, hidden)
+    out = np.zeros((len(sizes), 6), np.int64)
+    for k, (name, (fan_in, fan_out)) in enumerate(zip(linear_names(len(sizes)), sizes)):
+        out[k, :4] = fan_in, fan_out, offset[f"{name}.weight"], offset[f"{name}.bias"]
+    return out
+
+
+class _NumbaGroup(_Group):
+    """A group of runs trained by the compiled kernels; state as in the torch backend."""
+
+    def train(self):
+        from ..kernels import numba_mlp as nk
+        self.load(nk)
+        e0, last = 0, int(self.c.epochs.max())
+        while e0 < last:
+            e1 = self._window(e0, last)
+            self.train_window(nk, e0, e1)
+            e0 = e1
+        self.unload(nk)
+
+    def load(self, nk):
+        """Moves the group's state into the kernel's layout: runs sorted into lanes, each
+        block's parameters and optimizer state one tile [rows, LANES]."""
+        c, chunk = self.c, self.chunk
+        lanes = np.lexsort((c.batch, c.epochs, np.where(c.shuffle, c.seed, -1), c.shuffle))
+        self.lanes = lanes
+        n_runs, L = len(lanes), nk.LANES
+        self.blocks = -(-n_runs // L)
+        padded = self.blocks * L
+        d = chunk.data.n_features
+        P = self.net.layout.size
+
+        def tiles(rows: np.ndarray) -> np.ndarray:     # [R, k] -> [blocks, k, LANES]
+            out = np.zeros((padded, rows.shape[1]), np.float32)
+            out[:n_runs] = rows[lanes]
+            return out.reshape(self.blocks, L, -1).transpose(0, 2, 1)
+
+        opt = [v.numpy() for v in self.opt_state.values()]
+        m, v = (opt[0], np.zeros_like(opt[0])) if self.sgd else opt
+        if self.running is not None:
+            rmean, rvar = (r.squeeze(1).numpy() for r in self.running)
+        else:
+            rmean, rvar = np.zeros((n_runs, d), np.float32), np.ones((n_runs, d), np.float32)
+        self.ws_state = np.ascontiguousarray(np.concatenate(
+            [tiles(self.params.numpy()), tiles(m), tiles(v), tiles(rmean), tiles(rvar)], axis=1))
+        assert self.ws_state.shape[1] == nk.state_rows(P, d)
+
+        def per_lane(values, dtype, pad):
+            out = np.full(padded, pad, dtype=dtype)
+            out[:n_runs] = np.asarray(values)[lanes]
+            return out
+        fhp = np.zeros((nk.F_ROWS, padded), np.float64)
+        fhp[nk.F_LR] = per_lane(c.lr, np.float64, 0.0)
+        fhp[nk.F_GAMMA] = per_lane(c.gamma, np.float64, 1.0)
+        fhp[nk.F_BETA1] = per_lane(c.beta1, np.float64, 0.0)
+        fhp[nk.F_BETA2] = per_lane(c.beta2, np.float64, 0.0)
+        fhp[nk.F_EPS] = per_lane(c.eps, np.float64, 1.0)
+        fhp[nk.F_MOM] = per_lane(c.momentum, np.float64, 0.0)
+        fhp[nk.F_WDC] = per_lane(c.wd_coupled, np.float64, 0.0)
+        fhp[nk.F_WDD] = per_lane(c.wd_decoupled, np.float64, 0.0)
+        fhp[nk.F_B1T] = fhp[nk.F_B2T] = 1.0
+        ihp = np.zeros((nk.I_ROWS, padded), np.int64)
+        ihp[nk.I_BS] = per_lane(c.batch, np.int64, 1)
+        ihp[nk.I_EPOCHS] = per_lane(c.epochs, np.int64, 0)      # padding: never trains
+        ihp[nk.I_SSIZE] = per_lane(np.where(c.scheduled, c.step_size, 0), np.int64, 0)
+        ihp[nk.I_NEST] = per_lane(c.nesterov, np.int64, 0)
+        ihp[nk.I_ORDER] = -1
+        ihp[nk.I_ROW] = per_lane(self.rows, np.int64, 0)
+        ihp[nk.I_ACTIVE] = per_lane(np.ones(n_runs), np.int64, 0)
+        self.fhp, self.ihp = fhp, ihp
+
+        # the kernel writes the chunk's curves in place ([1, 1] stand-ins for those the
+        # sweep has not: it never writes them)
+        res = self.result.curves
+        self.curves = [res.get(k, np.zeros((1, 1), np.float32)) for k in CURVES]
+        spec = chunk.model
+        self.layers = _layers(self.net.layout, d, spec.hidden)
+        offsets = dict(zip(self.net.layout.names, self.net.layout.offsets))
+        self.spec = dict(
+            layers=self.layers, depth=len(spec.hidden), d=d, n_par=P,
+            gamma=offsets.get("0.weight", 0),
+            act={"sigmoid": nk.ACT_SIGMOID, "tanh": nk.ACT_TANH, "relu": nk.ACT_RELU}[spec.activation],
+            loss=nk.LOSS_MSE if spec.loss == "mse" else nk.LOSS_BCE,
+            opt=nk.OPT_SGD if self.sgd else nk.OPT_ADAM, bn=self.running is not None)
+        self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
+                     (self.x, self.y, self.x_val.reshape(-1, d), self.y_val)]
+
+    def _window(self, e0: int, last: int) -> int:
+        """The end of the window of epochs that starts at e0: as many epochs as keep the
+        permutation tables under ORDER_BYTES and the call under CALL_SAMPLE_STEPS."""
+        c, n = self.c, self.n
+        left = c.epochs > e0
+        seeds = np.unique(c.seed[c.shuffle & left])
+        span = ORDER_BYTES // max(1, len(seeds) * n * 4)
+        span = min(span, CALL_SAMPLE_STEPS // max(1, int(left.sum()) * n))
+        return min(last, e0 + max(1, span))
+
+    def _orders(self, e0: int, e1: int) -> np.ndarray:
+        """Permutation tables int32 [Q, e1 - e0, n] of every seed a shuffled run needs in
+        epochs e0..e1-1, and each lane's table in ihp[I_ORDER] (-1: rows in order)."""
+        from ..kernels import numba_mlp as nk
+        c, n = self.c, self.n
+        needs = c.shuffle & (c.epochs > e0)
+        seeds = np.unique(c.seed[needs])
+        which = np.where(needs, np.searchsorted(seeds, c.seed), -1)
+        self.ihp[nk.I_ORDER, :len(self.lanes)] = which[self.lanes]
+        if len(seeds) == 0:
+            return np.zeros((1, 1, 1), np.int32)
+        epochs = np.arange(e0, e1)
+        keys = round_keys(np.repeat(seeds, len(epochs)), np.tile(epochs, len(seeds)))
+        table = np.empty((len(keys), n), np.int32)
+        half = half_bits(n)
+        parallel(lambda lo, hi: nk.order_tables(keys[lo:hi], n, half, table[lo:hi]), len(keys))
+        return table.reshape(len(seeds), len(epochs), n)
+
+    def train_window(self, nk, e0: int, e1: int):
+        """Trains epochs e0..e1-1 of every run, evaluating when due."""
+        order = self._orders(e0, e1)
+        x, y, xv, yv = self.data
+        eval_epochs = self.chunk.eval_epochs.astype(np.int64)
+        parallel(lambda lo, hi: nk.train_blocks(
+            lo, hi, self.ws_state, self.fhp, self.ihp, x, y, xv, yv, order, e0, *self.curves,
+            eval_epochs, self.chunk.eval_every, e0=e0, e1=e1, **self.spec), self.blocks)
+        if self.progress is not None:
+            c = self.c
+            left = np.clip(np.minimum(e1, c.epochs) - e0, 0, None)
+            self.progress(int((left * c.spe).sum()))
+
+    def unload(self, nk):
+        """Copies the lanes' state back into the group's tensors."""
+        lanes, n_runs = self.lanes, len(self.lanes)
+        P, d = self.net.layout.size, self.chunk.data.n_features
+        state = self.ws_state.transpose(0, 2, 1).reshape(-1, self.ws_state.shape[1])[:n_runs]
+        back = lambda lo, hi: torch.from_numpy(np.ascontiguousarray(state[:, lo:hi]))
+        idx = torch.from_numpy(lanes)
+        self.params[idx] = back(0, P)
+        for full, k in zip(self.opt_state.values(), (1, 2)):     # m (or buf), v
+            full[idx] = back(k * P, (k + 1) * P)
+        if self.running is not None:
+            self.running[0][idx] = back(3 * P, 3 * P + d).unsqueeze(1)
+            self.running[1][idx] = back(3 * P + d, 3 * P + 2 * d).unsqueeze(1)
+        self.steps[lanes] = self.ihp[nk.I_STEPS, :n_runs]
+        self.diverged[lanes] = self.ihp[nk.I_ACTIVE, :n_runs] == 0
+
+
+def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
+    """Trains every run of the chunk with the compiled kernels on the CPU (``device`` is
+    ignored: numba runs on the CPU)."""
+    return torch_backend.train(chunk, "cpu", progress, group_class=_NumbaGroup)
