@@ -80,10 +80,13 @@ def unsupported(chunk: Chunk) -> str | None:
     """Why the compiled kernels cannot train this model, or None when they can."""
     if bool((chunk.runs.bug != "none").any()):
         return "bug: the fused kernels train correct code only; the torch backend trains bugs"
-    hidden = chunk.model.hidden
-    if len(hidden) > MAX_DEPTH:
-        return (f"model.hidden: the numba backend fuses up to {MAX_DEPTH} hidden layers, "
-                f"got {len(hidden)}")
+    if chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1:
+        return ("model: the compiled kernels have one output; the torch backend trains "
+                "cross_entropy and several regression outputs")
+    for hidden in chunk.runs.architectures():       # each group is its own call
+        if len(hidden) > MAX_DEPTH:
+            return (f"hidden: the numba backend fuses up to {MAX_DEPTH} hidden layers, "
+                    f"got {len(hidden)}")
     return None
 
 
@@ -167,12 +170,12 @@ class _NumbaGroup(_Group):
         res = self.result.curves
         self.curves = [res.get(k, np.zeros((1, 1), np.float32)) for k in CURVES]
         spec = chunk.model
-        self.layers = _layers(self.net.layout, d, spec.hidden)
+        self.layers = _layers(self.net.layout, d, self.hidden)     # the group's architecture
         offsets = dict(zip(self.net.layout.names, self.net.layout.offsets))
         self.spec = dict(
-            layers=self.layers, depth=len(spec.hidden), d=d, n_par=P,
+            layers=self.layers, depth=len(self.hidden), d=d, n_par=P,
             gamma=offsets.get("0.weight", 0),
-            act={"sigmoid": nk.ACT_SIGMOID, "tanh": nk.ACT_TANH, "relu": nk.ACT_RELU}[spec.activation],
+            act={"sigmoid": nk.ACT_SIGMOID, "tanh": nk.ACT_TANH, "relu": nk.ACT_RELU}[self.activation],
             loss=nk.LOSS_MSE if spec.loss == "mse" else nk.LOSS_BCE,
             opt=nk.OPT_SGD if self.sgd else nk.OPT_ADAM, bn=self.running is not None)
         self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
