@@ -230,9 +230,13 @@ def test_auto_picks_numba_on_the_cpu(write_config, monkeypatch):
 
 
 def test_unsupported_models_are_refused_in_one_line(write_config):
-    with pytest.raises(UserError, match=r"^--backend numba: model.hidden: the numba backend "
+    with pytest.raises(UserError, match=r"^--backend numba: hidden: the numba backend "
                                         r"fuses up to 2 hidden layers, got 3; use --backend torch$"):
         tinysweep.run(write_config(model={"hidden": [3, 3, 3], "loss": "mse"}), backend="numba")
+    with pytest.raises(UserError, match=r"^--backend numba: model: the compiled kernels have "
+                                        r"one output"):
+        tinysweep.run(write_config(data={"source": "blobs", "params": {"n": 30}},
+                                   model={"loss": "cross_entropy"}), backend="numba")
     with pytest.raises(UserError, match="^--backend numba: bug: "):
         tinysweep.run(write_config(sweep={"params": {"bug": ["none", "loss_sum"]}}),
                       backend="numba")
@@ -246,3 +250,13 @@ def test_cli_runs_the_numba_backend(write_config, tmp_path):
     ref = tinysweep.run(write_config(), backend="reference")
     assert_same_runs(res, ref)
     assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "t"
+
+
+def test_a_sweep_of_architectures_is_one_call_per_architecture_and_matches_the_reference(
+        write_config):
+    path = write_config(data={"source": "moons", "params": {"n": 37}, "val_fraction": 0.2},
+                        model={"loss": "bce_with_logits"}, train={"epochs": 3, "lr": 0.05},
+                        sweep={"params": {"hidden": [[], [4], [3, 5]],
+                                          "activation": ["tanh", "relu"],
+                                          "batch_size": [5, 37], "optimizer": ["sgd", "adam"]}})
+    assert_same_runs(tinysweep.run(path, backend="numba"), tinysweep.run(path, backend="reference"))
