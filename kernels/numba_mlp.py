@@ -607,6 +607,9 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
 
     BIG = n + 1
+    # The depths as int64 values, not literals: numba compiles a callee once per literal
+    # argument (6 copies of the rows' loop, 8 s); LLVM still sees constants once it inlines.
+    DEPTH0, DEPTH1, DEPTH2 = np.int64(0), np.int64(1), np.int64(2)
     on = np.zeros(LANES, np.bool_)
     bstart = np.zeros(LANES, np.int64)
     bend = np.zeros(LANES, np.int64)
@@ -627,8 +630,8 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
             if on[l] and ssize[l] > 0 and e > 0 and e % ssize[l] == 0:
                 fhp[F_LR, lo + l] *= fhp[F_GAMMA, lo + l]
         # One order for the whole block (broadcast rows) or one per lane (gathered rows).
-        first_q = -2
-        uniform = True
+        first_q = np.int64(-2)
+        uniform = n > 0
         for l in range(LANES):
             if on[l]:
                 if first_q == -2:
@@ -639,7 +642,7 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         for l in range(LANES):
             bstart[l] = 0
             bend[l] = min(bs[l], n) - 1 if on[l] else BIG
-        p = 0
+        p = np.int64(0)
         while p < n:
             if bn:      # batch statistics of the lanes whose batch starts at p
                 _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y,
@@ -651,13 +654,13 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
             # line model's rows took 1.56 ns per lane-row with the depth a variable, 0.20
             # with it a constant (the loops over layers fold away)
             if depth == 0:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 0,
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH0,
                          act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             elif depth == 1:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 1,
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH1,
                          act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             else:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 2,
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH2,
                          act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             # ---- the optimizer step of the lanes whose batch ends at q ------------------------
             for l in range(LANES):
@@ -704,13 +707,13 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         for split in range(2 if n_val > 0 else 1):
             xs, ys = (x, y) if split == 0 else (xv, yv)
             if depth == 0:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, 0, act, loss, bn, d, gamma, XR, YR,
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH0, act, loss, bn, d, gamma, XR, YR,
                           XH, H0, BM, BR, ACC)
             elif depth == 1:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, 1, act, loss, bn, d, gamma, XR, YR,
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH1, act, loss, bn, d, gamma, XR, YR,
                           XH, H0, BM, BR, ACC)
             else:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, 2, act, loss, bn, d, gamma, XR, YR,
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH2, act, loss, bn, d, gamma, XR, YR,
                           XH, H0, BM, BR, ACC)
         for l in range(LANES):
             ok[l] = True
