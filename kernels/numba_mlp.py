@@ -14,15 +14,15 @@ per run, and the per-row math is written with explicit 16-lane vectors
 16-lane chunk's values stay in registers (a unit's pre-activation summed over its inputs,
 the output, its delta), so memory holds only what outlives a row: parameters, gradient
 sums, activations. The exponentials are vectors too: ``_exp`` is Cephes' expf (a
-Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp), ``_recip`` a bit-trick guess and
-Newton steps, where ``math.exp`` would be a libm call per lane and ``/`` a ``vdivps``
-issuing every ~10 cycles. bench/NOTES.md has what the assembly holds.
+Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp), where ``math.exp`` is a libm
+call per lane (numba has no vector math library here). bench/NOTES.md has what the
+assembly holds.
 
 Lanes step through the rows in lockstep, one position ``p`` of their epoch's order at a
 time; each lane takes its optimizer step when its own batch ends (``(p + 1) % batch_size
 == 0`` or ``p == n - 1``), masked. Lanes with different batch sizes therefore never wait
-for one another (the triton kernel's batch-lockstep loops to the longest batch of the
-slowest lane: on the line study's blocks of 8 batch sizes that was 3.6x the rows). When
+for one another (the triton kernel's batch-lockstep loops each step to the longest batch
+of the block: 2.2x the rows of an epoch, counted on the line study's blocks). When
 all lanes of a block read the same order (the same seed, or none shuffled: the host sorts
 runs so), position ``p`` is one row for every lane, loaded once and broadcast; else each
 lane gathers its own row.
@@ -52,12 +52,15 @@ import math
 import numpy as np
 from numba import njit
 
-from .numba_simd import (W, mxcsr_ftz, mxcsr_restore, vabs, vadd, vand, vany, vdiv, veq, vfloor, vgt, vload, vlt,
-                         vmul, vpow2i, vrcp_guess, vsplat, vsqrt, vstore, vsub, vwhere)
+from .numba_simd import (W, mxcsr_ftz, mxcsr_restore, vabs, vadd, vdiv, veq, vfloor, vgt,
+                         vload, vlt, vmul, vpow2i, vsplat, vsqrt, vstore, vsub,
+                         vwhere)
 
 # Runs per block: a workspace row is LANES floats, LANES // W vectors. More lanes spread
 # the per-row bookkeeping (the event loop, the row's load) over more runs; fewer keep a
 # block's workspace in L1 and give small sweeps more blocks to share between the cores.
+# 16 lanes: the line model 0.65-0.81 ns per lane-row, 1-16-1 18 ns; 32: 0.57-0.60 and
+# 17-22 (this shared 2-core machine is noisy), 2.5 s more compile.
 LANES = 32
 
 ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
@@ -120,20 +123,12 @@ def _exp(x):
 
 
 @njit(**_INLINE)
-def _recip(x):
-    """1 / x for normal positive x: a bit-trick guess (12% off at most), two Newton steps
-    (2e-4) and one in the FMA form (under an ulp; 1/1 is exactly 1). About half the cost
-    of vdivps."""
-    y = vrcp_guess(x)
-    y = vmul(y, vsub(_2, vmul(x, y)))
-    y = vmul(y, vsub(_2, vmul(x, y)))
-    return vadd(y, vmul(y, vsub(_1, vmul(x, y))))
-
-
-@njit(**_INLINE)
 def _sigmoid(a):
+    """1 / (1 + exp(-a)). A true division: a bit-trick reciprocal and three Newton steps
+    made the 1-16-1 row 16% slower (10.8 against 9.3 ns per lane-row, one process, taken
+    in turns), however cheap each op looked on its own."""
     t = vmul(a, _M1)
-    return _recip(vadd(_1, _exp(vwhere(vgt(t, _SAT), _SAT, t))))
+    return vdiv(_1, vadd(_1, _exp(vwhere(vgt(t, _SAT), _SAT, t))))
 
 
 _TANH_SMALL = np.float32(0.625)
@@ -150,7 +145,7 @@ def _tanh(a):
     p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(z, _T0), _T1), z), _T2), z), _T3), z), _T4)
     small = vadd(vmul(vmul(p, z), a), a)
     t = vmul(a, _2)
-    large = vsub(_1, vmul(_2, _recip(vadd(_exp(vwhere(vgt(t, _SAT), _SAT, t)), _1))))
+    large = vsub(_1, vdiv(_2, vadd(_exp(vwhere(vgt(t, _SAT), _SAT, t)), _1)))
     return vwhere(vlt(vabs(a), _TANH_SMALL), small, large)
 
 

@@ -246,3 +246,18 @@ def test_cli_runs_the_numba_backend(write_config, tmp_path):
     ref = tinysweep.run(write_config(), backend="reference")
     assert_same_runs(res, ref)
     assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "t"
+
+
+def test_flush_to_zero_is_the_kernels_alone(write_config):
+    """The kernels flush denormals to zero while they train (kernels/numba_mlp.py says
+    why) and put the thread's floating-point mode back: arithmetic after a sweep still
+    keeps numbers below 2**-126."""
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            tinysweep.run(write_config(), backend="numba")
+            assert np.float32(1e-38) / np.float32(100) > 0
+    finally:
+        numba.set_num_threads(before)
