@@ -14,15 +14,15 @@ per run, and the per-row math is written with explicit 16-lane vectors
 16-lane chunk's values stay in registers (a unit's pre-activation summed over its inputs,
 the output, its delta), so memory holds only what outlives a row: parameters, gradient
 sums, activations. The exponentials are vectors too: ``_exp`` is Cephes' expf (a
-Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp), ``_recip`` a bit-trick guess and
-Newton steps, where ``math.exp`` would be a libm call per lane and ``/`` a ``vdivps``
-issuing every ~10 cycles. bench/NOTES.md has what the assembly holds.
+Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp), where ``math.exp`` is a libm
+call per lane (numba has no vector math library here). bench/NOTES.md has what the
+assembly holds.
 
 Lanes step through the rows in lockstep, one position ``p`` of their epoch's order at a
 time; each lane takes its optimizer step when its own batch ends (``(p + 1) % batch_size
 == 0`` or ``p == n - 1``), masked. Lanes with different batch sizes therefore never wait
-for one another (the triton kernel's batch-lockstep loops to the longest batch of the
-slowest lane: on the line study's blocks of 8 batch sizes that was 3.6x the rows). When
+for one another (the triton kernel's batch-lockstep loops each step to the longest batch
+of the block: 2.2x the rows of an epoch, counted on the line study's blocks). When
 all lanes of a block read the same order (the same seed, or none shuffled: the host sorts
 runs so), position ``p`` is one row for every lane, loaded once and broadcast; else each
 lane gathers its own row.
@@ -52,12 +52,15 @@ import math
 import numpy as np
 from numba import njit
 
-from .numba_simd import (W, mxcsr_ftz, mxcsr_restore, vabs, vadd, vand, vany, vdiv, veq, vfloor, vgt, vload, vlt,
-                         vmul, vpow2i, vrcp_guess, vsplat, vsqrt, vstore, vsub, vwhere)
+from .numba_simd import (W, mxcsr_ftz, mxcsr_restore, vabs, vadd, vdiv, veq, vfloor, vgt,
+                         vload, vlt, vmul, vpow2i, vsplat, vsqrt, vstore, vsub,
+                         vwhere)
 
 # Runs per block: a workspace row is LANES floats, LANES // W vectors. More lanes spread
 # the per-row bookkeeping (the event loop, the row's load) over more runs; fewer keep a
 # block's workspace in L1 and give small sweeps more blocks to share between the cores.
+# 16 lanes: the line model 0.65-0.81 ns per lane-row, 1-16-1 18 ns; 32: 0.57-0.60 and
+# 17-22 (this shared 2-core machine is noisy), 2.5 s more compile.
 LANES = 32
 
 ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
@@ -120,20 +123,12 @@ def _exp(x):
 
 
 @njit(**_INLINE)
-def _recip(x):
-    """1 / x for normal positive x: a bit-trick guess (12% off at most), two Newton steps
-    (2e-4) and one in the FMA form (under an ulp; 1/1 is exactly 1). About half the cost
-    of vdivps."""
-    y = vrcp_guess(x)
-    y = vmul(y, vsub(_2, vmul(x, y)))
-    y = vmul(y, vsub(_2, vmul(x, y)))
-    return vadd(y, vmul(y, vsub(_1, vmul(x, y))))
-
-
-@njit(**_INLINE)
 def _sigmoid(a):
+    """1 / (1 + exp(-a)). A true division: a bit-trick reciprocal and three Newton steps
+    made the 1-16-1 row 16% slower (10.8 against 9.3 ns per lane-row, one process, taken
+    in turns), however cheap each op looked on its own."""
     t = vmul(a, _M1)
-    return _recip(vadd(_1, _exp(vwhere(vgt(t, _SAT), _SAT, t))))
+    return vdiv(_1, vadd(_1, _exp(vwhere(vgt(t, _SAT), _SAT, t))))
 
 
 _TANH_SMALL = np.float32(0.625)
@@ -150,7 +145,7 @@ def _tanh(a):
     p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(z, _T0), _T1), z), _T2), z), _T3), z), _T4)
     small = vadd(vmul(vmul(p, z), a), a)
     t = vmul(a, _2)
-    large = vsub(_1, vmul(_2, _recip(vadd(_exp(vwhere(vgt(t, _SAT), _SAT, t)), _1))))
+    large = vsub(_1, vdiv(_2, vadd(_exp(vwhere(vgt(t, _SAT), _SAT, t)), _1)))
     return vwhere(vlt(vabs(a), _TANH_SMALL), small, large)
 
 
@@ -607,6 +602,9 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
 
     BIG = n + 1
+    # The depths as int64 values, not literals: numba compiles a callee once per literal
+    # argument (6 copies of the rows' loop, 8 s); LLVM still sees constants once it inlines.
+    DEPTH0, DEPTH1, DEPTH2 = np.int64(0), np.int64(1), np.int64(2)
     on = np.zeros(LANES, np.bool_)
     bstart = np.zeros(LANES, np.int64)
     bend = np.zeros(LANES, np.int64)
@@ -627,8 +625,8 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
             if on[l] and ssize[l] > 0 and e > 0 and e % ssize[l] == 0:
                 fhp[F_LR, lo + l] *= fhp[F_GAMMA, lo + l]
         # One order for the whole block (broadcast rows) or one per lane (gathered rows).
-        first_q = -2
-        uniform = True
+        first_q = np.int64(-2)
+        uniform = n > 0
         for l in range(LANES):
             if on[l]:
                 if first_q == -2:
@@ -639,7 +637,7 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         for l in range(LANES):
             bstart[l] = 0
             bend[l] = min(bs[l], n) - 1 if on[l] else BIG
-        p = 0
+        p = np.int64(0)
         while p < n:
             if bn:      # batch statistics of the lanes whose batch starts at p
                 _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y,
@@ -651,13 +649,13 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
             # line model's rows took 1.56 ns per lane-row with the depth a variable, 0.20
             # with it a constant (the loops over layers fold away)
             if depth == 0:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 0,
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH0,
                          act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             elif depth == 1:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 1,
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH1,
                          act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             else:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, 2,
+                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH2,
                          act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             # ---- the optimizer step of the lanes whose batch ends at q ------------------------
             for l in range(LANES):
@@ -704,13 +702,13 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         for split in range(2 if n_val > 0 else 1):
             xs, ys = (x, y) if split == 0 else (xv, yv)
             if depth == 0:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, 0, act, loss, bn, d, gamma, XR, YR,
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH0, act, loss, bn, d, gamma, XR, YR,
                           XH, H0, BM, BR, ACC)
             elif depth == 1:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, 1, act, loss, bn, d, gamma, XR, YR,
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH1, act, loss, bn, d, gamma, XR, YR,
                           XH, H0, BM, BR, ACC)
             else:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, 2, act, loss, bn, d, gamma, XR, YR,
+                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH2, act, loss, bn, d, gamma, XR, YR,
                           XH, H0, BM, BR, ACC)
         for l in range(LANES):
             ok[l] = True

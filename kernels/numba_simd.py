@@ -209,19 +209,6 @@ def vpow2i(typingctx, k):
 
 
 @intrinsic
-def vrcp_guess(typingctx, x):
-    """1 / x to about 12% for normal positive x: the float bits subtracted from a magic
-    constant (0x7EF311C3), the start of a Newton iteration."""
-    if x != F16:
-        return None
-
-    def codegen(context, builder, sig, args):
-        bits = builder.bitcast(args[0], _VI)
-        return builder.bitcast(builder.sub(ir.Constant(_VI, [0x7EF311C3] * W), bits), _VF)
-    return F16(x), codegen
-
-
-@intrinsic
 def vany(typingctx, mask):
     """Is any lane of the mask set?"""
     if mask != M16:

@@ -260,3 +260,18 @@ def test_a_sweep_of_architectures_is_one_call_per_architecture_and_matches_the_r
                                           "activation": ["tanh", "relu"],
                                           "batch_size": [5, 37], "optimizer": ["sgd", "adam"]}})
     assert_same_runs(tinysweep.run(path, backend="numba"), tinysweep.run(path, backend="reference"))
+
+
+def test_flush_to_zero_is_the_kernels_alone(write_config):
+    """The kernels flush denormals to zero while they train (kernels/numba_mlp.py says
+    why) and put the thread's floating-point mode back: arithmetic after a sweep still
+    keeps numbers below 2**-126."""
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            tinysweep.run(write_config(), backend="numba")
+            assert np.float32(1e-38) / np.float32(100) > 0
+    finally:
+        numba.set_num_threads(before)
