@@ -104,7 +104,7 @@ _E0, _E1, _E2, _E3, _E4, _E5 = (np.float32(c) for c in (
     1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
     5.0000001201e-1))
 _EXP_HI, _EXP_LO = np.float32(88.3762626647949), np.float32(-87.33654475)
-# sigmoid and tanh saturate long before: exp(80) keeps 1 + e and its reciprocal normal
+# tanh saturates long before: exp(80) keeps 1 + e and 2 / (1 + e) normal
 _SAT = np.float32(80.0)
 
 
@@ -122,13 +122,31 @@ def _exp(x):
     return vmul(p, vpow2i(k))
 
 
+# sigmoid's exp(-a), in base 2: 2**t = 2**k 2**f with k = round(t), |f| <= 1/2, and 2**f a
+# degree-7 Taylor polynomial (truncation 6e-9). Rounding t = -a log2(e) costs up to 4e-6
+# relative where |t| is large, where the sigmoid is within 1e-30 of 0 or 1: on [-150, 150]
+# it is 9e-8 from the exact value at most (3.6e-6 relative, at its tiniest). 2 operations
+# fewer than _exp's two-part reduction, and the 1-16-1 kernel 10% faster (16.9 against
+# 18.8 cpu-ns per lane-row, taken in turns in one process).
+_NLOG2E = np.float32(-1.4426950408889634)
+_T_HI, _T_LO = np.float32(115.0), np.float32(-126.0)   # 1 + 2**115 and 2**-126 stay normal
+_P1, _P2, _P3, _P4, _P5, _P6, _P7 = (np.float32(math.log(2) ** i / math.factorial(i))
+                                     for i in range(1, 8))
+
+
 @njit(**_INLINE)
 def _sigmoid(a):
-    """1 / (1 + exp(-a)). A true division: a bit-trick reciprocal and three Newton steps
-    made the 1-16-1 row 16% slower (10.8 against 9.3 ns per lane-row, one process, taken
-    in turns), however cheap each op looked on its own."""
-    t = vmul(a, _M1)
-    return vdiv(_1, vadd(_1, _exp(vwhere(vgt(t, _SAT), _SAT, t))))
+    """1 / (1 + exp(-a)), 9e-8 from the exact value at most. A true division: a
+    bit-trick reciprocal and three Newton steps made the 1-16-1 row 16% slower (10.8
+    against 9.3 ns per lane-row, taken in turns in one process)."""
+    t = vmul(a, _NLOG2E)
+    t = vwhere(vgt(t, _T_HI), _T_HI, t)
+    t = vwhere(vlt(t, _T_LO), _T_LO, t)         # NaN stays NaN (its comparisons are false)
+    k = vfloor(vadd(t, _HALF))
+    f = vsub(t, k)
+    p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(
+        vmul(f, _P7), _P6), f), _P5), f), _P4), f), _P3), f), _P2), f), _P1), f), _1)
+    return vdiv(_1, vadd(_1, vmul(p, vpow2i(k))))
 
 
 _TANH_SMALL = np.float32(0.625)
