@@ -9,9 +9,9 @@ the whole call. Blocks are independent; the host spreads them over threads. A ru
 arithmetic never depends on its block, its lane or the thread that trains it.
 
 SIMD across runs: each quantity of a block is a workspace row of ``LANES`` floats, one
-per run, and the per-row math is written with explicit 16-lane vectors
-(kernels/numba_simd.py): ``vload`` a row's 16 lanes, compute, ``vstore``. Within a row a
-16-lane chunk's values stay in registers (a unit's pre-activation summed over its inputs,
+per run, and the per-row math is written with explicit vectors of W = 64 lanes
+(kernels/numba_simd.py): ``vload`` a row's lanes, compute, ``vstore``. Within a row a
+chunk's values stay in registers (a unit's pre-activation summed over its inputs,
 the output, its delta), so memory holds only what outlives a row: parameters, gradient
 sums, activations. The exponentials are vectors too: ``_exp`` is Cephes' expf (a
 Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp), where ``math.exp`` is a libm
@@ -22,7 +22,7 @@ Lanes step through the rows in lockstep, one position ``p`` of their epoch's ord
 time; each lane takes its optimizer step when its own batch ends (``(p + 1) % batch_size
 == 0`` or ``p == n - 1``), masked. Lanes with different batch sizes therefore never wait
 for one another (the triton kernel's batch-lockstep loops each step to the longest batch
-of the block: 2.2x the rows of an epoch, counted on the line study's blocks). When
+of the block: 3.0x the rows of an epoch, counted on the line study's blocks). When
 all lanes of a block read the same order (the same seed, or none shuffled: the host sorts
 runs so), position ``p`` is one row for every lane, loaded once and broadcast; else each
 lane gathers its own row.
@@ -56,12 +56,11 @@ from .numba_simd import (W, mxcsr_ftz, mxcsr_restore, vabs, vadd, vdiv, veq, vfl
                          vload, vlt, vmul, vpow2i, vsplat, vsqrt, vstore, vsub,
                          vwhere)
 
-# Runs per block: a workspace row is LANES floats, LANES // W vectors. More lanes spread
-# the per-row bookkeeping (the event loop, the row's load) over more runs; fewer keep a
-# block's workspace in L1 and give small sweeps more blocks to share between the cores.
-# 16 lanes: the line model 0.65-0.81 ns per lane-row, 1-16-1 18 ns; 32: 0.57-0.60 and
-# 17-22 (this shared 2-core machine is noisy), 2.5 s more compile.
-LANES = 32
+# Runs per block: a workspace row is LANES floats, LANES // W vectors (one: numba_simd.py
+# has the measurements behind 64). More lanes spread the per-row bookkeeping (the event
+# loop, the row's load) over more runs; fewer keep a block's workspace in cache and give
+# small sweeps more blocks to share between the cores.
+LANES = W
 
 ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
 LOSS_MSE, LOSS_BCE = 0, 1
@@ -243,7 +242,7 @@ def order_tables(keys, n, half, out):
             out[q, p] = np.int32(x)
 
 
-# ---- one row of one 16-lane chunk ------------------------------------------------------------
+# ---- one row of one chunk of W lanes --------------------------------------------------------
 # flat is the block's workspace as one vector: row r's chunk c starts at r * LANES + c.
 # lt is the layer table, a tuple (no memory that a store could alias, so LLVM keeps its
 # entries in registers): layer k's (inputs, outputs, weight row, bias row, output row,
