@@ -20,7 +20,8 @@ Every function here is a numba ``@intrinsic`` that emits one or a few LLVM instr
 Arithmetic takes vectors or float32 scalars (a scalar is broadcast). Multiplications and
 additions carry LLVM's ``contract`` flag, so a * b + c may become one FMA, as in the rest of
 the kernels. Comparisons give ``MVEC`` masks (ordered: false where a lane is NaN), which
-``vwhere`` selects with.
+``vwhere`` selects with. ``mxcsr_ftz`` and ``mxcsr_restore`` set and restore the x86
+flush-to-zero mode around the kernels (numba_mlp.train_blocks says why).
 """
 
 from __future__ import annotations
@@ -170,17 +171,6 @@ def vwhere(typingctx, mask, a, b):
     return FVEC(mask, a, b), codegen
 
 
-@intrinsic
-def vand(typingctx, a, b):
-    """a and b, for masks."""
-    if not (a == MVEC and b == MVEC):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.and_(args[0], args[1])
-    return MVEC(a, b), codegen
-
-
 def _unary_intrinsic(llvm_name, doc):
     def typer(typingctx, a):
         if a != FVEC:
@@ -213,19 +203,6 @@ def vpow2i(typingctx, k):
         bits = builder.shl(builder.add(ki, ir.Constant(_VI, [127] * W)), ir.Constant(_VI, [23] * W))
         return builder.bitcast(bits, _VF)
     return FVEC(k), codegen
-
-
-@intrinsic
-def vany(typingctx, mask):
-    """Is any lane of the mask set?"""
-    if mask != MVEC:
-        return None
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(1), [_VB]), f"llvm.vector.reduce.or.v{W}i1")
-        return builder.call(fn, [args[0]])
-    return types.boolean(mask), codegen
 
 
 # ---- the x86 floating-point control register ----------------------------------------------
