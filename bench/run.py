@@ -299,6 +299,7 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
 
     import matplotlib.figure  # noqa: F401  (imported before the clock, as torch is)
     from tinysweep.trainer import config as config_module, report as report_module, sweep
+    from tinysweep.trainer import numba_backend as numba_module
     from tinysweep.trainer import tables, torch_backend, triton_backend as triton_module  # noqa: F401
 
     title, path = WORKLOADS[key]
@@ -306,21 +307,27 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
     lrs = raw["sweep"]["params"]["lr"]["logspace"]
     lrs[2] = 10 if quick else lrs[2] * scale
     cfg = config_module.parse_config(raw, base_dir=path.parent)
-    inside = {"seconds": 0.0}
+    inside = {"seconds": 0.0, "depth": 0}
 
     def timed(train):               # the backends' own training, apart from the rest
         def wrapper(*args, **kwargs):
+            # the fused backends train through torch_backend.train: count the outer call
+            inside["depth"] += 1
             t = time.perf_counter()
             try:
                 return train(*args, **kwargs)
             finally:
-                inside["seconds"] += time.perf_counter() - t
+                inside["depth"] -= 1
+                if inside["depth"] == 0:
+                    inside["seconds"] += time.perf_counter() - t
         return wrapper
 
     rss_before = status_mb("VmRSS")
     gc.freeze()                     # as `tinysweep run` does after its imports
-    original = torch_backend.train, triton_module.train
-    torch_backend.train, triton_module.train = timed(original[0]), timed(original[1])
+    modules = (torch_backend, triton_module, numba_module)
+    original = [m.train for m in modules]
+    for m, train in zip(modules, original):
+        m.train = timed(train)
     try:
         with PeakMemory("cpu") as mem, tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
@@ -331,7 +338,8 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
             report_module.save_with_report(res, out)
             t3 = time.perf_counter()
     finally:
-        torch_backend.train, triton_module.train = original
+        for m, train in zip(modules, original):
+            m.train = train
     phases = {"set-up": t1 - t0, "training": t2 - t1, "of which backend": inside["seconds"],
               "writing": t3 - t2}
     outside = phases["set-up"] + phases["training"] - inside["seconds"] + phases["writing"]

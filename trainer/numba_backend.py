@@ -3,8 +3,10 @@
 the triton backend.
 
 Runs are grouped as in the torch backend (input normalization, optimizer family), whose
-set-up (initial weights, standardized data, result writing) this backend shares; one
-``train_group`` call trains one group, that is one architecture. Within a group, runs are
+set-up (initial weights, standardized data, result writing) this backend shares: one
+``_NumbaGroup`` trains one group, one architecture (``load`` reads it: layers, activation,
+loss, input normalization), so that grouping runs by architecture is a loop over groups.
+Within a group, runs are
 sorted by shuffle, seed, epochs and batch size, so that the ``LANES`` runs of a block
 usually read the same rows (one order: broadcast loads) and end their batches together.
 The permutations the shuffled runs need are written by ``order_tables`` (one table per
@@ -16,7 +18,7 @@ The blocks are spread over ``numba.get_num_threads()`` threads (``numba.set_num_
 sets it), each calling the kernel, which releases the GIL, on ranges of blocks taken in
 turn. A run's arithmetic is its lane's alone, so the results do not depend on the number of
 threads. (numba's prange did the same, but its parallel region re-optimized the whole
-kernel once more: 31 s of compilation against 13.)
+kernel once more: 31 s of compilation against 13 for the block function alone.)
 
 numba is imported only when a kernel runs (``available`` asks importlib), so checking a
 config or importing tinysweep never loads it.
@@ -39,9 +41,9 @@ MAX_DEPTH = 2
 # Permutation tables (int32 [seeds, epochs, n]) stay under this (64 MB); a window holds
 # as many epochs as fit.
 ORDER_BYTES = 1 << 26
-# Sample-steps (runs x epochs x rows) per kernel call, at most: about a second of the
-# 2-core CPU on the MLP workload, so the progress bar moves and a diverged run's block
-# goes on without it; the calls' own cost (a few tens of us) is nothing against that.
+# Sample-steps (runs x epochs x rows) per window of epochs, at most: under a second of the
+# 2-core CPU on the 1-16-1 MLP (1.3e8 at about 2e8 a second), so the progress bar moves;
+# a window's own cost (thread start, dispatch: under a millisecond) is nothing against it.
 CALL_SAMPLE_STEPS = 1 << 27
 CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")   # the kernel's order
 # Ranges of blocks per thread and call: enough that a thread whose blocks end early takes
