@@ -36,6 +36,8 @@ The math (the triton kernel's), for layers 0..depth with weights W_k [out, in], 
     h_0 = x  (batchnorm: xhat = (x - mean_batch) * rsqrt(var_batch + eps), h_0 = xhat g + b)
     a_k = W_k h_{k-1} + b_k;   h_k = act(a_k) (k < depth);   z = a_depth
     dz = mse: 2 (z - y) | bce: sigmoid(z) - y;   gradients summed over a batch, * 1/rows
+    K outputs z_j: mse 2 (z_j - y_j) / K | cross_entropy softmax(z)_j - [y == j] (the
+    softmax shifted by max_j z_j)
     dW_k += d_k h_{k-1}^T;  db_k += d_k;  d_{k-1} = (W_k^T d_k) * act'(h_{k-1})
     batchnorm: dh_0 = W_0^T d_0;  dg += dh_0 xhat;  db += dh_0
 
@@ -259,6 +261,19 @@ def vpow2i(typingctx, k):
     return FVEC(k), codegen
 
 
+@intrinsic
+def vexponent(typingctx, a):
+    """floor(log2(a)) for normal a > 0, as a float (its exponent bits): log's range
+    reduction."""
+    if a != FVEC:
+        return None
+
+    def codegen(context, builder, sig, args):
+        bits = builder.lshr(builder.bitcast(args[0], _VI), ir.Constant(_VI, [23] * W))
+        return builder.sitofp(builder.sub(bits, ir.Constant(_VI, [127] * W)), _VF)
+    return FVEC(a), codegen
+
+
 # ---- the x86 floating-point control register ----------------------------------------------
 _FTZ_DAZ = 0x8040          # MXCSR bits: flush results below 2**-126 to zero, read such inputs as 0
 
@@ -309,7 +324,7 @@ def mxcsr_restore(typingctx, saved):
 LANES = W
 
 ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
-LOSS_MSE, LOSS_BCE = 0, 1
+LOSS_MSE, LOSS_BCE, LOSS_CE = 0, 1, 2     # mse (one output or k), bce_with_logits, cross_entropy
 OPT_SGD, OPT_ADAM = 0, 1        # adam covers adamw (decoupled weight decay per lane)
 
 # Rows of the per-run hyperparameter tables (host: trainer/numba_backend.py).
@@ -332,6 +347,7 @@ EVAL_FLUSH = 32
 # float32 constants: a Python float in numba code is float64, and would promote the math
 _0, _1, _2, _HALF = np.float32(0.0), np.float32(1.0), np.float32(2.0), np.float32(0.5)
 _M1 = np.float32(-1.0)
+_INF = np.float32(np.inf)
 
 _OPTS = dict(cache=True, error_model="numpy", fastmath={"contract"})
 # error_model numpy: x / 0 is inf, as in numpy and torch, not a ZeroDivisionError.
@@ -423,6 +439,16 @@ def _log1p_unit(u):
     p = vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(vmul(vadd(
         vmul(q, _L7), _L6), q), _L5), q), _L4), q), _L3), q), _L2), q), _L1), q), _L0)
     return vmul(s, p)
+
+
+@njit(**_INLINE)
+def _log_ge1(s):
+    """log(s) for s >= 1 (softmax's sum of exponentials): s = 2**e m with m in [1, 2),
+    e ln 2 (Cody-Waite's two parts) + log1p(m - 1); 2e-9 from the exact value at most
+    in the polynomial."""
+    e = vexponent(s)
+    m = vmul(s, vpow2i(vmul(e, _M1)))
+    return vadd(vadd(vmul(e, _LN2_HI), vmul(e, _LN2_LO)), _log1p_unit(vsub(m, _1)))
 
 
 @njit(**_INLINE)
@@ -588,6 +614,120 @@ def _backward(flat, c, z, lt, depth, act, loss, row_h0, row_y, g0, bn, row_xhat,
             _add_to(flat, g0 + gamma + d + f, c, dh)
 
 
+# ---- K outputs (cross_entropy's K logits, k regression targets) ---------------------------
+# The output layer is one more layer: its outputs and deltas in workspace rows, as the
+# hidden layers', where the one-output functions above keep z and dz in registers (and fold
+# the output into the top hidden layer's loop). The one-output model, the speed that
+# matters most, keeps its own code.
+@njit(**_INLINE)
+def _forward_k(flat, c, lt, depth, act, row_h0):
+    """The chunk's forward pass with every layer's outputs in its rows: the hidden layers'
+    activations and, in layer ``depth``'s, the K outputs (no activation)."""
+    row_in = row_h0
+    for k in range(depth + 1):
+        n_in, n_out, w, b, out = lt[6 * k], lt[6 * k + 1], lt[6 * k + 2], lt[6 * k + 3], lt[6 * k + 4]
+        for o in range(n_out):
+            a = _dot(flat, c, (b + o) * LANES, (w + o * n_in) * LANES, row_in * LANES, n_in)
+            if k < depth:
+                a = _act(a, act)
+            vstore(flat, (out + o) * LANES + c, a)
+        row_in = out
+
+
+@njit(**_INLINE)
+def _softmax_terms(flat, c, zr, kout):
+    """(max_j z_j, sum_j exp(z_j - max)) of the K outputs in rows zr..: the stable
+    softmax's shift and normalizer."""
+    m = vload(flat, zr * LANES + c)
+    for j in range(1, kout):
+        z = vload(flat, (zr + j) * LANES + c)
+        m = vwhere(vgt(z, m), z, m)
+    s = vsplat(_0)
+    for j in range(kout):
+        s = vadd(s, _exp(vsub(vload(flat, (zr + j) * LANES + c), m)))
+    return m, s
+
+
+@njit(**_INLINE)
+def _output_delta(flat, c, lt, depth, loss, row_y):
+    """dL/dz of the K outputs (layer depth's output rows) into its delta rows, for a loss
+    that is the mean over the batch (the 1 / rows comes with the step):
+    mse: 2 (z_j - y_j) / K (F.mse_loss averages over the outputs too);
+    cross_entropy: softmax(z)_j - [y == j], y the class in row_y."""
+    zr, dr, kout = lt[6 * depth + 4], lt[6 * depth + 5], lt[6 * depth + 1]
+    if loss == LOSS_MSE:
+        scale = np.float32(2.0 / kout)
+        for j in range(kout):
+            t = vsub(vload(flat, (zr + j) * LANES + c), vload(flat, (row_y + j) * LANES + c))
+            vstore(flat, (dr + j) * LANES + c, vmul(t, scale))
+    else:
+        m, s = _softmax_terms(flat, c, zr, kout)
+        y = vload(flat, row_y * LANES + c)
+        for j in range(kout):
+            p = vdiv(_exp(vsub(vload(flat, (zr + j) * LANES + c), m)), s)
+            vstore(flat, (dr + j) * LANES + c, vsub(p, vwhere(veq(y, np.float32(j)), _1, _0)))
+
+
+@njit(**_INLINE)
+def _backward_k(flat, c, lt, depth, act, row_h0, g0, bn, row_xhat, row_dh0, gamma, d):
+    """Adds the chunk's gradients of one row to the gradient rows, from the output deltas
+    that _output_delta left in layer depth's delta rows: _backward's loop, with the output
+    layer one of its layers."""
+    for k in range(depth, -1, -1):
+        n_in, n_out, w, b = lt[6 * k], lt[6 * k + 1], lt[6 * k + 2], lt[6 * k + 3]
+        out, dl = lt[6 * k + 4], lt[6 * k + 5]
+        row_in = row_h0 if k == 0 else lt[6 * k - 2]         # layer k - 1's output rows
+        propagate = k > 0 or bn
+        din = row_dh0 if k == 0 else lt[6 * k - 1]           # layer k - 1's delta rows
+        if propagate:
+            for i in range(n_in):
+                vstore(flat, (din + i) * LANES + c, vsplat(_0))
+        for o in range(n_out):
+            dv = vload(flat, (dl + o) * LANES + c)
+            if k < depth:
+                dv = vmul(dv, _act_grad(vload(flat, (out + o) * LANES + c), act))
+            _add_to(flat, g0 + b + o, c, dv)
+            wo = w + o * n_in
+            for i in range(n_in):
+                _add_to(flat, g0 + wo + i, c, vmul(dv, vload(flat, (row_in + i) * LANES + c)))
+                if propagate:
+                    _add_to(flat, din + i, c, vmul(vload(flat, (wo + i) * LANES + c), dv))
+    if bn:
+        for f in range(d):
+            dh = vload(flat, (row_dh0 + f) * LANES + c)
+            _add_to(flat, g0 + gamma + f, c, vmul(dh, vload(flat, (row_xhat + f) * LANES + c)))
+            _add_to(flat, g0 + gamma + d + f, c, dh)
+
+
+@njit(**_INLINE)
+def _eval_k(flat, c, lt, depth, loss, y, r):
+    """The loss of training row r (y [N, k]) summed over the K outputs (mse: the host
+    divides by K) and its hit (cross_entropy: the first largest logit is the class, as
+    torch.argmax; a NaN logit counts as +inf)."""
+    zr, kout = lt[6 * depth + 4], lt[6 * depth + 1]
+    if loss == LOSS_MSE:
+        acc = vsplat(_0)
+        for j in range(kout):
+            t = vsub(vload(flat, (zr + j) * LANES + c), y[r, j])
+            acc = vadd(acc, vmul(t, t))
+        return acc, vsplat(_0)
+    yv = vsplat(y[r, 0])
+    m, s = _softmax_terms(flat, c, zr, kout)
+    picked = vsplat(_0)
+    for j in range(kout):
+        picked = vwhere(veq(yv, np.float32(j)), vload(flat, (zr + j) * LANES + c), picked)
+    best = vload(flat, zr * LANES + c)
+    best = vwhere(veq(best, best), best, _INF)
+    arg = vsplat(_0)
+    for j in range(1, kout):
+        z = vload(flat, (zr + j) * LANES + c)
+        take = vgt(vwhere(veq(z, z), z, _INF), best)
+        best = vwhere(take, z, best)
+        arg = vwhere(take, np.float32(j), arg)
+    lv = vsub(vadd(m, _log_ge1(s)), picked)          # logsumexp(z) - z_y
+    return lv, vwhere(veq(arg, yv), _1, _0)
+
+
 @njit(**_INLINE)
 def _normalize(flat, c, d, row_x, row_mean, row_rstd, row_xhat, row_h0, gamma):
     """Batchnorm of the chunk's inputs: xhat = (x - mean) * rstd, h0 = xhat g + b."""
@@ -602,26 +742,29 @@ def _normalize(flat, c, d, row_x, row_mean, row_rstd, row_xhat, row_h0, gamma):
 
 # ---- a block's rows ------------------------------------------------------------------------
 @njit(**_INLINE)
-def _fill_rows(flat, x, y, d, r, row_x, row_y):
-    """The input rows (row_x.., row_y) <- training row r, the same for every lane."""
+def _fill_rows(flat, x, y, d, ky, r, row_x, row_y):
+    """The input rows (row_x.., row_y..) <- training row r (x [n, d], y [n, ky]), the same
+    for every lane. ky is a constant 1 in the one-output loops."""
     for f in range(d):
         v = vsplat(x[r, f])
         for c in range(0, LANES, W):
             vstore(flat, (row_x + f) * LANES + c, v)
-    v = vsplat(y[r])
-    for c in range(0, LANES, W):
-        vstore(flat, row_y * LANES + c, v)
+    for j in range(ky):
+        v = vsplat(y[r, j])
+        for c in range(0, LANES, W):
+            vstore(flat, (row_y + j) * LANES + c, v)
 
 
 @njit(**_INLINE)
-def _gather_rows(flat, x, y, d, rows, row_x, row_y):
+def _gather_rows(flat, x, y, d, ky, rows, row_x, row_y):
     """The input rows <- for each lane l, training row rows[l]."""
     for f in range(d):
         base = (row_x + f) * LANES
         for l in range(LANES):
             flat[base + l] = x[rows[l], f]
-    for l in range(LANES):
-        flat[row_y * LANES + l] = y[rows[l]]
+    for j in range(ky):
+        for l in range(LANES):
+            flat[(row_y + j) * LANES + l] = y[rows[l], j]
 
 
 @njit(**_INLINE)
@@ -655,10 +798,11 @@ def _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, 
         for pos in range(p, longest + 1):
             i = np.float32(pos - p)
             if uniform:
-                _fill_rows(flat, x, y, d, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
+                _fill_rows(flat, x, y, d, y.shape[1],
+                           pos if first_q < 0 else order[first_q, te, pos], XR, YR)
             else:
                 _position_rows(rows, oq, order, te, pos)
-                _gather_rows(flat, x, y, d, rows, XR, YR)
+                _gather_rows(flat, x, y, d, y.shape[1], rows, XR, YR)
             for c in range(0, LANES, W):
                 valid = vlt(vsplat(i), vload(flat, CNT * LANES + c))
                 for f in range(d):
@@ -745,19 +889,26 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
 
 
 @njit(**_INLINE)
-def _evaluate(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, XH, H0, BM,
-              BR, ACC):
-    """ev[slot] += every lane's loss over the rows of x [N, d], y [N]; ev[slot + 1] += its
-    hits (bce: logit > 0 predicts 1). Eval mode: BM and BR hold the running statistics.
-    Rows ACC, ACC + 1 hold float32 sums of up to EVAL_FLUSH rows."""
+def _evaluate(flat, ev, slot, x, y, ky, lt, depth, act, loss, multi, bn, d, gamma, XR, YR,
+              XH, H0, BM, BR, ACC):
+    """ev[slot] += every lane's loss over the rows of x [N, d], y [N, k] (summed over the
+    outputs); ev[slot + 1] += its hits (bce: logit > 0 predicts 1; cross_entropy: the
+    argmax). Eval mode: BM and BR hold the running statistics. Rows ACC, ACC + 1 hold
+    float32 sums of up to EVAL_FLUSH rows. multi: K outputs (_eval_k)."""
     n_rows = x.shape[0]
     for r in range(n_rows):
-        _fill_rows(flat, x, y, d, r, XR, YR)
+        _fill_rows(flat, x, y, d, ky, r, XR, YR)
         for c in range(0, LANES, W):
             if bn:
                 _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
+            if multi:
+                _forward_k(flat, c, lt, depth, act, H0)
+                lv, hit = _eval_k(flat, c, lt, depth, loss, y, r)
+                _add_to(flat, ACC, c, lv)
+                _add_to(flat, ACC + 1, c, hit)
+                continue
             z = _forward(flat, c, lt, depth, act, H0)
-            yv = vsplat(y[r])
+            yv = vsplat(y[r, 0])
             if loss == LOSS_MSE:
                 t = vsub(z, yv)
                 _add_to(flat, ACC, c, vmul(t, t))
@@ -776,21 +927,26 @@ def _evaluate(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, 
 
 
 @njit(**_INLINE)
-def _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act, loss,
-             bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
+def _segment(flat, x, y, d, ky, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act,
+             loss, multi, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
     """Forward and backward passes of rows p..q of the epoch's order (q: the next batch
-    end of some lane), every lane's gradients summed."""
+    end of some lane), every lane's gradients summed. multi: K outputs (_forward_k)."""
     for pos in range(p, q + 1):
         if uniform:
-            _fill_rows(flat, x, y, d, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
+            _fill_rows(flat, x, y, d, ky, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
         else:
             _position_rows(rows, oq, order, te, pos)
-            _gather_rows(flat, x, y, d, rows, XR, YR)
+            _gather_rows(flat, x, y, d, ky, rows, XR, YR)
         for c in range(0, LANES, W):
             if bn:
                 _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
-            z = _forward(flat, c, lt, depth, act, H0)
-            _backward(flat, c, z, lt, depth, act, loss, H0, YR, G, bn, XH, DH, gamma, d)
+            if multi:
+                _forward_k(flat, c, lt, depth, act, H0)
+                _output_delta(flat, c, lt, depth, loss, YR)
+                _backward_k(flat, c, lt, depth, act, H0, G, bn, XH, DH, gamma, d)
+            else:
+                z = _forward(flat, c, lt, depth, act, H0)
+                _backward(flat, c, z, lt, depth, act, loss, H0, YR, G, bn, XH, DH, gamma, d)
 
 
 @njit(**_INLINE)
@@ -818,8 +974,8 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
     # exp_avg_sq (variables, not literals: a literal argument compiles its own callee)
     RM, RV = 4 * P, 4 * P + d              # batchnorm running statistics
     XR = RV + d                             # the row's input
-    YR = XR + d                             # and target
-    XH = YR + 1                             # batchnorm: xhat, batch mean, rsqrt(var + eps),
+    YR = XR + d                             # and targets (y.shape[1] rows)
+    XH = YR + y.shape[1]                    # batchnorm: xhat, batch mean, rsqrt(var + eps),
     BM, BR, BV, DH = XH + d, XH + 2 * d, XH + 3 * d, XH + 4 * d    # var, dL/dh0,
     S1, S2 = XH + 5 * d, XH + 6 * d         # the batch's sums
     H0 = XH + 7 * d if bn else XR           # the first layer's input
@@ -865,9 +1021,21 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
 
     BIG = n + 1
-    # The depths as int64 values, not literals: numba compiles a callee once per literal
-    # argument (6 copies of the rows' loop, 8 s); LLVM still sees constants once it inlines.
+    # The depths and the output kind as values, not literals: numba compiles a callee once
+    # per literal argument (6 copies of the rows' loop, 8 s); LLVM still sees constants once
+    # it inlines. One copy of the rows' loop per depth and output kind, each with them
+    # constant: the line model's rows took 1.56 ns per lane-row with the depth a variable,
+    # 0.20 with it a constant (the loops over layers fold away). The copies are called
+    # from here, not from a helper that picks one: through a helper, the line model took
+    # 7% longer (0.71 against 0.67 ns per lane-row, taken in turns in one process).
     DEPTH0, DEPTH1, DEPTH2 = np.int64(0), np.int64(1), np.int64(2)
+    ONE, KY = np.int64(1), np.int64(y.shape[1])     # y's columns in the rows' loops
+    SINGLE, MULTI = np.bool_(False), np.bool_(True)
+    # K outputs (cross_entropy's K classes, several regression targets) take the rows'
+    # loop of _forward_k; the one-output model keeps its own (z in registers)
+    kout = layers[depth, 1]
+    multi = loss == LOSS_CE or kout > 1
+    per_row = kout if loss == LOSS_MSE else 1       # mse's mean is over the outputs too
     on = np.zeros(LANES, np.bool_)
     bstart = np.zeros(LANES, np.int64)
     bend = np.zeros(LANES, np.int64)
@@ -908,18 +1076,25 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
             q = BIG
             for l in range(LANES):
                 q = min(q, bend[l])
-            # one copy of the rows' loop per depth, each with its depth a constant: the
-            # line model's rows took 1.56 ns per lane-row with the depth a variable, 0.20
-            # with it a constant (the loops over layers fold away)
-            if depth == 0:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH0,
-                         act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+            if multi:
+                if depth == 0:
+                    _segment(flat, x, y, d, KY, p, q, uniform, first_q, oq, order, te, rows, lt,
+                             DEPTH0, act, loss, MULTI, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                elif depth == 1:
+                    _segment(flat, x, y, d, KY, p, q, uniform, first_q, oq, order, te, rows, lt,
+                             DEPTH1, act, loss, MULTI, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                else:
+                    _segment(flat, x, y, d, KY, p, q, uniform, first_q, oq, order, te, rows, lt,
+                             DEPTH2, act, loss, MULTI, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+            elif depth == 0:
+                _segment(flat, x, y, d, ONE, p, q, uniform, first_q, oq, order, te, rows, lt,
+                         DEPTH0, act, loss, SINGLE, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             elif depth == 1:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH1,
-                         act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                _segment(flat, x, y, d, ONE, p, q, uniform, first_q, oq, order, te, rows, lt,
+                         DEPTH1, act, loss, SINGLE, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             else:
-                _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, DEPTH2,
-                         act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                _segment(flat, x, y, d, ONE, p, q, uniform, first_q, oq, order, te, rows, lt,
+                         DEPTH2, act, loss, SINGLE, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
             # ---- the optimizer step of the lanes whose batch ends at q ------------------------
             for l in range(LANES):
                 take = on[l] and bend[l] == q
@@ -964,15 +1139,25 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
         ev[:] = 0.0
         for split in range(2 if n_val > 0 else 1):
             xs, ys = (x, y) if split == 0 else (xv, yv)
-            if depth == 0:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH0, act, loss, bn, d, gamma, XR, YR,
-                          XH, H0, BM, BR, ACC)
+            if multi:
+                if depth == 0:
+                    _evaluate(flat, ev, 2 * split, xs, ys, KY, lt, DEPTH0, act, loss, MULTI, bn,
+                              d, gamma, XR, YR, XH, H0, BM, BR, ACC)
+                elif depth == 1:
+                    _evaluate(flat, ev, 2 * split, xs, ys, KY, lt, DEPTH1, act, loss, MULTI, bn,
+                              d, gamma, XR, YR, XH, H0, BM, BR, ACC)
+                else:
+                    _evaluate(flat, ev, 2 * split, xs, ys, KY, lt, DEPTH2, act, loss, MULTI, bn,
+                              d, gamma, XR, YR, XH, H0, BM, BR, ACC)
+            elif depth == 0:
+                _evaluate(flat, ev, 2 * split, xs, ys, ONE, lt, DEPTH0, act, loss, SINGLE, bn, d,
+                          gamma, XR, YR, XH, H0, BM, BR, ACC)
             elif depth == 1:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH1, act, loss, bn, d, gamma, XR, YR,
-                          XH, H0, BM, BR, ACC)
+                _evaluate(flat, ev, 2 * split, xs, ys, ONE, lt, DEPTH1, act, loss, SINGLE, bn, d,
+                          gamma, XR, YR, XH, H0, BM, BR, ACC)
             else:
-                _evaluate(flat, ev, 2 * split, xs, ys, lt, DEPTH2, act, loss, bn, d, gamma, XR, YR,
-                          XH, H0, BM, BR, ACC)
+                _evaluate(flat, ev, 2 * split, xs, ys, ONE, lt, DEPTH2, act, loss, SINGLE, bn, d,
+                          gamma, XR, YR, XH, H0, BM, BR, ACC)
         for l in range(LANES):
             ok[l] = True
         _all_finite(flat, WP, P, ok)
@@ -982,11 +1167,11 @@ def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl,
             if not due[l]:
                 continue
             row = row_of[l]
-            train_loss = np.float32(ev[0, l] / n)
+            train_loss = np.float32(ev[0, l] / (n * per_row))
             c_tl[row, col] = train_loss
             if n_val > 0:
-                c_vl[row, col] = np.float32(ev[2, l] / n_val)
-            if loss == LOSS_BCE:
+                c_vl[row, col] = np.float32(ev[2, l] / (n_val * per_row))
+            if loss != LOSS_MSE:
                 c_ta[row, col] = np.float32(ev[1, l] / n)
                 if n_val > 0:
                     c_va[row, col] = np.float32(ev[3, l] / n_val)
@@ -1010,13 +1195,15 @@ def train_blocks(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl
             batchnorm running mean and var (d rows each).
         fhp: float64 [F_ROWS, runs], ihp: int64 [I_ROWS, runs] (runs = blocks * LANES): the
             runs' hyperparameters and their state (F_* and I_* rows).
-    Data: x float32 [n, d], y [n]; validation xv [n_val, d], yv [n_val] (n_val may be 0).
+    Data: x float32 [n, d], y [n, k]; validation xv [n_val, d], yv [n_val, k] (n_val may
+        be 0); k: the regression targets, or 1 (bce's label, cross_entropy's class).
     order: int32 [Q, epochs, n], the permutation tables of epochs o_e0.. (ihp[I_ORDER]
         picks a run's q); [1, 1, 1] when no run shuffles.
     c_tl, c_vl, c_ta, c_va: float32 [R, E], the curves (train loss, val loss, train and
         val accuracy; [1, 1] where the sweep has none), row ihp[I_ROW] of a run, column
         searchsorted(eval_epochs, epoch); written where evaluated.
-    Model: layers int64 [depth + 1, 6]: (in, out, weight row, bias row, -, -) per Linear;
+    Model: layers int64 [depth + 1, 6]: (in, out, weight row, bias row, -, -) per Linear
+        (the last one's out: K, the outputs);
         gamma: batchnorm's weight row (its bias d rows after); act, loss, opt: the ACT_,
         LOSS_, OPT_ codes; bn: batchnorm on the input.
 

@@ -126,14 +126,16 @@ def test_diagnose_tries_a_wider_and_a_deeper_network():
     assert {"hidden: [16] (wider)", "hidden: [16] (deeper)"} <= changes
 
 
-def test_the_fused_kernels_take_each_architecture_and_leave_k_outputs_to_torch():
+def test_the_triton_kernels_take_each_architecture_and_leave_k_outputs_to_the_others():
     mixed = prepare(arch_sweep({"source": "line", "params": {"n": 20}}, "mse")).chunk
     assert triton_backend.unsupported(mixed) is None
     too_deep = prepare({**arch_sweep({"source": "line"}, "mse"),
                         "sweep": {"params": {"hidden": [[2], [2, 2, 2]]}}}).chunk
     assert "up to 2 hidden layers, got 3" in triton_backend.unsupported(too_deep)
     classes = prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="auto")
-    assert classes.backend == "torch" and "one output" in triton_backend.unsupported(classes.chunk)
+    # on the CPU, the numba kernels train them where numba is installed
+    assert classes.backend in ("numba", "torch")
+    assert "one output" in triton_backend.unsupported(classes.chunk)
     with pytest.raises(tinysweep.UserError, match=r"^--backend triton: model: the fused kernels "
                                                   r"have one output"):
         prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="triton", device="cpu")

@@ -82,6 +82,41 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
     assert_same_runs(numba_res, ref)
 
 
+def _two_targets():
+    """37 rows of 2 features and 2 regression targets, in memory (y [n, 2])."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((37, 2))
+    return x, np.stack([x @ [1.5, -2.0] + 0.5, np.sin(2 * x[:, 0])], 1)
+
+
+# K outputs: every depth, sgd with momentum and adam, batchnorm and none, in one sweep of
+# several groups (architecture x input_norm x optimizer family); batch sizes 5 and 16
+# leave short last batches of 37 (or 30) rows.
+K_OUTPUTS = {"hidden": [[], [4], [3, 5]], "optimizer": ["sgd", "adam"],
+             "input_norm": ["none", "batchnorm"], "batch_size": [5, 16],
+             "shuffle": [True, False]}
+
+
+@pytest.mark.parametrize("task", ["cross_entropy", "mse2"])
+def test_k_outputs_match_reference(task):
+    if task == "cross_entropy":     # 3 classes, a validation split: loss and accuracy curves
+        config = {"data": {"source": "blobs", "params": {"n": 38, "classes": 3, "features": 2},
+                           "seed": 2, "val_fraction": 0.2},
+                  "model": {"activation": "tanh", "loss": "cross_entropy"}}
+        kw = {}
+    else:                           # two regression targets
+        config = {"model": {"activation": "sigmoid", "loss": "mse"}}
+        kw = {"data": _two_targets()}
+    config.update(train={"epochs": 3, "lr": 0.05, "momentum": 0.9, "eval_every": 2, "seed": 7},
+                  sweep={"params": K_OUTPUTS})
+    numba_res, ref = (tinysweep.run(config, backend=b, **kw) for b in ("numba", "reference"))
+    assert len(ref.table) == 48 and not ref.table.diverged.any()
+    if task == "cross_entropy":
+        assert {"final_val_accuracy", "final_train_accuracy"} <= set(ref.table.columns)
+        assert ref.params["final.1.bias"].shape[1] == 4 and ref.params["final.5.bias"].shape[1] == 3
+    assert_same_runs(numba_res, ref)
+
+
 def test_optimizer_settings_and_schedules_match(write_config):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs and seeds, and a
     validation split, evaluated every other epoch and at each run's last."""
@@ -142,6 +177,16 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
     for name, value in calm.params.items():
         np.testing.assert_array_equal(numba_res.params[name][~bad.to_numpy()], value,
                                       err_msg=name)
+
+
+def test_diverging_cross_entropy_runs_match_reference(write_config):
+    path = write_config(data={"source": "spirals", "params": {"n": 31, "classes": 4}},
+                        model={"hidden": [5], "activation": "relu", "loss": "cross_entropy"},
+                        train={"epochs": 4, "optimizer": "sgd", "eval_every": 2},
+                        sweep={"params": {"lr": [0.1, 1e38], "batch_size": [4, 31]}})
+    numba_res, ref = both(path)
+    assert list(ref.table.diverged) == [False, False, True, True]
+    assert_same_runs_diverged_aside(numba_res, ref)
 
 
 def test_diverging_batchnorm_runs_match_reference(write_config):
@@ -219,6 +264,9 @@ def test_auto_picks_numba_on_the_cpu(write_config, monkeypatch):
     from tinysweep.trainer import numba_backend
     from tinysweep.trainer.sweep import prepare
     assert prepare(write_config(), backend="auto", device="cpu").backend == "numba"
+    classes = write_config("classes.yaml", data={"source": "blobs", "params": {"n": 30}},
+                           model={"hidden": [4], "loss": "cross_entropy"})
+    assert prepare(classes, backend="auto", device="cpu").backend == "numba"
     # models it cannot train go to the torch backend
     deep = write_config("deep.yaml", model={"hidden": [3, 3, 3], "loss": "mse"})
     assert prepare(deep, backend="auto", device="cpu").backend == "torch"
@@ -233,10 +281,6 @@ def test_unsupported_models_are_refused_in_one_line(write_config):
     with pytest.raises(UserError, match=r"^--backend numba: hidden: the numba backend "
                                         r"fuses up to 2 hidden layers, got 3; use --backend torch$"):
         tinysweep.run(write_config(model={"hidden": [3, 3, 3], "loss": "mse"}), backend="numba")
-    with pytest.raises(UserError, match=r"^--backend numba: model: the compiled kernels have "
-                                        r"one output"):
-        tinysweep.run(write_config(data={"source": "blobs", "params": {"n": 30}},
-                                   model={"loss": "cross_entropy"}), backend="numba")
     with pytest.raises(UserError, match="^--backend numba: bug: "):
         tinysweep.run(write_config(sweep={"params": {"bug": ["none", "loss_sum"]}}),
                       backend="numba")

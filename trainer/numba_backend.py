@@ -82,9 +82,6 @@ def unsupported(chunk: Chunk) -> str | None:
     """Why the compiled kernels cannot train this model, or None when they can."""
     if bool((chunk.runs.bug != "none").any()):
         return "bug: the fused kernels train correct code only; the torch backend trains bugs"
-    if chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1:
-        return ("model: the compiled kernels have one output; the torch backend trains "
-                "cross_entropy and several regression outputs")
     for hidden in chunk.runs.architectures():       # each group is its own call
         if len(hidden) > MAX_DEPTH:
             return (f"hidden: the numba backend fuses up to {MAX_DEPTH} hidden layers, "
@@ -92,11 +89,11 @@ def unsupported(chunk: Chunk) -> str | None:
     return None
 
 
-def _layers(layout: torch_backend.Layout, n_features: int, hidden) -> np.ndarray:
+def _layers(layout: torch_backend.Layout, n_features: int, hidden, n_outputs: int) -> np.ndarray:
     """int64 [depth + 1, 6]: (in, out, weight row, bias row, 0, 0) of each Linear layer."""
     from .model import layer_sizes, linear_names
     offset = dict(zip(layout.names, layout.offsets))
-    sizes = layer_sizes(n_features, hidden)
+    sizes = layer_sizes(n_features, hidden, n_outputs)
     out = np.zeros((len(sizes), 6), np.int64)
     for k, (name, (fan_in, fan_out)) in enumerate(zip(linear_names(len(sizes)), sizes)):
         out[k, :4] = fan_in, fan_out, offset[f"{name}.weight"], offset[f"{name}.bias"]
@@ -172,16 +169,21 @@ class _NumbaGroup(_Group):
         res = self.result.curves
         self.curves = [res.get(k, np.zeros((1, 1), np.float32)) for k in CURVES]
         spec = chunk.model
-        self.layers = _layers(self.net.layout, d, self.hidden)     # the group's architecture
+        self.layers = _layers(self.net.layout, d, self.hidden,     # the group's architecture
+                              chunk.data.n_outputs)
         offsets = dict(zip(self.net.layout.names, self.net.layout.offsets))
         self.spec = dict(
             layers=self.layers, depth=len(self.hidden), d=d, n_par=P,
             gamma=offsets.get("0.weight", 0),
             act={"sigmoid": nk.ACT_SIGMOID, "tanh": nk.ACT_TANH, "relu": nk.ACT_RELU}[self.activation],
-            loss=nk.LOSS_MSE if spec.loss == "mse" else nk.LOSS_BCE,
+            loss={"mse": nk.LOSS_MSE, "bce_with_logits": nk.LOSS_BCE,
+                  "cross_entropy": nk.LOSS_CE}[spec.loss],
             opt=nk.OPT_SGD if self.sgd else nk.OPT_ADAM, bn=self.running is not None)
+        # targets [n, k]: k regression outputs, or one column (bce's label, the class)
+        k = self.y.numel() // max(1, self.n)
         self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
-                     (self.x, self.y, self.x_val.reshape(-1, d), self.y_val)]
+                     (self.x, self.y.reshape(self.n, k), self.x_val.reshape(-1, d),
+                      self.y_val.reshape(-1, k))]
 
     def _window(self, e0: int, last: int) -> int:
         """The end of the window of epochs that starts at e0: as many epochs as keep the
