@@ -1,6 +1,7 @@
 """Fused CPU kernels (numba): many tiny MLPs trained in one call, runs as SIMD lanes.
 
-The CPU twin of kernels/mlp.py. ``train_blocks`` trains blocks of runs of one group (same
+The CPU twin of kernels/mlp.py. The kernel ``train_blocks(depth, multi)`` returns (one
+compiled function per depth and output kind) trains blocks of runs of one group (same
 architecture, input normalization and optimizer family) from epoch ``e0`` to ``e1``,
 evaluating each run after its evaluation epochs, in one call: the loops over epochs,
 batches and rows are compiled, and the weights, gradients and optimizer state of a block
@@ -776,7 +777,7 @@ def _position_rows(rows, oq, order, te, pos):
 
 
 @njit(**_INLINE)
-def _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y, d, rows,
+def _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y, ky, d, rows,
                  XR, YR, BM, BR, BV, S1, S2, CNT, START):
     """Batch mean (BM), biased variance (BV) and rsqrt(var + eps) (BR) of every lane whose
     batch starts at p (its rows p..bend), in two passes, summed then divided, as
@@ -798,11 +799,11 @@ def _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, 
         for pos in range(p, longest + 1):
             i = np.float32(pos - p)
             if uniform:
-                _fill_rows(flat, x, y, d, y.shape[1],
+                _fill_rows(flat, x, y, d, ky,
                            pos if first_q < 0 else order[first_q, te, pos], XR, YR)
             else:
                 _position_rows(rows, oq, order, te, pos)
-                _gather_rows(flat, x, y, d, y.shape[1], rows, XR, YR)
+                _gather_rows(flat, x, y, d, ky, rows, XR, YR)
             for c in range(0, LANES, W):
                 valid = vlt(vsplat(i), vload(flat, CNT * LANES + c))
                 for f in range(d):
@@ -889,24 +890,46 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
 
 
 @njit(**_INLINE)
-def _evaluate(flat, ev, slot, x, y, ky, lt, depth, act, loss, multi, bn, d, gamma, XR, YR,
-              XH, H0, BM, BR, ACC):
-    """ev[slot] += every lane's loss over the rows of x [N, d], y [N, k] (summed over the
-    outputs); ev[slot + 1] += its hits (bce: logit > 0 predicts 1; cross_entropy: the
-    argmax). Eval mode: BM and BR hold the running statistics. Rows ACC, ACC + 1 hold
-    float32 sums of up to EVAL_FLUSH rows. multi: K outputs (_eval_k)."""
+def _evaluate_k(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, XH, H0,
+                BM, BR, ACC):
+    """_evaluate of a model with K outputs (_eval_k: y [N, k], the loss summed over the
+    outputs; cross_entropy's hits: the argmax)."""
     n_rows = x.shape[0]
     for r in range(n_rows):
-        _fill_rows(flat, x, y, d, ky, r, XR, YR)
+        _fill_rows(flat, x, y, d, y.shape[1], r, XR, YR)
         for c in range(0, LANES, W):
             if bn:
                 _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
-            if multi:
-                _forward_k(flat, c, lt, depth, act, H0)
-                lv, hit = _eval_k(flat, c, lt, depth, loss, y, r)
-                _add_to(flat, ACC, c, lv)
-                _add_to(flat, ACC + 1, c, hit)
-                continue
+            _forward_k(flat, c, lt, depth, act, H0)
+            lv, hit = _eval_k(flat, c, lt, depth, loss, y, r)
+            _add_to(flat, ACC, c, lv)
+            _add_to(flat, ACC + 1, c, hit)
+        if (r + 1) % EVAL_FLUSH == 0 or r == n_rows - 1:
+            _flush(flat, ev, slot, ACC)
+
+
+@njit(**_INLINE)
+def _flush(flat, ev, slot, ACC):
+    """ev[slot], ev[slot + 1] += the float32 sums in rows ACC, ACC + 1, which restart."""
+    for l in range(LANES):
+        ev[slot, l] += flat[ACC * LANES + l]
+        ev[slot + 1, l] += flat[(ACC + 1) * LANES + l]
+        flat[ACC * LANES + l] = _0
+        flat[(ACC + 1) * LANES + l] = _0
+
+
+@njit(**_INLINE)
+def _evaluate(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, XH, H0, BM,
+              BR, ACC):
+    """ev[slot] += every lane's loss over the rows of x [N, d], y [N, 1]; ev[slot + 1] += its
+    hits (bce: logit > 0 predicts 1). Eval mode: BM and BR hold the running statistics.
+    Rows ACC, ACC + 1 hold float32 sums of up to EVAL_FLUSH rows."""
+    n_rows = x.shape[0]
+    for r in range(n_rows):
+        _fill_rows(flat, x, y, d, 1, r, XR, YR)
+        for c in range(0, LANES, W):
+            if bn:
+                _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
             z = _forward(flat, c, lt, depth, act, H0)
             yv = vsplat(y[r, 0])
             if loss == LOSS_MSE:
@@ -919,18 +942,33 @@ def _evaluate(flat, ev, slot, x, y, ky, lt, depth, act, loss, multi, bn, d, gamm
                 hit = vwhere(veq(vwhere(vgt(z, _0), _1, _0), yv), _1, _0)
                 _add_to(flat, ACC + 1, c, hit)
         if (r + 1) % EVAL_FLUSH == 0 or r == n_rows - 1:
-            for l in range(LANES):
-                ev[slot, l] += flat[ACC * LANES + l]
-                ev[slot + 1, l] += flat[(ACC + 1) * LANES + l]
-                flat[ACC * LANES + l] = _0
-                flat[(ACC + 1) * LANES + l] = _0
+            _flush(flat, ev, slot, ACC)
 
 
 @njit(**_INLINE)
-def _segment(flat, x, y, d, ky, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act,
-             loss, multi, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
+def _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act, loss,
+             bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
     """Forward and backward passes of rows p..q of the epoch's order (q: the next batch
-    end of some lane), every lane's gradients summed. multi: K outputs (_forward_k)."""
+    end of some lane), every lane's gradients summed; y [n, 1]. (The row is loaded here,
+    not by a helper that picks how: through one, the line model took 1.4x as long.)"""
+    for pos in range(p, q + 1):
+        if uniform:
+            _fill_rows(flat, x, y, d, 1, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
+        else:
+            _position_rows(rows, oq, order, te, pos)
+            _gather_rows(flat, x, y, d, 1, rows, XR, YR)
+        for c in range(0, LANES, W):
+            if bn:
+                _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
+            z = _forward(flat, c, lt, depth, act, H0)
+            _backward(flat, c, z, lt, depth, act, loss, H0, YR, G, bn, XH, DH, gamma, d)
+
+
+@njit(**_INLINE)
+def _segment_k(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act,
+               loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
+    """_segment of a model with K outputs; y [n, k]."""
+    ky = y.shape[1]
     for pos in range(p, q + 1):
         if uniform:
             _fill_rows(flat, x, y, d, ky, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
@@ -940,13 +978,9 @@ def _segment(flat, x, y, d, ky, p, q, uniform, first_q, oq, order, te, rows, lt,
         for c in range(0, LANES, W):
             if bn:
                 _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
-            if multi:
-                _forward_k(flat, c, lt, depth, act, H0)
-                _output_delta(flat, c, lt, depth, loss, YR)
-                _backward_k(flat, c, lt, depth, act, H0, G, bn, XH, DH, gamma, d)
-            else:
-                z = _forward(flat, c, lt, depth, act, H0)
-                _backward(flat, c, z, lt, depth, act, loss, H0, YR, G, bn, XH, DH, gamma, d)
+            _forward_k(flat, c, lt, depth, act, H0)
+            _output_delta(flat, c, lt, depth, loss, YR)
+            _backward_k(flat, c, lt, depth, act, H0, G, bn, XH, DH, gamma, d)
 
 
 @njit(**_INLINE)
@@ -959,236 +993,28 @@ def _all_finite(flat, first, count, ok):
                 ok[l] = False
 
 
-# Inlined by numba (not LLVM): a callee numba compiles is optimized once on its own and again
-# in its caller's module, which for this, the bulk of the code, was 7 s more.
-@njit(**dict(_OPTS, inline="always"))
-def _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta, c_va,
-                 eval_epochs, eval_every, layers, depth, d, n_par, gamma, act, loss, opt, bn,
-                 e0, e1):
-    """Trains the block's LANES runs through epochs e0..e1-1 (see train_blocks)."""
-    n, n_val = x.shape[0], xv.shape[0]
-    lo = blk * LANES
-    # ---- workspace rows --------------------------------------------------------------------
-    P = n_par
-    WP, G, M, V = 0 * P, P, 2 * P, 3 * P   # parameters, gradients, momentum or exp_avg,
-    # exp_avg_sq (variables, not literals: a literal argument compiles its own callee)
-    RM, RV = 4 * P, 4 * P + d              # batchnorm running statistics
-    XR = RV + d                             # the row's input
-    YR = XR + d                             # and targets (y.shape[1] rows)
-    XH = YR + y.shape[1]                    # batchnorm: xhat, batch mean, rsqrt(var + eps),
-    BM, BR, BV, DH = XH + d, XH + 2 * d, XH + 3 * d, XH + 4 * d    # var, dL/dh0,
-    S1, S2 = XH + 5 * d, XH + 6 * d         # the batch's sums
-    H0 = XH + 7 * d if bn else XR           # the first layer's input
-    LAY = XH + 8 * d                        # layer outputs and deltas
-    width = 0
-    for k in range(depth + 1):
-        width += layers[k, 1]
-    lay = np.zeros((3, 6), np.int64)        # three layers: the deepest model's
-    lay[:depth + 1] = layers
-    at = LAY
-    for k in range(depth + 1):
-        lay[k, 4] = at
-        lay[k, 5] = at + width
-        at += lay[k, 1]
-    lt = (lay[0, 0], lay[0, 1], lay[0, 2], lay[0, 3], lay[0, 4], lay[0, 5],
-          lay[1, 0], lay[1, 1], lay[1, 2], lay[1, 3], lay[1, 4], lay[1, 5],
-          lay[2, 0], lay[2, 1], lay[2, 2], lay[2, 3], lay[2, 4], lay[2, 5])
-    PL = LAY + 2 * width                    # per-lane values of an optimizer step
-    SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM, NEST, WDC, CNT, START, ACC = \
-        range(PL, PL + 15)
-    rows_ws = PL + 16                       # ACC and ACC + 1
-    ws = np.zeros((rows_ws, LANES), np.float32)
-    flat = ws.reshape(-1)                   # the same memory, as one vector
-    # parameters, optimizer state and running statistics; the gradients start at zero
-    ws[:P] = ws_state[blk, :P]
-    ws[M:RV + d] = ws_state[blk, P:]
-
-    # ---- the lanes' constants ----------------------------------------------------------------
-    bs = ihp[I_BS, lo:lo + LANES]
-    epochs = ihp[I_EPOCHS, lo:lo + LANES]
-    ssize = ihp[I_SSIZE, lo:lo + LANES]
-    oq = ihp[I_ORDER, lo:lo + LANES]
-    row_of = ihp[I_ROW, lo:lo + LANES]
-    steps = ihp[I_STEPS, lo:lo + LANES]
-    active = ihp[I_ACTIVE, lo:lo + LANES]
-    for l in range(LANES):
-        ws[OMB1, l] = np.float32(1.0 - fhp[F_BETA1, lo + l])
-        ws[B2, l] = np.float32(fhp[F_BETA2, lo + l])
-        ws[OMB2, l] = np.float32(1.0 - fhp[F_BETA2, lo + l])
-        ws[EPS, l] = np.float32(fhp[F_EPS, lo + l])
-        ws[MOM, l] = np.float32(fhp[F_MOM, lo + l])
-        ws[NEST, l] = np.float32(ihp[I_NEST, lo + l])
-        ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
-
-    BIG = n + 1
-    # The depths and the output kind as values, not literals: numba compiles a callee once
-    # per literal argument (6 copies of the rows' loop, 8 s); LLVM still sees constants once
-    # it inlines. One copy of the rows' loop per depth and output kind, each with them
-    # constant: the line model's rows took 1.56 ns per lane-row with the depth a variable,
-    # 0.20 with it a constant (the loops over layers fold away). The copies are called
-    # from here, not from a helper that picks one: through a helper, the line model took
-    # 7% longer (0.71 against 0.67 ns per lane-row, taken in turns in one process).
-    DEPTH0, DEPTH1, DEPTH2 = np.int64(0), np.int64(1), np.int64(2)
-    ONE, KY = np.int64(1), np.int64(y.shape[1])     # y's columns in the rows' loops
-    SINGLE, MULTI = np.bool_(False), np.bool_(True)
-    # K outputs (cross_entropy's K classes, several regression targets) take the rows'
-    # loop of _forward_k; the one-output model keeps its own (z in registers)
-    kout = layers[depth, 1]
-    multi = loss == LOSS_CE or kout > 1
-    per_row = kout if loss == LOSS_MSE else 1       # mse's mean is over the outputs too
-    on = np.zeros(LANES, np.bool_)
-    bstart = np.zeros(LANES, np.int64)
-    bend = np.zeros(LANES, np.int64)
-    rows = np.zeros(LANES, np.int64)
-    ok = np.zeros(LANES, np.bool_)
-    ev = np.zeros((4, LANES), np.float64)    # evaluation sums: loss and hits, train and val
-    due = np.zeros(LANES, np.bool_)
-
-    for e in range(e0, e1):
-        any_on = False
-        for l in range(LANES):
-            on[l] = active[l] != 0 and e < epochs[l]
-            any_on = any_on or on[l]
-        if not any_on:
-            break
-        # StepLR, stepped at the end of each epoch as torch's: lr *= gamma every ssize epochs
-        for l in range(LANES):
-            if on[l] and ssize[l] > 0 and e > 0 and e % ssize[l] == 0:
-                fhp[F_LR, lo + l] *= fhp[F_GAMMA, lo + l]
-        # One order for the whole block (broadcast rows) or one per lane (gathered rows).
-        first_q = np.int64(-2)
-        uniform = n > 0
-        for l in range(LANES):
-            if on[l]:
-                if first_q == -2:
-                    first_q = oq[l]
-                elif oq[l] != first_q:
-                    uniform = False
-        te = e - o_e0
-        for l in range(LANES):
-            bstart[l] = 0
-            bend[l] = min(bs[l], n) - 1 if on[l] else BIG
-        p = np.int64(0)
-        while p < n:
-            if bn:      # batch statistics of the lanes whose batch starts at p
-                _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te, x, y,
-                             d, rows, XR, YR, BM, BR, BV, S1, S2, CNT, START)
-            q = BIG
-            for l in range(LANES):
-                q = min(q, bend[l])
-            if multi:
-                if depth == 0:
-                    _segment(flat, x, y, d, KY, p, q, uniform, first_q, oq, order, te, rows, lt,
-                             DEPTH0, act, loss, MULTI, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
-                elif depth == 1:
-                    _segment(flat, x, y, d, KY, p, q, uniform, first_q, oq, order, te, rows, lt,
-                             DEPTH1, act, loss, MULTI, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
-                else:
-                    _segment(flat, x, y, d, KY, p, q, uniform, first_q, oq, order, te, rows, lt,
-                             DEPTH2, act, loss, MULTI, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
-            elif depth == 0:
-                _segment(flat, x, y, d, ONE, p, q, uniform, first_q, oq, order, te, rows, lt,
-                         DEPTH0, act, loss, SINGLE, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
-            elif depth == 1:
-                _segment(flat, x, y, d, ONE, p, q, uniform, first_q, oq, order, te, rows, lt,
-                         DEPTH1, act, loss, SINGLE, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
-            else:
-                _segment(flat, x, y, d, ONE, p, q, uniform, first_q, oq, order, te, rows, lt,
-                         DEPTH2, act, loss, SINGLE, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
-            # ---- the optimizer step of the lanes whose batch ends at q ------------------------
-            for l in range(LANES):
-                take = on[l] and bend[l] == q
-                ws[TAKE, l] = _1 if take else _0
-                if take:
-                    cnt = bend[l] - bstart[l] + 1
-                    ws[SCALE, l] = np.float32(1.0 / cnt)
-                    ws[CNT, l] = np.float32(cnt)
-                    lr = fhp[F_LR, lo + l]
-                    ws[DECAY, l] = np.float32(1.0 - lr * fhp[F_WDD, lo + l])
-                    if opt == OPT_ADAM:   # bias corrections in float64, as torch.optim
-                        b1t = fhp[F_B1T, lo + l] * fhp[F_BETA1, lo + l]
-                        b2t = fhp[F_B2T, lo + l] * fhp[F_BETA2, lo + l]
-                        fhp[F_B1T, lo + l] = b1t
-                        fhp[F_B2T, lo + l] = b2t
-                        ws[STEP, l] = np.float32(lr / (1.0 - b1t))
-                        ws[BC2S, l] = np.float32(math.sqrt(1.0 - b2t))
-                    else:
-                        ws[STEP, l] = np.float32(lr)
-                    steps[l] += 1
-                    bstart[l] = q + 1
-                    bend[l] = min(q + bs[l], n - 1) if q + 1 < n else BIG
-            _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS,
-                  MOM, NEST, WDC)
-            if bn:
-                _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT)
-            p = q + 1
-
-        # ---- evaluations due after epoch e + 1 ----------------------------------------------
-        any_due = False
-        for l in range(LANES):
-            due[l] = on[l] and ((e + 1) % eval_every == 0 or e + 1 == epochs[l])
-            any_due = any_due or due[l]
-        if not any_due:
-            continue
-        col = np.searchsorted(eval_epochs, e + 1)
-        if bn:          # eval mode: the running statistics
-            for f in range(d):
-                for l in range(LANES):
-                    ws[BM + f, l] = ws[RM + f, l]
-                    ws[BR + f, l] = _1 / np.sqrt(ws[RV + f, l] + BN_EPS)
-        ev[:] = 0.0
-        for split in range(2 if n_val > 0 else 1):
-            xs, ys = (x, y) if split == 0 else (xv, yv)
-            if multi:
-                if depth == 0:
-                    _evaluate(flat, ev, 2 * split, xs, ys, KY, lt, DEPTH0, act, loss, MULTI, bn,
-                              d, gamma, XR, YR, XH, H0, BM, BR, ACC)
-                elif depth == 1:
-                    _evaluate(flat, ev, 2 * split, xs, ys, KY, lt, DEPTH1, act, loss, MULTI, bn,
-                              d, gamma, XR, YR, XH, H0, BM, BR, ACC)
-                else:
-                    _evaluate(flat, ev, 2 * split, xs, ys, KY, lt, DEPTH2, act, loss, MULTI, bn,
-                              d, gamma, XR, YR, XH, H0, BM, BR, ACC)
-            elif depth == 0:
-                _evaluate(flat, ev, 2 * split, xs, ys, ONE, lt, DEPTH0, act, loss, SINGLE, bn, d,
-                          gamma, XR, YR, XH, H0, BM, BR, ACC)
-            elif depth == 1:
-                _evaluate(flat, ev, 2 * split, xs, ys, ONE, lt, DEPTH1, act, loss, SINGLE, bn, d,
-                          gamma, XR, YR, XH, H0, BM, BR, ACC)
-            else:
-                _evaluate(flat, ev, 2 * split, xs, ys, ONE, lt, DEPTH2, act, loss, SINGLE, bn, d,
-                          gamma, XR, YR, XH, H0, BM, BR, ACC)
-        for l in range(LANES):
-            ok[l] = True
-        _all_finite(flat, WP, P, ok)
-        if bn:
-            _all_finite(flat, RM, 2 * d, ok)
-        for l in range(LANES):
-            if not due[l]:
-                continue
-            row = row_of[l]
-            train_loss = np.float32(ev[0, l] / (n * per_row))
-            c_tl[row, col] = train_loss
-            if n_val > 0:
-                c_vl[row, col] = np.float32(ev[2, l] / (n_val * per_row))
-            if loss != LOSS_MSE:
-                c_ta[row, col] = np.float32(ev[1, l] / n)
-                if n_val > 0:
-                    c_va[row, col] = np.float32(ev[3, l] / n_val)
-            if not (ok[l] and math.isfinite(train_loss)):
-                active[l] = 0        # diverged: frozen as of this evaluation
-    ws_state[blk, :P] = ws[:P]
-    ws_state[blk, P:] = ws[M:RV + d]
+# One compiled kernel per variant, the depth and the output kind (one, or K) its constants:
+# the training loop exists once in each, with its layers' loops folded (the line model's
+# rows took 1.56 ns per lane-row with the depth a variable, 0.20 with it a constant), and a
+# config compiles the variants it uses. The activation, loss, optimizer family and
+# batchnorm stay arguments: variants of those too compiled in 7 to 10 s each but a sweep of
+# several architectures needed many (60 for tests/test_numba_backend.py, 6 min).
+_VARIANTS: dict = {}
 
 
-@njit(nogil=True, **_OPTS)
-def train_blocks(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
-                 c_va, eval_epochs, eval_every, layers, depth, d, n_par, gamma, act, loss, opt,
-                 bn, e0, e1):
-    """Trains epochs e0..e1-1 of blocks b_lo..b_hi-1 (LANES runs each), evaluating each run
+def train_blocks(depth: int, multi: bool):
+    """The kernel of one variant (compiled on its first call, then from numba's disk cache):
+
+        kernel(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
+               c_va, eval_epochs, eval_every, layers, d, n_par, gamma, act, loss, opt, bn,
+               e0, e1)
+
+    trains epochs e0..e1-1 of blocks b_lo..b_hi-1 (LANES runs each), evaluating each run
     after its evaluation epochs in that range. Releases the GIL: the host trains ranges of
     blocks from several threads (trainer/numba_backend.py).
 
+    Variant: depth (hidden layers, 0 to 2); multi: K outputs (cross_entropy, several mse
+        targets), else one.
     State, per block, updated in place:
         ws_state: float32 [blocks, 3 * n_par + 2 * d, LANES]: parameters (the rows of
             torch_backend.Layout), momentum buffer or exp_avg, exp_avg_sq, then the
@@ -1203,9 +1029,9 @@ def train_blocks(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl
         val accuracy; [1, 1] where the sweep has none), row ihp[I_ROW] of a run, column
         searchsorted(eval_epochs, epoch); written where evaluated.
     Model: layers int64 [depth + 1, 6]: (in, out, weight row, bias row, -, -) per Linear
-        (the last one's out: K, the outputs);
-        gamma: batchnorm's weight row (its bias d rows after); act, loss, opt: the ACT_,
-        LOSS_, OPT_ codes; bn: batchnorm on the input.
+        (the last one's out: K, the outputs); gamma: batchnorm's weight row (its bias d
+        rows after); act, loss, opt: the ACT_, LOSS_, OPT_ codes; bn: batchnorm on the
+        input.
 
     The MXCSR's flush-to-zero and denormals-are-zero bits are set while the blocks train
     (and restored after): saturated units drive Adam's exp_avg_sq and some gradients
@@ -1213,12 +1039,221 @@ def train_blocks(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl
     cost 22.4 against 16.7 ns per lane-row. Values that small change no result at the
     tests' tolerance (the reference keeps them).
     """
-    mxcsr = mxcsr_ftz()
-    for blk in range(b_lo, b_hi):
-        _train_block(blk, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
-                     c_va, eval_epochs, eval_every, layers, depth, d, n_par, gamma, act, loss,
-                     opt, bn, e0, e1)
-    mxcsr_restore(mxcsr)
+    key = (int(depth), bool(multi))
+    if key not in _VARIANTS:
+        _VARIANTS[key] = _variant(*key)
+    return _VARIANTS[key]
+
+
+def _variant(depth, multi):
+    """The kernel of one variant. Its constants are the closure's variables: numba prunes
+    the branches they decide before typing (a helper's literal arguments it only folds
+    later: what a pruned branch calls is never compiled), and its disk cache keys each
+    variant by their values. The training loop is written here, in the kernel, not in a
+    helper numba inlines: inlining deep-copies the callee's IR block by block, each copy
+    with every variable of its scope (6.9 of 21 s of a compile under cProfile)."""
+    @njit(nogil=True, **_OPTS)
+    def kernel(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
+               c_va, eval_epochs, eval_every, layers, d, n_par, gamma, act, loss, opt, bn, e0,
+               e1):
+        mxcsr = mxcsr_ftz()
+        for blk in range(b_lo, b_hi):    # the block's LANES runs through epochs e0..e1-1
+            n, n_val = x.shape[0], xv.shape[0]
+            lo = blk * LANES
+            ky = y.shape[1] if multi else 1         # y's columns: a constant 1 for one output
+            # ---- workspace rows ------------------------------------------------------------------
+            P = n_par
+            WP, G, M, V = 0 * P, P, 2 * P, 3 * P   # parameters, gradients, momentum or exp_avg,
+            # exp_avg_sq (variables, not literals: a literal argument compiles its own callee)
+            RM, RV = 4 * P, 4 * P + d              # batchnorm running statistics
+            XR = RV + d                             # the row's input
+            YR = XR + d                             # and targets (ky rows)
+            XH = YR + ky                            # batchnorm: xhat, batch mean, rsqrt(var + eps),
+            BM, BR, BV, DH = XH + d, XH + 2 * d, XH + 3 * d, XH + 4 * d    # var, dL/dh0,
+            S1, S2 = XH + 5 * d, XH + 6 * d         # the batch's sums
+            H0 = XH + 7 * d if bn else XR           # the first layer's input
+            LAY = XH + 8 * d                        # layer outputs and deltas
+            width = 0
+            for k in range(depth + 1):
+                width += layers[k, 1]
+            lay = np.zeros((3, 6), np.int64)        # three layers: the deepest model's
+            for k in range(depth + 1):
+                for j in range(6):
+                    lay[k, j] = layers[k, j]
+            at = LAY
+            for k in range(depth + 1):
+                lay[k, 4] = at
+                lay[k, 5] = at + width
+                at += lay[k, 1]
+            lt = (lay[0, 0], lay[0, 1], lay[0, 2], lay[0, 3], lay[0, 4], lay[0, 5],
+                  lay[1, 0], lay[1, 1], lay[1, 2], lay[1, 3], lay[1, 4], lay[1, 5],
+                  lay[2, 0], lay[2, 1], lay[2, 2], lay[2, 3], lay[2, 4], lay[2, 5])
+            PL = LAY + 2 * width                    # per-lane values of an optimizer step
+            SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM, NEST, WDC, CNT, START, ACC = \
+                range(PL, PL + 15)
+            rows_ws = PL + 16                       # ACC and ACC + 1
+            ws = np.zeros((rows_ws, LANES), np.float32)
+            flat = ws.reshape(-1)                   # the same memory, as one vector
+            # parameters, optimizer state and running statistics; the gradients start at zero
+            # (loops, not slice assignments: numba's lowering of those took 3 s of the compile)
+            for r in range(P):
+                for l in range(LANES):
+                    ws[r, l] = ws_state[blk, r, l]
+            for r in range(P, ws_state.shape[1]):
+                for l in range(LANES):
+                    ws[M - P + r, l] = ws_state[blk, r, l]
+
+            # ---- the lanes' constants ------------------------------------------------------------
+            bs = ihp[I_BS, lo:lo + LANES]
+            epochs = ihp[I_EPOCHS, lo:lo + LANES]
+            ssize = ihp[I_SSIZE, lo:lo + LANES]
+            oq = ihp[I_ORDER, lo:lo + LANES]
+            row_of = ihp[I_ROW, lo:lo + LANES]
+            steps = ihp[I_STEPS, lo:lo + LANES]
+            active = ihp[I_ACTIVE, lo:lo + LANES]
+            for l in range(LANES):
+                ws[OMB1, l] = np.float32(1.0 - fhp[F_BETA1, lo + l])
+                ws[B2, l] = np.float32(fhp[F_BETA2, lo + l])
+                ws[OMB2, l] = np.float32(1.0 - fhp[F_BETA2, lo + l])
+                ws[EPS, l] = np.float32(fhp[F_EPS, lo + l])
+                ws[MOM, l] = np.float32(fhp[F_MOM, lo + l])
+                ws[NEST, l] = np.float32(ihp[I_NEST, lo + l])
+                ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
+
+            BIG = n + 1
+            kout = layers[depth, 1]
+            per_row = kout if loss == LOSS_MSE else 1       # mse's mean is over the outputs too
+            on = np.zeros(LANES, np.bool_)
+            bstart = np.zeros(LANES, np.int64)
+            bend = np.zeros(LANES, np.int64)
+            rows = np.zeros(LANES, np.int64)
+            ok = np.zeros(LANES, np.bool_)
+            ev = np.zeros((4, LANES), np.float64)    # evaluation sums: loss and hits, train and val
+            due = np.zeros(LANES, np.bool_)
+
+            for e in range(e0, e1):
+                any_on = False
+                for l in range(LANES):
+                    on[l] = active[l] != 0 and e < epochs[l]
+                    any_on = any_on or on[l]
+                if not any_on:
+                    break
+                # StepLR, stepped at the end of each epoch as torch's: lr *= gamma every
+                # ssize epochs
+                for l in range(LANES):
+                    if on[l] and ssize[l] > 0 and e > 0 and e % ssize[l] == 0:
+                        fhp[F_LR, lo + l] *= fhp[F_GAMMA, lo + l]
+                # One order for the whole block (broadcast rows) or one per lane (gathered rows).
+                first_q = np.int64(-2)
+                uniform = n > 0
+                for l in range(LANES):
+                    if on[l]:
+                        if first_q == -2:
+                            first_q = oq[l]
+                        elif oq[l] != first_q:
+                            uniform = False
+                te = e - o_e0
+                for l in range(LANES):
+                    bstart[l] = 0
+                    bend[l] = min(bs[l], n) - 1 if on[l] else BIG
+                p = np.int64(0)
+                while p < n:
+                    if bn:      # batch statistics of the lanes whose batch starts at p
+                        _batch_stats(flat, bstart, bend, on, p, uniform, first_q, oq, order, te,
+                                     x, y, ky, d, rows, XR, YR, BM, BR, BV, S1, S2, CNT, START)
+                    q = BIG
+                    for l in range(LANES):
+                        q = min(q, bend[l])
+                    # (numba prunes the branch not taken: multi is the variant's constant)
+                    if multi:
+                        _segment_k(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt,
+                                   depth, act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                    else:
+                        _segment(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt,
+                                 depth, act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                    # ---- the optimizer step of the lanes whose batch ends at q -------------------
+                    for l in range(LANES):
+                        take = on[l] and bend[l] == q
+                        ws[TAKE, l] = _1 if take else _0
+                        if take:
+                            cnt = bend[l] - bstart[l] + 1
+                            ws[SCALE, l] = np.float32(1.0 / cnt)
+                            ws[CNT, l] = np.float32(cnt)
+                            lr = fhp[F_LR, lo + l]
+                            ws[DECAY, l] = np.float32(1.0 - lr * fhp[F_WDD, lo + l])
+                            if opt == OPT_ADAM:   # bias corrections in float64, as torch.optim
+                                b1t = fhp[F_B1T, lo + l] * fhp[F_BETA1, lo + l]
+                                b2t = fhp[F_B2T, lo + l] * fhp[F_BETA2, lo + l]
+                                fhp[F_B1T, lo + l] = b1t
+                                fhp[F_B2T, lo + l] = b2t
+                                ws[STEP, l] = np.float32(lr / (1.0 - b1t))
+                                ws[BC2S, l] = np.float32(math.sqrt(1.0 - b2t))
+                            else:
+                                ws[STEP, l] = np.float32(lr)
+                            steps[l] += 1
+                            bstart[l] = q + 1
+                            bend[l] = min(q + bs[l], n - 1) if q + 1 < n else BIG
+                    _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
+                          EPS, MOM, NEST, WDC)
+                    if bn:
+                        _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT)
+                    p = q + 1
+
+                # ---- evaluations due after epoch e + 1 -------------------------------------------
+                any_due = False
+                for l in range(LANES):
+                    due[l] = on[l] and ((e + 1) % eval_every == 0 or e + 1 == epochs[l])
+                    any_due = any_due or due[l]
+                if not any_due:
+                    continue
+                # searchsorted(eval_epochs, e + 1), as a loop (np.searchsorted: 0.3 s to compile)
+                col = 0
+                while col < eval_epochs.shape[0] - 1 and eval_epochs[col] < e + 1:
+                    col += 1
+                if bn:          # eval mode: the running statistics
+                    for f in range(d):
+                        for l in range(LANES):
+                            ws[BM + f, l] = ws[RM + f, l]
+                            ws[BR + f, l] = _1 / np.sqrt(ws[RV + f, l] + BN_EPS)
+                for k in range(4):
+                    for l in range(LANES):
+                        ev[k, l] = 0.0
+                for split in range(2 if n_val > 0 else 1):
+                    xs, ys = (x, y) if split == 0 else (xv, yv)
+                    if multi:
+                        _evaluate_k(flat, ev, 2 * split, xs, ys, lt, depth, act, loss, bn, d,
+                                    gamma, XR, YR, XH, H0, BM, BR, ACC)
+                    else:
+                        _evaluate(flat, ev, 2 * split, xs, ys, lt, depth, act, loss, bn, d, gamma,
+                                  XR, YR, XH, H0, BM, BR, ACC)
+                for l in range(LANES):
+                    ok[l] = True
+                _all_finite(flat, WP, P, ok)
+                if bn:
+                    _all_finite(flat, RM, 2 * d, ok)
+                for l in range(LANES):
+                    if not due[l]:
+                        continue
+                    row = row_of[l]
+                    train_loss = np.float32(ev[0, l] / (n * per_row))
+                    c_tl[row, col] = train_loss
+                    if n_val > 0:
+                        c_vl[row, col] = np.float32(ev[2, l] / (n_val * per_row))
+                    if loss != LOSS_MSE:
+                        c_ta[row, col] = np.float32(ev[1, l] / n)
+                        if n_val > 0:
+                            c_va[row, col] = np.float32(ev[3, l] / n_val)
+                    if not (ok[l] and math.isfinite(train_loss)):
+                        active[l] = 0        # diverged: frozen as of this evaluation
+            for r in range(P):
+                for l in range(LANES):
+                    ws_state[blk, r, l] = ws[r, l]
+            for r in range(P, ws_state.shape[1]):
+                for l in range(LANES):
+                    ws_state[blk, r, l] = ws[M - P + r, l]
+        mxcsr_restore(mxcsr)
+
+    return kernel
 
 
 def state_rows(n_par: int, d: int) -> int:

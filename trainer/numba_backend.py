@@ -10,9 +10,9 @@ Within a group, runs are
 sorted by shuffle, seed, epochs and batch size, so that the ``LANES`` runs of a block
 usually read the same rows (one order: broadcast loads) and end their batches together.
 The permutations the shuffled runs need are written by ``order_tables`` (one table per
-(seed, epoch)), as many epochs at a time as fit in ORDER_BYTES; ``train_blocks`` then
-trains those epochs, evaluating each run when due, with the state in per-block tiles
-between calls.
+(seed, epoch)), as many epochs at a time as fit in ORDER_BYTES; the group's kernel (one
+per depth and output kind: ``numba_mlp.train_blocks``) then trains those epochs,
+evaluating each run when due, with the state in per-block tiles between calls.
 
 The blocks are spread over ``numba.get_num_threads()`` threads (``numba.set_num_threads``
 sets it), each calling the kernel, which releases the GIL, on ranges of blocks taken in
@@ -173,12 +173,14 @@ class _NumbaGroup(_Group):
                               chunk.data.n_outputs)
         offsets = dict(zip(self.net.layout.names, self.net.layout.offsets))
         self.spec = dict(
-            layers=self.layers, depth=len(self.hidden), d=d, n_par=P,
-            gamma=offsets.get("0.weight", 0),
+            layers=self.layers, d=d, n_par=P, gamma=offsets.get("0.weight", 0),
             act={"sigmoid": nk.ACT_SIGMOID, "tanh": nk.ACT_TANH, "relu": nk.ACT_RELU}[self.activation],
             loss={"mse": nk.LOSS_MSE, "bce_with_logits": nk.LOSS_BCE,
                   "cross_entropy": nk.LOSS_CE}[spec.loss],
             opt=nk.OPT_SGD if self.sgd else nk.OPT_ADAM, bn=self.running is not None)
+        # the kernel of this depth and output kind (compiled once per machine)
+        self.kernel = nk.train_blocks(
+            len(self.hidden), spec.loss == "cross_entropy" or chunk.data.n_outputs > 1)
         # targets [n, k]: k regression outputs, or one column (bce's label, the class)
         k = self.y.numel() // max(1, self.n)
         self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
@@ -218,7 +220,7 @@ class _NumbaGroup(_Group):
         order = self._orders(e0, e1)
         x, y, xv, yv = self.data
         eval_epochs = self.chunk.eval_epochs.astype(np.int64)
-        parallel(lambda lo, hi: nk.train_blocks(
+        parallel(lambda lo, hi: self.kernel(
             lo, hi, self.ws_state, self.fhp, self.ihp, x, y, xv, yv, order, e0, *self.curves,
             eval_epochs, self.chunk.eval_every, e0=e0, e1=e1, **self.spec), self.blocks)
         if self.progress is not None:
