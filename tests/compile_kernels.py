@@ -27,7 +27,8 @@ def compile_for_h100(fn, constexprs: dict):
 
 
 def main(spec: dict) -> None:
-    const = {**dict(D=1, DP=1, OFF_N=0, OFF_A=0, OFF_B=0, OFF_C=0, ACT=0, LOSS=0, OPT=1,
+    const = {**dict(D=1, DP=1, K=1, KP=1, YK=1, YKP=1, OFF_N=0, OFF_A=0, OFF_B=0, OFF_C=0,
+                    ACT=0, LOSS=0, OPT=1,
                     BN=False, SHUFFLED=False, UNROLL=1, SPLIT=1, BLOCK_R=32), **spec}
     compiled = [compile_for_h100(mlp.train_kernel, const),
                 compile_for_h100(mlp.order_kernel, {"BLOCK": 256})]

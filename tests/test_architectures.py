@@ -126,17 +126,20 @@ def test_diagnose_tries_a_wider_and_a_deeper_network():
     assert {"hidden: [16] (wider)", "hidden: [16] (deeper)"} <= changes
 
 
-def test_the_fused_kernels_take_each_architecture_and_leave_k_outputs_to_torch():
+def test_the_fused_kernels_take_each_architecture_and_k_outputs():
     mixed = prepare(arch_sweep({"source": "line", "params": {"n": 20}}, "mse")).chunk
     assert triton_backend.unsupported(mixed) is None
     too_deep = prepare({**arch_sweep({"source": "line"}, "mse"),
                         "sweep": {"params": {"hidden": [[2], [2, 2, 2]]}}}).chunk
     assert "up to 2 hidden layers, got 3" in triton_backend.unsupported(too_deep)
-    classes = prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="auto")
-    assert classes.backend == "torch" and "one output" in triton_backend.unsupported(classes.chunk)
-    with pytest.raises(tinysweep.UserError, match=r"^--backend triton: model: the fused kernels "
-                                                  r"have one output"):
-        prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="triton", device="cpu")
+    classes = prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="triton",
+                      device="cpu")
+    assert classes.backend == "triton" and triton_backend.unsupported(classes.chunk) is None
+    # the K outputs count against the kernels' parameter limit
+    wide = prepare({**arch_sweep({"source": "blobs", "params": {"classes": 10}}, "cross_entropy"),
+                    "sweep": {"params": {"hidden": [[16, 16]]}}}).chunk
+    assert triton_backend.unsupported(wide).endswith(
+        "hidden [16, 16] and 10 outputs make 490")
 
 
 @pytest.mark.parametrize("sweep_params, match", [

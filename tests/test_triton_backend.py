@@ -186,7 +186,8 @@ def test_models_too_large_for_the_kernels_are_refused(write_config):
     with pytest.raises(UserError, match="triton backend fuses up to 2 hidden layers"):
         tinysweep.run(path, backend="triton", device=DEVICE)
     path = write_config(model={"hidden": [20, 20], "loss": "mse"})
-    with pytest.raises(UserError, match="at most 384; 1 features and hidden \\[20, 20\\] make 481"):
+    with pytest.raises(UserError, match="at most 384; 1 features, hidden \\[20, 20\\] and 1 "
+                                        "output make 481"):
         tinysweep.run(path, backend="triton", device=DEVICE)
     # auto falls back to the torch backend for them
     assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1
@@ -207,6 +208,8 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     dict(DEPTH=0, OA=1, OAP=1, OB=1, OBP=1, P=4, OFF_A=2, BN=True, OPT=0, SHUFFLED=True),
     dict(DEPTH=1, OA=16, OAP=16, OB=1, OBP=1, P=49, LOSS=1, UNROLL=2),
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, P=52, OFF_B=15, OFF_C=33, ACT=2, SPLIT=4),
+    dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, K=3, KP=4, P=62, OFF_B=15, OFF_C=33, LOSS=2),
+    dict(DEPTH=1, OA=4, OAP=4, OB=2, OBP=2, K=2, KP=2, YK=2, YKP=2, P=22, OFF_B=8, LOSS=0),
 ])
 def test_kernels_compile_for_an_h100(spec):
     """The interpreter skips Triton's compiler, which rejects things the interpreter
@@ -227,4 +230,26 @@ def test_each_architecture_of_a_sweep_is_its_own_launch_and_matches_the_referenc
                           "batch_size": [5, 16], "shuffle": [True, False]}})
     triton_res, ref = both(path)
     assert set(ref.table.hidden) == {"none", "3", "2-3"}
+    assert_same_runs(triton_res, ref)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_k_outputs_match_the_reference(loss):
+    """Three classes, or two regression targets: the output layer of every depth is K wide
+    (padded to a power of two for three), with batchnorm, both optimizer families, a
+    validation split, short last batches, shuffled and not."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 2)).astype(np.float32)
+    if loss == "cross_entropy":
+        y = (x[:, 0] > 0) + (x[:, 1] > 0.5).astype(np.float32)            # classes 0, 1, 2
+    else:
+        y = np.stack([x[:, 0] - 2 * x[:, 1], x[:, 0] * x[:, 1]], axis=1)
+    config = {"model": {"loss": loss}, "data": {"val_fraction": 0.25},
+              "train": {"epochs": 2, "lr": 0.05, "momentum": 0.5},
+              "sweep": {"params": {"hidden": [[], [3], [2, 3]], "optimizer": ["sgd", "adam"],
+                                   "input_norm": ["none", "batchnorm"], "batch_size": [5, 16],
+                                   "shuffle": [True, False]}}}
+    triton_res, ref = both(config, data=(x, y.astype(np.float32)))
+    assert ref.n_outputs(0) == ref.n_outputs(47) == (3 if loss == "cross_entropy" else 2)
+    assert not ref.table.diverged.any()
     assert_same_runs(triton_res, ref)

@@ -47,9 +47,6 @@ def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
     if bool((chunk.runs.bug != "none").any()):
         return "bug: the fused kernels train correct code only; the torch backend trains bugs"
-    if chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1:
-        return ("model: the fused kernels have one output; the torch backend trains "
-                "cross_entropy and several regression outputs")
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
@@ -58,11 +55,12 @@ def unsupported(chunk: Chunk) -> str | None:
         if len(hidden) > MAX_DEPTH:
             return (f"hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
                     f"got {len(hidden)}")
-        params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm).size
+        outputs = chunk.data.n_outputs
+        params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm, outputs).size
         if params > MAX_PARAMS:
             return (f"model: the triton backend keeps each run's parameters in registers, "
-                    f"at most {MAX_PARAMS}; {chunk.data.n_features} features and hidden "
-                    f"{list(hidden)} make {params}")
+                    f"at most {MAX_PARAMS}; {chunk.data.n_features} features, hidden "
+                    f"{list(hidden)} and {outputs} output{'s' * (outputs > 1)} make {params}")
     return None
 
 
@@ -152,17 +150,19 @@ class _TritonGroup(_Group):
         layout = self.net.layout
         offset = dict(zip(layout.names, layout.offsets))
         hidden = list(self.hidden)
-        d = chunk.data.n_features
-        oa = hidden[0] if hidden else 1
-        ob = hidden[1] if len(hidden) > 1 else 1
+        d, k, loss = chunk.data.n_features, chunk.data.n_outputs, chunk.model.loss
+        widths = hidden + [k]                  # the layers' outputs: A, B (depth >= 1), C
+        oa, ob = widths[0], (widths[1] if len(widths) > 1 else 1)
+        yk = k if loss == "mse" else 1         # y [n, k] targets, or [n] classes or labels
         self.spec = dict(
             P=layout.size, D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob),
-            DEPTH=len(hidden),
+            K=k, KP=_pow2(k), YK=yk, YKP=_pow2(yk), DEPTH=len(hidden),
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
             OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
             ACT={"sigmoid": mlp.ACT_SIGMOID, "tanh": mlp.ACT_TANH, "relu": mlp.ACT_RELU}[
                 self.activation],
-            LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
+            LOSS={"mse": mlp.LOSS_MSE, "bce_with_logits": mlp.LOSS_BCE,
+                  "cross_entropy": mlp.LOSS_CE}[loss],
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
             BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL,
             SPLIT=self.split, BLOCK_R=BLOCK_R)
