@@ -198,13 +198,13 @@ def _batch_rows(x_ptr, rows_e, pos, valid, shuffled, d_idx, d_in, D):
 
 
 @triton.jit
-def _targets(y_ptr, row, valid, YK: tl.constexpr, YKP: tl.constexpr, MASKED: tl.constexpr):
-    """y [YKP, R]: the YK targets of each lane's row (mse), or its class or label (YK = 1),
-    0 where not ``valid`` (MASKED) and on padding."""
-    yk = tl.arange(0, YKP)[:, None]
-    ptrs = y_ptr + row[None, :] * YK + yk
+def _targets(y_ptr, row, yk, valid, YK: tl.constexpr, YKP: tl.constexpr, MASKED: tl.constexpr):
+    """The YK targets of each row (mse), or its class or label (YK = 1), 0 where not
+    ``valid`` (MASKED) and on padding; ``row``, ``yk`` (the target's index, < YKP) and
+    ``valid`` broadcast to the result's shape."""
+    ptrs = y_ptr + row * YK + yk
     if MASKED:
-        y = tl.load(ptrs, mask=valid[None, :] & (yk < YK), other=0.0)
+        y = tl.load(ptrs, mask=valid & (yk < YK), other=0.0)
     elif YKP == YK:
         y = tl.load(ptrs)
     else:
@@ -212,41 +212,43 @@ def _targets(y_ptr, row, valid, YK: tl.constexpr, YKP: tl.constexpr, MASKED: tl.
     return y
 
 
+# The losses take the outputs z of many rows along axis 1 - AXIS (the lanes, or a tile of
+# rows) and K outputs along AXIS (padded to KP: z = 0 there); kk, the output's index, is
+# arange(KP) broadcast along AXIS. A row's values come out with AXIS kept, of size 1.
 @triton.jit
-def _softmax_parts(z, K: tl.constexpr, KP: tl.constexpr):
-    """For logits z [KP, R] (K real): exp(z - max) (0 on padding), their sum and the max."""
-    real = (tl.arange(0, KP) < K)[:, None]
-    zmax = tl.max(tl.where(real, z, float("-inf")), axis=0)[None, :]
+def _softmax_parts(z, kk, K: tl.constexpr, AXIS: tl.constexpr):
+    """For logits z (K real): exp(z - max) (0 on padding), their sum and the max."""
+    real = kk < K
+    zmax = tl.max(tl.where(real, z, float("-inf")), axis=AXIS, keep_dims=True)
     e = tl.where(real, tl.exp(z - zmax), 0.0)
-    return e, tl.sum(e, axis=0)[None, :], zmax
+    return e, tl.sum(e, axis=AXIS, keep_dims=True), zmax
 
 
 @triton.jit
-def _loss(z, y, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
-    """The loss of each lane's row, [1, R]: z [KP, R] outputs, y [YKP, R] targets."""
+def _loss(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, AXIS: tl.constexpr):
+    """The loss of each row: z the outputs, y the targets (mse) or the class or label."""
     if LOSS == 0:       # mse: averaged over the K outputs (padding: z = y = 0)
         r = z - y
         if K == 1:
             out = r * r
         else:
-            out = tl.sum(r * r, axis=0)[None, :] / K
+            out = tl.sum(r * r, axis=AXIS, keep_dims=True) / K
     elif LOSS == 1:     # stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|))
         out = tl.maximum(z, 0.0) - z * y + tl.log(1.0 + tl.exp(-tl.abs(z)))
     else:               # cross_entropy: logsumexp(z) - z[y]
-        e, total, zmax = _softmax_parts(z, K, KP)
-        picked = tl.arange(0, KP)[:, None].to(tl.float32) == y
-        out = zmax + tl.log(total) - tl.sum(tl.where(picked, z, 0.0), axis=0)[None, :]
+        e, total, zmax = _softmax_parts(z, kk, K, AXIS)
+        picked = kk.to(tl.float32) == y
+        out = zmax + tl.log(total) - tl.sum(tl.where(picked, z, 0.0), axis=AXIS, keep_dims=True)
     return out
 
 
 @triton.jit
-def _hit(z, y, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
-    """1.0 where the prediction is right, [1, R]: bce the sign of the logit, cross_entropy
-    the argmax (the first of equal maxima, as torch.argmax)."""
+def _hit(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, AXIS: tl.constexpr):
+    """1.0 where the prediction is right: bce the sign of the logit, cross_entropy the
+    argmax (the first of equal maxima, as torch.argmax)."""
     if LOSS == 2:
-        kk = tl.arange(0, KP)[:, None]
-        zmax = tl.max(tl.where(kk < K, z, float("-inf")), axis=0)[None, :]
-        first = tl.min(tl.where((kk < K) & (z == zmax), kk, KP), axis=0)[None, :]
+        zmax = tl.max(tl.where(kk < K, z, float("-inf")), axis=AXIS, keep_dims=True)
+        first = tl.min(tl.where((kk < K) & (z == zmax), kk, KP), axis=AXIS, keep_dims=True)
         hit = (first.to(tl.float32) == y).to(tl.float32)
     else:
         hit = ((z > 0).to(tl.float32) == y).to(tl.float32)
@@ -254,16 +256,15 @@ def _hit(z, y, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
 
 
 @triton.jit
-def _loss_grad(z, y, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr):
-    """d loss / d z of one row, [KP, R] (the batch's 1 / rows comes at the step)."""
+def _loss_grad(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, AXIS: tl.constexpr):
+    """d loss / d z of each row (the batch's 1 / rows comes at the step)."""
     if LOSS == 0:
         g = (2.0 / K) * (z - y)
     elif LOSS == 1:
         g = tl.sigmoid(z) - y
     else:
-        e, total, zmax = _softmax_parts(z, K, KP)
-        picked = tl.arange(0, KP)[:, None].to(tl.float32) == y
-        g = e / total - picked.to(tl.float32)      # 0 on padding: e is 0 there
+        e, total, zmax = _softmax_parts(z, kk, K, AXIS)
+        g = e / total - (kk.to(tl.float32) == y).to(tl.float32)   # 0 on padding: e is 0
     return g
 
 
@@ -384,6 +385,8 @@ def train_kernel(
     d_in = d_idx < D
     a_in = (tl.arange(0, OAP) < OA)[:, None]
     b_in = (tl.arange(0, OBP) < OB)[:, None]
+    kk = tl.arange(0, KP)[:, None]                  # the output's index
+    yk = tl.arange(0, YKP)[:, None]                 # the target's
 
     # ---- load the state --------------------------------------------------------------
     pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, r, RUNS)
@@ -473,7 +476,7 @@ def train_kernel(
                         row = pos
                     x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                 mask=valid[None, :] & d_in[:, None], other=0.0)
-                    y = _targets(y_ptr, row, valid, YK, YKP, True)
+                    y = _targets(y_ptr, row[None, :], yk, valid[None, :], YK, YKP, True)
                 else:
                     if SHUFFLED:
                         row = tl.where(shuffled, tl.load(rows_e + pos, mask=shuffled, other=0), pos)
@@ -484,14 +487,14 @@ def train_kernel(
                     else:
                         x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                     mask=d_in[:, None], other=0.0)
-                    y = _targets(y_ptr, row, None, YK, YKP, False)
+                    y = _targets(y_ptr, row[None, :], yk, None, YK, YKP, False)
                 if BN:
                     xh = (x - bmean) * brstd
                     h0 = xh * gam + bet
                 else:
                     h0 = x
                 z, aa, ha, ab, hb = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)
-                dz = _loss_grad(z, y, LOSS, K, KP)                             # [KP, R]
+                dz = _loss_grad(z, y, kk, LOSS, K, 0)                          # [KP, R]
                 if ragged:
                     dz = tl.where(valid[None, :], dz, 0.0)
                 if DEPTH == 2:
@@ -584,15 +587,15 @@ def train_kernel(
             valid = i < rows
             x = tl.load(xs + i[None, :].to(tl.int64) * D + d_idx[:, None],
                         mask=valid[None, :] & d_in[:, None], other=0.0)
-            y = _targets(ys, i.to(tl.int64), valid, YK, YKP, True)
+            y = _targets(ys, i[None, :].to(tl.int64), yk, valid[None, :], YK, YKP, True)
             if BN:
                 h0 = (x - rmean) * ersd * gam + bet
             else:
                 h0 = x
             z = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)[0]
-            loss_sum += tl.where(valid[None, :], _loss(z, y, LOSS, K, KP), 0.0)
+            loss_sum += tl.where(valid[None, :], _loss(z, y, kk, LOSS, K, 0), 0.0)
             if LOSS != 0:
-                hits += tl.where(valid[None, :], _hit(z, y, LOSS, K, KP), 0.0)
+                hits += tl.where(valid[None, :], _hit(z, y, kk, LOSS, K, KP, 0), 0.0)
         loss_sum = _split_sum2(loss_sum, SPLIT)
         hits = _split_sum2(hits, SPLIT)
         if rows > 0:
