@@ -213,8 +213,9 @@ def _targets(y_ptr, row, yk, valid, YK: tl.constexpr, YKP: tl.constexpr, MASKED:
 
 
 # The losses take the outputs z of many rows along axis 1 - AXIS (the lanes, or a tile of
-# rows) and K outputs along AXIS (padded to KP: z = 0 there); kk, the output's index, is
-# arange(KP) broadcast along AXIS. A row's values come out with AXIS kept, of size 1.
+# rows) and K outputs along AXIS (padded to KP: z = 0 there, and mse's targets too); kk,
+# the output's index, is arange(KP) broadcast along AXIS. A row's values come out with AXIS
+# kept, of size 1.
 @triton.jit
 def _softmax_parts(z, kk, K: tl.constexpr, AXIS: tl.constexpr):
     """For logits z (K real): exp(z - max) (0 on padding), their sum and the max."""
@@ -225,15 +226,24 @@ def _softmax_parts(z, kk, K: tl.constexpr, AXIS: tl.constexpr):
 
 
 @triton.jit
-def _loss(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, AXIS: tl.constexpr):
+def _logit(z, kk, KP: tl.constexpr, AXIS: tl.constexpr):
+    """bce's one logit of each row, out of its padding."""
+    if KP > 1:
+        z = tl.sum(tl.where(kk == 0, z, 0.0), axis=AXIS, keep_dims=True)
+    return z
+
+
+@triton.jit
+def _loss(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, AXIS: tl.constexpr):
     """The loss of each row: z the outputs, y the targets (mse) or the class or label."""
     if LOSS == 0:       # mse: averaged over the K outputs (padding: z = y = 0)
         r = z - y
-        if K == 1:
+        if KP == 1:
             out = r * r
         else:
             out = tl.sum(r * r, axis=AXIS, keep_dims=True) / K
     elif LOSS == 1:     # stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|))
+        z = _logit(z, kk, KP, AXIS)
         out = tl.maximum(z, 0.0) - z * y + tl.log(1.0 + tl.exp(-tl.abs(z)))
     else:               # cross_entropy: logsumexp(z) - z[y]
         e, total, zmax = _softmax_parts(z, kk, K, AXIS)
@@ -251,17 +261,20 @@ def _hit(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, AXIS: 
         first = tl.min(tl.where((kk < K) & (z == zmax), kk, KP), axis=AXIS, keep_dims=True)
         hit = (first.to(tl.float32) == y).to(tl.float32)
     else:
-        hit = ((z > 0).to(tl.float32) == y).to(tl.float32)
+        hit = ((_logit(z, kk, KP, AXIS) > 0).to(tl.float32) == y).to(tl.float32)
     return hit
 
 
 @triton.jit
-def _loss_grad(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, AXIS: tl.constexpr):
-    """d loss / d z of each row (the batch's 1 / rows comes at the step)."""
+def _loss_grad(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+               AXIS: tl.constexpr):
+    """d loss / d z of each row (the batch's 1 / rows comes at the step), 0 on padding."""
     if LOSS == 0:
         g = (2.0 / K) * (z - y)
     elif LOSS == 1:
         g = tl.sigmoid(z) - y
+        if KP > 1:
+            g = tl.where(kk == 0, g, 0.0)
     else:
         e, total, zmax = _softmax_parts(z, kk, K, AXIS)
         g = e / total - (kk.to(tl.float32) == y).to(tl.float32)   # 0 on padding: e is 0
@@ -494,7 +507,7 @@ def train_kernel(
                 else:
                     h0 = x
                 z, aa, ha, ab, hb = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)
-                dz = _loss_grad(z, y, kk, LOSS, K, 0)                          # [KP, R]
+                dz = _loss_grad(z, y, kk, LOSS, K, KP, 0)                          # [KP, R]
                 if ragged:
                     dz = tl.where(valid[None, :], dz, 0.0)
                 if DEPTH == 2:
@@ -593,7 +606,7 @@ def train_kernel(
             else:
                 h0 = x
             z = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)[0]
-            loss_sum += tl.where(valid[None, :], _loss(z, y, kk, LOSS, K, 0), 0.0)
+            loss_sum += tl.where(valid[None, :], _loss(z, y, kk, LOSS, K, KP, 0), 0.0)
             if LOSS != 0:
                 hits += tl.where(valid[None, :], _hit(z, y, kk, LOSS, K, KP, 0), 0.0)
         loss_sum = _split_sum2(loss_sum, SPLIT)

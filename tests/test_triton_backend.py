@@ -26,6 +26,16 @@ triton = pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(params=["lanes", "wide"])
+def kernel(request, monkeypatch):
+    """Which kernel trains the test's small models: one lane per run (mlp.py), or, with every
+    model counted as too large for a lane, the wide kernel (wide.py: one program per run)."""
+    if request.param == "wide":
+        from tinysweep.trainer import triton_backend
+        monkeypatch.setattr(triton_backend, "MAX_PARAMS", 0)
+    return request.param
+
+
 def both(path, **kw):
     return (tinysweep.run(path, backend="triton", device=DEVICE, **kw),
             tinysweep.run(path, backend="reference", **kw))
@@ -94,7 +104,7 @@ def test_long_intervals_are_split_when_permutations_would_not_fit(write_config, 
     assert_same_runs(split, tinysweep.run(path, backend="reference"))
 
 
-def test_optimizer_settings_and_schedules_match(write_config):
+def test_optimizer_settings_and_schedules_match(write_config, kernel):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs, seeds and a
     validation split, in one launch per evaluation interval."""
     path = write_config(
@@ -125,7 +135,7 @@ def test_optimizer_settings_and_schedules_match(write_config):
 
 
 @pytest.mark.parametrize("eval_every", [1, 2])
-def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
+def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every, kernel):
     params = {"lr": [0.01, 1e6, 1e12], "batch_size": [3, 11]}
     model = {"hidden": [3], "activation": "tanh", "loss": "mse"}
     train = {"epochs": 3, "optimizer": "sgd", "eval_every": eval_every}
@@ -146,7 +156,7 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
                                       err_msg=name)
 
 
-def test_chunk_size_changes_nothing(write_config, monkeypatch):
+def test_chunk_size_changes_nothing(write_config, monkeypatch, kernel):
     """With a fixed number of lanes per run, each run is computed on its own lanes:
     chunking changes no bit. (The automatic choice gives a small chunk more lanes per run,
     which changes the order of the batch sums: rounding only.)"""
@@ -185,9 +195,9 @@ def test_models_too_large_for_the_kernels_are_refused(write_config):
     path = write_config(model={"hidden": [4, 4, 4], "loss": "mse"})
     with pytest.raises(UserError, match="triton backend fuses up to 2 hidden layers"):
         tinysweep.run(path, backend="triton", device=DEVICE)
-    path = write_config(model={"hidden": [20, 20], "loss": "mse"})
-    with pytest.raises(UserError, match="at most 384; 1 features, hidden \\[20, 20\\] and 1 "
-                                        "output make 481"):
+    path = write_config(model={"hidden": [80, 4], "loss": "mse"})
+    with pytest.raises(UserError, match=r"up to 64 wide, inputs and outputs too; 1 features, "
+                                        r"hidden \[80, 4\] and 1 output are wider"):
         tinysweep.run(path, backend="triton", device=DEVICE)
     # auto falls back to the torch backend for them
     assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1
@@ -234,7 +244,7 @@ def test_each_architecture_of_a_sweep_is_its_own_launch_and_matches_the_referenc
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_k_outputs_match_the_reference(loss):
+def test_k_outputs_match_the_reference(loss, kernel):
     """Three classes, or two regression targets: the output layer of every depth is K wide
     (padded to a power of two for three), with batchnorm, both optimizer families, a
     validation split, short last batches, shuffled and not."""
@@ -253,3 +263,46 @@ def test_k_outputs_match_the_reference(loss):
     assert ref.n_outputs(0) == ref.n_outputs(47) == (3 if loss == "cross_entropy" else 2)
     assert not ref.table.diverged.any()
     assert_same_runs(triton_res, ref)
+
+
+@pytest.mark.parametrize("hidden, activation, loss, source", [
+    ([], "sigmoid", "mse", "line"),
+    ([4, 3], "tanh", "bce_with_logits", "moons"),
+])
+def test_the_wide_kernel_trains_the_mixed_sweep(write_config, monkeypatch, hidden, activation,
+                                                 loss, source):
+    """Every model through the wide kernel: batch sizes below, at and above its 16-row tile,
+    every optimizer and input norm in one sweep."""
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "MAX_PARAMS", 0)
+    path = write_config(
+        data={"source": source, "params": {"n": 37}, "seed": 3},
+        model={"hidden": hidden, "activation": activation, "loss": loss},
+        train={"epochs": 2, "lr": 0.03, "momentum": 0.5, "seed": 11},
+        sweep={"params": {**MIXED, "batch_size": [5, 16, 37]}})
+    triton_res, ref = both(path)
+    assert_same_runs(triton_res, ref)
+
+
+def test_two_hidden_layers_of_64_train_on_the_triton_backend(write_config):
+    """The issue's widest model, 1-64-64-1 (4,353 parameters), and 3 classes from 64-wide
+    layers: the wide kernel, and `auto` sends them there on CUDA."""
+    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.sweep import prepare
+    path = write_config(
+        data={"source": "line", "params": {"n": 25}, "val_fraction": 0.2},
+        model={"hidden": [64, 64], "activation": "tanh", "loss": "mse"},
+        train={"epochs": 2, "lr": 0.01, "optimizer": "adam"},
+        sweep={"params": {"input_norm": ["standardize", "batchnorm"], "batch_size": [6, 18],
+                          "shuffle": [True, False]}})
+    plan = prepare(path, backend="triton", device=DEVICE)
+    assert triton_backend.wide(1, (64, 64), True, 1) and plan.chunk.runs.architectures() == [(64, 64)]
+    triton_res, ref = both(path)
+    assert_same_runs(triton_res, ref)
+    if DEVICE == "cuda":
+        assert prepare(path, backend="auto", device="cuda").backend == "triton"
+    too_wide = write_config("wide.yaml", model={"hidden": [65, 64], "loss": "mse"})
+    with pytest.raises(UserError, match=r"wide kernel takes layers up to 64 wide, inputs and "
+                                        r"outputs too; 1 features, hidden \[65, 64\] and 1 "
+                                        r"output are wider"):
+        tinysweep.run(too_wide, backend="triton", device=DEVICE)
