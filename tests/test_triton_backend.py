@@ -220,6 +220,8 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, P=52, OFF_B=15, OFF_C=33, ACT=2, SPLIT=4),
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, K=3, KP=4, P=62, OFF_B=15, OFF_C=33, LOSS=2),
     dict(DEPTH=1, OA=4, OAP=4, OB=2, OBP=2, K=2, KP=2, YK=2, YKP=2, P=22, OFF_B=8, LOSS=0),
+    dict(wide=True, DEPTH=2, D=3, DP=16, OA=64, OAP=64, OB=64, OBP=64, K=3, KP=16, P=4621,
+         OFF_A=6, OFF_B=262, OFF_C=4422, ACT=2, LOSS=2, BN=True, SHUFFLED=True),
 ])
 def test_kernels_compile_for_an_h100(spec):
     """The interpreter skips Triton's compiler, which rejects things the interpreter
@@ -229,7 +231,8 @@ def test_kernels_compile_for_an_h100(spec):
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("compile_kernels.py")),
                            json.dumps(spec)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "train_kernel order_kernel" in done.stdout
+    kernel = "train_wide_kernel" if spec.get("wide") else "train_kernel"
+    assert done.stdout.startswith(f"{kernel} order_kernel ")
 
 
 def test_each_architecture_of_a_sweep_is_its_own_launch_and_matches_the_reference(write_config):
@@ -306,3 +309,18 @@ def test_two_hidden_layers_of_64_train_on_the_triton_backend(write_config):
                                         r"outputs too; 1 features, hidden \[65, 64\] and 1 "
                                         r"output are wider"):
         tinysweep.run(too_wide, backend="triton", device=DEVICE)
+
+
+def test_bench_sass_finds_the_row_loop_of_the_kernel_for_an_h100(tmp_path):
+    """bench/sass.py compiles the line workload's kernel for sm_90 (no GPU) and finds its
+    loop over a batch's rows: loads of x and y, a multiply-add, no spills."""
+    bench = Path(__file__).resolve().parents[1] / "bench" / "sass.py"
+    out = tmp_path / "sass.json"
+    done = subprocess.run([sys.executable, str(bench), "--workloads", "b", "--json", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (b,) = json.loads(out.read_text())
+    assert b["kernel"] == "train_kernel" and b["local_bytes"] == 0 and b["registers"] > 0
+    loop = b["row_loop"]
+    assert loop["LDG"] >= 2 and loop["FFMA"] >= 1 and 10 < loop["instructions"] < 200
+    assert b["predicted_issue_s"] > 0
