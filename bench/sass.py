@@ -1,6 +1,6 @@
 """The fused kernels' machine code for an H100, and the time it predicts, without a GPU.
 
-    python bench/sass.py [--workloads b c d] [--wide] [--json OUT]
+    python bench/sass.py [--workloads b c d] [--wide] [--sizes] [--shape [12,12] ...] [--json OUT]
 
 For each workload of bench/run.py, the triton backend's kernel for its first group is
 compiled for sm_90 (Triton's compiler and ptxas, which run on any machine), and cuobjdump
@@ -40,15 +40,21 @@ BRANCH = re.compile(r"\bBRA\s+(?:U?!?P\w+,\s*)?0x([0-9a-f]+)")
 
 
 def kernel_of(key: str):
-    """The triton backend's kernel, its constexprs and warps for the workload's first
-    group, as the backend would launch it (the group loaded on the CPU, not trained)."""
+    """The triton backend's kernel, its constexprs and warps for the first group of a
+    workload (or of a bench/sizes.py shape: "[16, 16]"), as the backend would launch it
+    (the group loaded on the CPU, not trained)."""
     import torch
 
     from tinysweep.kernels import mlp, wide
     from tinysweep.trainer import torch_backend, triton_backend
     from tinysweep.trainer.sweep import prepare
 
-    plan = prepare(HERE / "workloads" / WORKLOADS[key], backend="torch", device="cpu")
+    if key in WORKLOADS:
+        config = HERE / "workloads" / WORKLOADS[key]
+    else:
+        from sizes import config_for
+        config = config_for(json.loads(key))
+    plan = prepare(config, backend="torch", device="cpu")
     chunk = plan.chunk
     rows = next(iter(torch_backend.group_rows(chunk)))
     group = triton_backend._TritonGroup(chunk, rows, torch.device("cpu"), chunk.empty_result(),
@@ -141,14 +147,21 @@ def main(argv=None) -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--wide", action="store_true",
                         help="every model through the wide kernel (one program per run)")
+    parser.add_argument("--sizes", action="store_true",
+                        help="bench/sizes.py's model shapes instead of the workloads")
+    parser.add_argument("--shape", action="append", type=json.loads,
+                        help="a bench/sizes.py sweep of this hidden-layer shape (repeatable)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
     if args.wide:
         from tinysweep.trainer import triton_backend
-        triton_backend.MAX_PARAMS = 0
+        triton_backend.LANE_WEIGHTS = 0
     peaks = json.loads(H100.read_text())["peaks"]
     results = []
-    for key in args.workloads:
+    from sizes import SHAPES
+    shapes = (args.shape or []) + (SHAPES if args.sizes else [])
+    keys = [json.dumps(shape) for shape in shapes] or args.workloads
+    for key in keys:
         r = predict(key, peaks)
         results.append(r)
         loop = r["row_loop"]

@@ -135,11 +135,13 @@ def test_the_fused_kernels_take_each_architecture_and_k_outputs():
     classes = prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="triton",
                       device="cpu")
     assert classes.backend == "triton" and triton_backend.unsupported(classes.chunk) is None
-    # the K outputs count against the kernels' parameter limit
+    # the K outputs count in the kernels' limits: ten classes out of 16-16 go to the wide
+    # kernel, out of 80 (wider than it takes, more parameters than a lane holds) nowhere
+    assert triton_backend.kernel_for(2, (16, 16), False, 10) == "wide"
+    assert triton_backend.kernel_for(2, (16,), False, 3) == "lanes"
     wide = prepare({**arch_sweep({"source": "blobs", "params": {"classes": 10}}, "cross_entropy"),
-                    "sweep": {"params": {"hidden": [[16, 16]]}}}).chunk
-    assert triton_backend.unsupported(wide).endswith(
-        "hidden [16, 16] and 10 outputs make 490")
+                    "sweep": {"params": {"hidden": [[80]]}}}).chunk
+    assert triton_backend.unsupported(wide).endswith("hidden [80] and 10 outputs make 1050")
 
 
 @pytest.mark.parametrize("sweep_params, match", [

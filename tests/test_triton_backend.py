@@ -32,7 +32,7 @@ def kernel(request, monkeypatch):
     model counted as too large for a lane, the wide kernel (wide.py: one program per run)."""
     if request.param == "wide":
         from tinysweep.trainer import triton_backend
-        monkeypatch.setattr(triton_backend, "MAX_PARAMS", 0)
+        monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
     return request.param
 
 
@@ -196,8 +196,8 @@ def test_models_too_large_for_the_kernels_are_refused(write_config):
     with pytest.raises(UserError, match="triton backend fuses up to 2 hidden layers"):
         tinysweep.run(path, backend="triton", device=DEVICE)
     path = write_config(model={"hidden": [80, 4], "loss": "mse"})
-    with pytest.raises(UserError, match=r"up to 64 wide, inputs and outputs too; 1 features, "
-                                        r"hidden \[80, 4\] and 1 output are wider"):
+    with pytest.raises(UserError, match=r"layers up to 64 wide \(inputs and outputs too\); 1 "
+                                        r"features, hidden \[80, 4\] and 1 output make 489; "):
         tinysweep.run(path, backend="triton", device=DEVICE)
     # auto falls back to the torch backend for them
     assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1
@@ -277,7 +277,7 @@ def test_the_wide_kernel_trains_the_mixed_sweep(write_config, monkeypatch, hidde
     """Every model through the wide kernel: batch sizes below, at and above its 16-row tile,
     every optimizer and input norm in one sweep."""
     from tinysweep.trainer import triton_backend
-    monkeypatch.setattr(triton_backend, "MAX_PARAMS", 0)
+    monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
     path = write_config(
         data={"source": source, "params": {"n": 37}, "seed": 3},
         model={"hidden": hidden, "activation": activation, "loss": loss},
@@ -299,15 +299,15 @@ def test_two_hidden_layers_of_64_train_on_the_triton_backend(write_config):
         sweep={"params": {"input_norm": ["standardize", "batchnorm"], "batch_size": [6, 18],
                           "shuffle": [True, False]}})
     plan = prepare(path, backend="triton", device=DEVICE)
-    assert triton_backend.wide(1, (64, 64), True, 1) and plan.chunk.runs.architectures() == [(64, 64)]
+    assert triton_backend.kernel_for(1, (64, 64), True, 1) == "wide" and plan.chunk.runs.architectures() == [(64, 64)]
     triton_res, ref = both(path)
     assert_same_runs(triton_res, ref)
     if DEVICE == "cuda":
         assert prepare(path, backend="auto", device="cuda").backend == "triton"
     too_wide = write_config("wide.yaml", model={"hidden": [65, 64], "loss": "mse"})
-    with pytest.raises(UserError, match=r"wide kernel takes layers up to 64 wide, inputs and "
-                                        r"outputs too; 1 features, hidden \[65, 64\] and 1 "
-                                        r"output are wider"):
+    with pytest.raises(UserError, match=r"up to 384 parameters per run, or layers up to 64 "
+                                        r"wide \(inputs and outputs too\); 1 features, hidden "
+                                        r"\[65, 64\] and 1 output make 4419; "):
         tinysweep.run(too_wide, backend="triton", device=DEVICE)
 
 

@@ -25,10 +25,15 @@ from .order import half_bits, round_keys
 from .torch_backend import _Group
 
 MAX_DEPTH = 2
-# A lane keeps its run's weights and gradients in registers: past about this many
-# parameters they spill and the compile time grows steeply (bench/sizes.py measures it).
+# A lane keeps its run's weights and gradients in registers, and its code grows with the
+# weight entries of its padded layers (inputs x units, units x units, units x outputs, each
+# dimension a power of two): compiled for sm_90 on the 2-core CPU, 4.9 s at 88 entries
+# (2-8-8-1), 9.4 s at 192 (2-64-1), 12 to 16 s at 304 (2-10-10-1 to 2-16-16-1; 25 s on the
+# H100's host), and past 384 parameters the weights spill (bench/sass.py, kernels/NOTES.md).
 # Larger models go to the wide kernel (kernels/wide.py: one run per program, a batch's rows
-# through tl.dot), whose layers may be up to WIDE_MAX wide, inputs and outputs included.
+# through tl.dot; 2 to 7 s for any shape), whose layers may be up to WIDE_MAX wide, inputs
+# and outputs included; a model too wide for it stays in a lane up to MAX_PARAMS.
+LANE_WEIGHTS = 128
 MAX_PARAMS = 384
 WIDE_MAX = 64
 WIDE_WARPS = 4          # warps per program of the wide kernel (one run)
@@ -63,17 +68,25 @@ def unsupported(chunk: Chunk) -> str | None:
         if len(hidden) > MAX_DEPTH:
             return (f"hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
                     f"got {len(hidden)}")
-        if wide(d, hidden, batchnorm, k) and max(d, *hidden, k) > WIDE_MAX:
-            return (f"model: the triton backend's wide kernel takes layers up to {WIDE_MAX} "
-                    f"wide, inputs and outputs too; {d} features, hidden {list(hidden)} and "
-                    f"{k} output{'s' * (k > 1)} are wider")
+        if kernel_for(d, hidden, batchnorm, k) is None:
+            params = torch_backend.Layout.of(d, hidden, batchnorm, k).size
+            return (f"model: the triton backend trains up to {MAX_PARAMS} parameters per run, "
+                    f"or layers up to {WIDE_MAX} wide (inputs and outputs too); {d} features, "
+                    f"hidden {list(hidden)} and {k} output{'s' * (k > 1)} make {params}")
     return None
 
 
-def wide(n_features: int, hidden, batchnorm: bool, n_outputs: int) -> bool:
-    """Does this model go to the wide kernel (more than MAX_PARAMS parameters), not to the
-    kernel of one lane per run?"""
-    return torch_backend.Layout.of(n_features, hidden, batchnorm, n_outputs).size > MAX_PARAMS
+def kernel_for(n_features: int, hidden, batchnorm: bool, n_outputs: int) -> str | None:
+    """The kernel that trains this model: "lanes" (mlp.py, one lane per run) while its
+    padded layers hold at most LANE_WEIGHTS weights, else "wide" (wide.py) while every layer
+    is at most WIDE_MAX wide, else "lanes" up to MAX_PARAMS parameters; None past that."""
+    dims = [_pow2(m) for m in (n_features, *hidden, n_outputs)]
+    if sum(a * b for a, b in zip(dims, dims[1:])) <= LANE_WEIGHTS:
+        return "lanes"
+    if max(n_features, *hidden, n_outputs) <= WIDE_MAX:
+        return "wide"
+    params = torch_backend.Layout.of(n_features, hidden, batchnorm, n_outputs).size
+    return "lanes" if params <= MAX_PARAMS else None
 
 
 def interpreted() -> bool:
@@ -121,7 +134,7 @@ class _TritonGroup(_Group):
         self.split = SPLIT
         d, k, loss = chunk.data.n_features, chunk.data.n_outputs, chunk.model.loss
         hidden = list(self.hidden)
-        self.wide = wide(d, hidden, self.running is not None, k)
+        self.wide = kernel_for(d, hidden, self.running is not None, k) == "wide"
         runs_per_program = 1 if self.wide else BLOCK_R // self.split
         self.runs_per_program = runs_per_program
         padded = cdiv(n_runs, runs_per_program) * runs_per_program   # padding: no epoch
