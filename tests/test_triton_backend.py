@@ -157,9 +157,8 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every, kerne
 
 
 def test_chunk_size_changes_nothing(write_config, monkeypatch, kernel):
-    """With a fixed number of lanes per run, each run is computed on its own lanes:
-    chunking changes no bit. (The automatic choice gives a small chunk more lanes per run,
-    which changes the order of the batch sums: rounding only.)"""
+    """Each run is computed on its own lanes (two per run here), or its own program in the
+    wide kernel: chunking changes no bit."""
     from tinysweep.trainer import triton_backend
     monkeypatch.setattr(triton_backend, "SPLIT", 2)
     path = write_config(data={"source": "line", "params": {"n": 9}},
