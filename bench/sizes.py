@@ -1,5 +1,5 @@
 """How the fused kernel's compile time and speed grow with the model (decides
-trainer/triton_backend.MAX_PARAMS).
+trainer/triton_backend.LANE_WEIGHTS).
 
     python bench/sizes.py [--timeout 90]
 
@@ -23,6 +23,17 @@ from pathlib import Path
 SHAPES = [[16], [32], [8, 8], [16, 16], [32, 32]]
 
 
+def config_for(hidden: list[int]) -> dict:
+    """The sweep measured for one hidden-layer shape (bench/sass.py compiles it too)."""
+    return {
+        "name": "sizes", "data": {"source": "moons", "params": {"n": 1000}},
+        "model": {"hidden": hidden, "activation": "relu", "loss": "bce_with_logits"},
+        "train": {"epochs": 10, "optimizer": "adam", "batch_size": 100,
+                  "input_norm": "batchnorm", "eval_every": 10},
+        "sweep": {"params": {"lr": {"logspace": [-4, -1, 32]},
+                             "seed": {"linspace": [0, 31, 32], "int": True}}}}
+
+
 def one(hidden: list[int]) -> dict:
     import torch
     from triton.testing import do_bench
@@ -31,13 +42,7 @@ def one(hidden: list[int]) -> dict:
     from tinysweep.trainer.config import parse_config
     from tinysweep.trainer.sweep import Plan, prepare, train_chunk
 
-    config = parse_config({
-        "name": "sizes", "data": {"source": "moons", "params": {"n": 1000}},
-        "model": {"hidden": hidden, "activation": "relu", "loss": "bce_with_logits"},
-        "train": {"epochs": 10, "optimizer": "adam", "batch_size": 100,
-                  "input_norm": "batchnorm", "eval_every": 10},
-        "sweep": {"params": {"lr": {"logspace": [-4, -1, 32]},
-                             "seed": {"linspace": [0, 31, 32], "int": True}}}}, Path.cwd())
+    config = parse_config(config_for(hidden), Path.cwd())
     chunk = prepare(config, backend="torch", device="cpu").chunk
     (rows,) = torch_backend.group_rows(chunk)
     n_runs = len(rows)

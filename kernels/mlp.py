@@ -22,8 +22,9 @@ trainer/order.py); unshuffled lanes read rows in order.
 The math, for an MLP with layers A (input), B, C (as deep as the model is):
 
     h0 = x  (batchnorm: (x - mean_batch) / sqrt(var_batch + eps) * gamma + beta)
-    a = W h + b;  h' = act(a);  z = last layer's a
-    dz = mse: 2 (z - y) | bce: sigmoid(z) - y;   gradients summed over the batch, then / rows
+    a = W h + b;  h' = act(a);  z = last layer's a (K outputs)
+    dz = mse: 2 (z - y) / K | bce: sigmoid(z) - y | cross_entropy: softmax(z) - onehot(y);
+    gradients summed over the batch, then / rows
     dW += da h^T;  db += da;  da_prev = (W^T da) * act'(a_prev)
 
 Padding rows (``OUTP > OUT``) carry zero weights and zero activations, so they stay zero.
@@ -36,7 +37,7 @@ BN_EPS = tl.constexpr(1e-5)             # nn.BatchNorm1d's defaults
 BN_MOMENTUM = tl.constexpr(0.1)
 
 ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
-LOSS_MSE, LOSS_BCE = 0, 1
+LOSS_MSE, LOSS_BCE, LOSS_CE = 0, 1, 2
 OPT_SGD, OPT_ADAM = 0, 1       # adam covers adamw (decoupled weight decay per lane)
 
 
@@ -167,7 +168,7 @@ def _dense_t(w, d):
 
 @triton.jit
 def _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT: tl.constexpr, DEPTH: tl.constexpr):
-    """The output z [1, R] for layer inputs h0 [DP, R], and what the backward pass needs:
+    """The outputs z [KP, R] for layer inputs h0 [DP, R], and what the backward pass needs:
     the hidden pre-activations aa, ab and activations ha, hb (a layer the depth lacks
     gets a stand-in that nothing reads)."""
     aa = _dense(wa, ba, h0)
@@ -197,21 +198,86 @@ def _batch_rows(x_ptr, rows_e, pos, valid, shuffled, d_idx, d_in, D):
 
 
 @triton.jit
-def _loss(z, y, LOSS: tl.constexpr):
-    if LOSS == 0:
+def _targets(y_ptr, row, yk, valid, YK: tl.constexpr, YKP: tl.constexpr, MASKED: tl.constexpr):
+    """The YK targets of each row (mse), or its class or label (YK = 1), 0 where not
+    ``valid`` (MASKED) and on padding; ``row``, ``yk`` (the target's index, < YKP) and
+    ``valid`` broadcast to the result's shape."""
+    ptrs = y_ptr + row * YK + yk
+    if MASKED:
+        y = tl.load(ptrs, mask=valid & (yk < YK), other=0.0)
+    elif YKP == YK:
+        y = tl.load(ptrs)
+    else:
+        y = tl.load(ptrs, mask=yk < YK, other=0.0)
+    return y
+
+
+# The losses take the outputs z of many rows along axis 1 - AXIS (the lanes, or a tile of
+# rows) and K outputs along AXIS (padded to KP: z = 0 there, and mse's targets too); kk,
+# the output's index, is arange(KP) broadcast along AXIS. A row's values come out with AXIS
+# kept, of size 1.
+@triton.jit
+def _softmax_parts(z, kk, K: tl.constexpr, AXIS: tl.constexpr):
+    """For logits z (K real): exp(z - max) (0 on padding), their sum and the max."""
+    real = kk < K
+    zmax = tl.max(tl.where(real, z, float("-inf")), axis=AXIS, keep_dims=True)
+    e = tl.where(real, tl.exp(z - zmax), 0.0)
+    return e, tl.sum(e, axis=AXIS, keep_dims=True), zmax
+
+
+@triton.jit
+def _logit(z, kk, KP: tl.constexpr, AXIS: tl.constexpr):
+    """bce's one logit of each row, out of its padding."""
+    if KP > 1:
+        z = tl.sum(tl.where(kk == 0, z, 0.0), axis=AXIS, keep_dims=True)
+    return z
+
+
+@triton.jit
+def _loss(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, AXIS: tl.constexpr):
+    """The loss of each row: z the outputs, y the targets (mse) or the class or label."""
+    if LOSS == 0:       # mse: averaged over the K outputs (padding: z = y = 0)
         r = z - y
-        out = r * r
-    else:   # stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|))
+        if KP == 1:
+            out = r * r
+        else:
+            out = tl.sum(r * r, axis=AXIS, keep_dims=True) / K
+    elif LOSS == 1:     # stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|))
+        z = _logit(z, kk, KP, AXIS)
         out = tl.maximum(z, 0.0) - z * y + tl.log(1.0 + tl.exp(-tl.abs(z)))
+    else:               # cross_entropy: logsumexp(z) - z[y]
+        e, total, zmax = _softmax_parts(z, kk, K, AXIS)
+        picked = kk.to(tl.float32) == y
+        out = zmax + tl.log(total) - tl.sum(tl.where(picked, z, 0.0), axis=AXIS, keep_dims=True)
     return out
 
 
 @triton.jit
-def _loss_grad(z, y, LOSS: tl.constexpr):
-    if LOSS == 0:
-        g = 2.0 * (z - y)
+def _hit(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, AXIS: tl.constexpr):
+    """1.0 where the prediction is right: bce the sign of the logit, cross_entropy the
+    argmax (the first of equal maxima, as torch.argmax)."""
+    if LOSS == 2:
+        zmax = tl.max(tl.where(kk < K, z, float("-inf")), axis=AXIS, keep_dims=True)
+        first = tl.min(tl.where((kk < K) & (z == zmax), kk, KP), axis=AXIS, keep_dims=True)
+        hit = (first.to(tl.float32) == y).to(tl.float32)
     else:
+        hit = ((_logit(z, kk, KP, AXIS) > 0).to(tl.float32) == y).to(tl.float32)
+    return hit
+
+
+@triton.jit
+def _loss_grad(z, y, kk, LOSS: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+               AXIS: tl.constexpr):
+    """d loss / d z of each row (the batch's 1 / rows comes at the step), 0 on padding."""
+    if LOSS == 0:
+        g = (2.0 / K) * (z - y)
+    elif LOSS == 1:
         g = tl.sigmoid(z) - y
+        if KP > 1:
+            g = tl.where(kk == 0, g, 0.0)
+    else:
+        e, total, zmax = _softmax_parts(z, kk, K, AXIS)
+        g = e / total - (kk.to(tl.float32) == y).to(tl.float32)   # 0 on padding: e is 0
     return g
 
 
@@ -267,14 +333,15 @@ def train_kernel(
         # per-run constants [RS]
         bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
         eps_ptr, mom_ptr, nest_ptr, wdc_ptr, wdd_ptr, oq_ptr,
-        # data: x [n, D], y [n], validation likewise; order tables int32 [Q, o_epochs, n]
+        # data: x [n, D], y [n, YK], validation likewise; order tables int32 [Q, o_epochs, n]
         # for epochs o_e0, o_e0 + 1, ...
         x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr, o_e0, o_epochs,
         # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
         curve_ptr, col, n_cols,
         RS, n, n_val, e0, e1, eval_every,
         P: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, OA: tl.constexpr, OAP: tl.constexpr,
-        OB: tl.constexpr, OBP: tl.constexpr, DEPTH: tl.constexpr,
+        OB: tl.constexpr, OBP: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+        YK: tl.constexpr, YKP: tl.constexpr, DEPTH: tl.constexpr,
         OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
         ACT: tl.constexpr, LOSS: tl.constexpr, OPT: tl.constexpr, BN: tl.constexpr,
         SHUFFLED: tl.constexpr, UNROLL: tl.constexpr, SPLIT: tl.constexpr,
@@ -282,8 +349,10 @@ def train_kernel(
     """Trains epochs e0..e1-1 of runs [pid * BLOCK_R, ...) and evaluates those whose
     evaluation falls after epoch e1 into curve column ``col`` (none when col < 0).
 
-    Layers: A = Linear(D, OA) (depth 0: the output, OA = 1), B = Linear(OA, OB) (depth 1:
-    the output, OB = 1), C = Linear(OB, 1). OFF_*: each layer's weight entry in the state
+    Layers: A = Linear(D, OA) (depth 0: the output, OA = K), B = Linear(OA, OB) (depth 1:
+    the output, OB = K), C = Linear(OB, K). K outputs: mse's K targets (YK = K), or
+    cross_entropy's K classes, or bce's one logit (YK = 1: y holds the class or label).
+    OFF_*: each layer's weight entry in the state
     columns, the bias right after it; OFF_N: batchnorm's gamma, beta after it.
     SHUFFLED: some lane reads its rows through the order tables. UNROLL: unrolling of the
     loop over the rows every lane has. SPLIT: lanes per run (a power of two dividing 32),
@@ -329,6 +398,8 @@ def train_kernel(
     d_in = d_idx < D
     a_in = (tl.arange(0, OAP) < OA)[:, None]
     b_in = (tl.arange(0, OBP) < OB)[:, None]
+    kk = tl.arange(0, KP)[:, None]                  # the output's index
+    yk = tl.arange(0, YKP)[:, None]                 # the target's
 
     # ---- load the state --------------------------------------------------------------
     pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, r, RUNS)
@@ -343,9 +414,9 @@ def train_kernel(
     else:   # stand-ins for the layers this depth lacks: _forward never reads them
         wb, bb = wa, ba
     if DEPTH >= 2:
-        pc, mc = _mat_offsets(OFF_C, 1, OB, 1, OBP, r, RUNS)
+        pc, mc = _mat_offsets(OFF_C, K, OB, KP, OBP, r, RUNS)
         wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
-        qc, nc = _vec_offsets(OFF_C + OB, 1, 1, r, RUNS)
+        qc, nc = _vec_offsets(OFF_C + K * OB, K, KP, r, RUNS)
         bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
     else:
         wc, bc = wa, ba
@@ -398,8 +469,8 @@ def train_kernel(
                 g_wb = tl.zeros([OBP, OAP, BLOCK_R], tl.float32)
                 g_bb = tl.zeros([OBP, BLOCK_R], tl.float32)
             if DEPTH >= 2:
-                g_wc = tl.zeros([1, OBP, BLOCK_R], tl.float32)
-                g_bc = tl.zeros([1, BLOCK_R], tl.float32)
+                g_wc = tl.zeros([KP, OBP, BLOCK_R], tl.float32)
+                g_bc = tl.zeros([KP, BLOCK_R], tl.float32)
             # Rows every lane has (no masks), then the rows only some lanes have. Lane k of a
             # run takes rows k, k + SPLIT, ... of the batch.
             jmin = tl.min(cnt, axis=0) // SPLIT
@@ -418,7 +489,7 @@ def train_kernel(
                         row = pos
                     x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                 mask=valid[None, :] & d_in[:, None], other=0.0)
-                    y = tl.load(y_ptr + row, mask=valid, other=0.0)[None, :]
+                    y = _targets(y_ptr, row[None, :], yk, valid[None, :], YK, YKP, True)
                 else:
                     if SHUFFLED:
                         row = tl.where(shuffled, tl.load(rows_e + pos, mask=shuffled, other=0), pos)
@@ -429,14 +500,14 @@ def train_kernel(
                     else:
                         x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
                                     mask=d_in[:, None], other=0.0)
-                    y = tl.load(y_ptr + row)[None, :]
+                    y = _targets(y_ptr, row[None, :], yk, None, YK, YKP, False)
                 if BN:
                     xh = (x - bmean) * brstd
                     h0 = xh * gam + bet
                 else:
                     h0 = x
                 z, aa, ha, ab, hb = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)
-                dz = _loss_grad(z, y, LOSS)                                     # [1, R]
+                dz = _loss_grad(z, y, kk, LOSS, K, KP, 0)                          # [KP, R]
                 if ragged:
                     dz = tl.where(valid[None, :], dz, 0.0)
                 if DEPTH == 2:
@@ -529,21 +600,22 @@ def train_kernel(
             valid = i < rows
             x = tl.load(xs + i[None, :].to(tl.int64) * D + d_idx[:, None],
                         mask=valid[None, :] & d_in[:, None], other=0.0)
-            y = tl.load(ys + i, mask=valid, other=0.0)
+            y = _targets(ys, i[None, :].to(tl.int64), yk, valid[None, :], YK, YKP, True)
             if BN:
                 h0 = (x - rmean) * ersd * gam + bet
             else:
                 h0 = x
             z = _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT, DEPTH)[0]
-            loss_sum += tl.where(valid[None, :], _loss(z, y, LOSS), 0.0)
-            hits += tl.where(valid[None, :], ((z > 0).to(tl.float32) == y).to(tl.float32), 0.0)
+            loss_sum += tl.where(valid[None, :], _loss(z, y, kk, LOSS, K, KP, 0), 0.0)
+            if LOSS != 0:
+                hits += tl.where(valid[None, :], _hit(z, y, kk, LOSS, K, KP, 0), 0.0)
         loss_sum = _split_sum2(loss_sum, SPLIT)
         hits = _split_sum2(hits, SPLIT)
         if rows > 0:
             mean_loss = tl.sum(loss_sum, axis=0) / rows
             cptr = curve_ptr + split * RS * n_cols + lanes.to(tl.int64) * n_cols + col
             tl.store(cptr, mean_loss, mask=evaluated & first)
-            if LOSS == 1:
+            if LOSS != 0:
                 tl.store(cptr + 2 * RS * n_cols, tl.sum(hits, axis=0) / rows,
                          mask=evaluated & first)
             if split == 0:   # non-finite loss or weights: the run stops here

@@ -6,32 +6,41 @@ test_triton_backend.py in a process where TRITON_INTERPRET is off.
 
 import json
 import sys
+import time
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from tinysweep.kernels import mlp
+from tinysweep.kernels import mlp, wide
 
 INT_PTRS = ("steps_ptr", "div_ptr", "bs_ptr", "ep_ptr", "ssize_ptr", "nest_ptr", "oq_ptr",
             "order_ptr", "out_ptr")
 
 
-def compile_for_h100(fn, constexprs: dict):
+def compile_for_h100(fn, constexprs: dict, num_warps: int = 1):
     names = fn.arg_names
     sig = {a: "constexpr" if a in constexprs else "*i32" if a in INT_PTRS else
            "*i64" if a == "keys_ptr" else "*fp32" if a.endswith("_ptr") else "i32"
            for a in names}
     src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
 def main(spec: dict) -> None:
-    const = {**dict(D=1, DP=1, OFF_N=0, OFF_A=0, OFF_B=0, OFF_C=0, ACT=0, LOSS=0, OPT=1,
-                    BN=False, SHUFFLED=False, UNROLL=1, SPLIT=1, BLOCK_R=32), **spec}
-    compiled = [compile_for_h100(mlp.train_kernel, const),
-                compile_for_h100(mlp.order_kernel, {"BLOCK": 256})]
-    print(" ".join(k.name for k in compiled))
+    """spec: train_kernel's constexprs, or with "wide": true, train_wide_kernel's."""
+    is_wide = spec.pop("wide", False)
+    common = dict(D=1, DP=1, K=1, KP=1, YK=1, YKP=1, OFF_N=0, OFF_A=0, OFF_B=0, OFF_C=0,
+                  ACT=0, LOSS=0, OPT=1, BN=False, SHUFFLED=False)
+    if is_wide:
+        kernel, own = wide.train_wide_kernel, dict(BLOCK_M=16, PRECISION="ieee")
+    else:
+        kernel, own = mlp.train_kernel, dict(UNROLL=1, SPLIT=1, BLOCK_R=32)
+    start = time.perf_counter()
+    compiled = [compile_for_h100(kernel, {**common, **own, **spec}, 4 if is_wide else 1)]
+    seconds = time.perf_counter() - start
+    compiled.append(compile_for_h100(mlp.order_kernel, {"BLOCK": 256}))
+    print(" ".join(k.name for k in compiled), f"{seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -126,19 +126,22 @@ def test_diagnose_tries_a_wider_and_a_deeper_network():
     assert {"hidden: [16] (wider)", "hidden: [16] (deeper)"} <= changes
 
 
-def test_the_triton_kernels_take_each_architecture_and_leave_k_outputs_to_the_others():
+def test_the_fused_kernels_take_each_architecture_and_k_outputs():
     mixed = prepare(arch_sweep({"source": "line", "params": {"n": 20}}, "mse")).chunk
     assert triton_backend.unsupported(mixed) is None
     too_deep = prepare({**arch_sweep({"source": "line"}, "mse"),
                         "sweep": {"params": {"hidden": [[2], [2, 2, 2]]}}}).chunk
     assert "up to 2 hidden layers, got 3" in triton_backend.unsupported(too_deep)
-    classes = prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="auto")
-    # on the CPU, the numba kernels train them where numba is installed
-    assert classes.backend in ("numba", "torch")
-    assert "one output" in triton_backend.unsupported(classes.chunk)
-    with pytest.raises(tinysweep.UserError, match=r"^--backend triton: model: the fused kernels "
-                                                  r"have one output"):
-        prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="triton", device="cpu")
+    classes = prepare(arch_sweep({"source": "blobs"}, "cross_entropy"), backend="triton",
+                      device="cpu")
+    assert classes.backend == "triton" and triton_backend.unsupported(classes.chunk) is None
+    # the K outputs count in the kernels' limits: ten classes out of 16-16 go to the wide
+    # kernel, out of 80 (wider than it takes, more parameters than a lane holds) nowhere
+    assert triton_backend.kernel_for(2, (16, 16), False, 10) == "wide"
+    assert triton_backend.kernel_for(2, (16,), False, 3) == "lanes"
+    wide = prepare({**arch_sweep({"source": "blobs", "params": {"classes": 10}}, "cross_entropy"),
+                    "sweep": {"params": {"hidden": [[80]]}}}).chunk
+    assert triton_backend.unsupported(wide).endswith("hidden [80] and 10 outputs make 1050")
 
 
 @pytest.mark.parametrize("sweep_params, match", [

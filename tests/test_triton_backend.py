@@ -26,6 +26,16 @@ triton = pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(params=["lanes", "wide"])
+def kernel(request, monkeypatch):
+    """Which kernel trains the test's small models: one lane per run (mlp.py), or, with every
+    model counted as too large for a lane, the wide kernel (wide.py: one program per run)."""
+    if request.param == "wide":
+        from tinysweep.trainer import triton_backend
+        monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
+    return request.param
+
+
 def both(path, **kw):
     return (tinysweep.run(path, backend="triton", device=DEVICE, **kw),
             tinysweep.run(path, backend="reference", **kw))
@@ -94,7 +104,7 @@ def test_long_intervals_are_split_when_permutations_would_not_fit(write_config, 
     assert_same_runs(split, tinysweep.run(path, backend="reference"))
 
 
-def test_optimizer_settings_and_schedules_match(write_config):
+def test_optimizer_settings_and_schedules_match(write_config, kernel):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs, seeds and a
     validation split, in one launch per evaluation interval."""
     path = write_config(
@@ -125,7 +135,7 @@ def test_optimizer_settings_and_schedules_match(write_config):
 
 
 @pytest.mark.parametrize("eval_every", [1, 2])
-def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
+def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every, kernel):
     params = {"lr": [0.01, 1e6, 1e12], "batch_size": [3, 11]}
     model = {"hidden": [3], "activation": "tanh", "loss": "mse"}
     train = {"epochs": 3, "optimizer": "sgd", "eval_every": eval_every}
@@ -146,10 +156,9 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
                                       err_msg=name)
 
 
-def test_chunk_size_changes_nothing(write_config, monkeypatch):
-    """With a fixed number of lanes per run, each run is computed on its own lanes:
-    chunking changes no bit. (The automatic choice gives a small chunk more lanes per run,
-    which changes the order of the batch sums: rounding only.)"""
+def test_chunk_size_changes_nothing(write_config, monkeypatch, kernel):
+    """Each run is computed on its own lanes (two per run here), or its own program in the
+    wide kernel: chunking changes no bit."""
     from tinysweep.trainer import triton_backend
     monkeypatch.setattr(triton_backend, "SPLIT", 2)
     path = write_config(data={"source": "line", "params": {"n": 9}},
@@ -185,8 +194,9 @@ def test_models_too_large_for_the_kernels_are_refused(write_config):
     path = write_config(model={"hidden": [4, 4, 4], "loss": "mse"})
     with pytest.raises(UserError, match="triton backend fuses up to 2 hidden layers"):
         tinysweep.run(path, backend="triton", device=DEVICE)
-    path = write_config(model={"hidden": [20, 20], "loss": "mse"})
-    with pytest.raises(UserError, match="at most 384; 1 features and hidden \\[20, 20\\] make 481"):
+    path = write_config(model={"hidden": [80, 4], "loss": "mse"})
+    with pytest.raises(UserError, match=r"layers up to 64 wide \(inputs and outputs too\); 1 "
+                                        r"features, hidden \[80, 4\] and 1 output make 489; "):
         tinysweep.run(path, backend="triton", device=DEVICE)
     # auto falls back to the torch backend for them
     assert len(tinysweep.run(path, backend="auto", device=DEVICE).table) == 1
@@ -207,6 +217,10 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     dict(DEPTH=0, OA=1, OAP=1, OB=1, OBP=1, P=4, OFF_A=2, BN=True, OPT=0, SHUFFLED=True),
     dict(DEPTH=1, OA=16, OAP=16, OB=1, OBP=1, P=49, LOSS=1, UNROLL=2),
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, P=52, OFF_B=15, OFF_C=33, ACT=2, SPLIT=4),
+    dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, K=3, KP=4, P=62, OFF_B=15, OFF_C=33, LOSS=2),
+    dict(DEPTH=1, OA=4, OAP=4, OB=2, OBP=2, K=2, KP=2, YK=2, YKP=2, P=22, OFF_B=8, LOSS=0),
+    dict(wide=True, DEPTH=2, D=3, DP=16, OA=64, OAP=64, OB=64, OBP=64, K=3, KP=16, P=4621,
+         OFF_A=6, OFF_B=262, OFF_C=4422, ACT=2, LOSS=2, BN=True, SHUFFLED=True),
 ])
 def test_kernels_compile_for_an_h100(spec):
     """The interpreter skips Triton's compiler, which rejects things the interpreter
@@ -216,7 +230,8 @@ def test_kernels_compile_for_an_h100(spec):
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("compile_kernels.py")),
                            json.dumps(spec)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "train_kernel order_kernel" in done.stdout
+    kernel = "train_wide_kernel" if spec.get("wide") else "train_kernel"
+    assert done.stdout.startswith(f"{kernel} order_kernel ")
 
 
 def test_each_architecture_of_a_sweep_is_its_own_launch_and_matches_the_reference(write_config):
@@ -228,3 +243,83 @@ def test_each_architecture_of_a_sweep_is_its_own_launch_and_matches_the_referenc
     triton_res, ref = both(path)
     assert set(ref.table.hidden) == {"none", "3", "2-3"}
     assert_same_runs(triton_res, ref)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_k_outputs_match_the_reference(loss, kernel):
+    """Three classes, or two regression targets: the output layer of every depth is K wide
+    (padded to a power of two for three), with batchnorm, both optimizer families, a
+    validation split, short last batches, shuffled and not."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 2)).astype(np.float32)
+    if loss == "cross_entropy":
+        y = (x[:, 0] > 0) + (x[:, 1] > 0.5).astype(np.float32)            # classes 0, 1, 2
+    else:
+        y = np.stack([x[:, 0] - 2 * x[:, 1], x[:, 0] * x[:, 1]], axis=1)
+    config = {"model": {"loss": loss}, "data": {"val_fraction": 0.25},
+              "train": {"epochs": 2, "lr": 0.05, "momentum": 0.5},
+              "sweep": {"params": {"hidden": [[], [3], [2, 3]], "optimizer": ["sgd", "adam"],
+                                   "input_norm": ["none", "batchnorm"], "batch_size": [5, 16],
+                                   "shuffle": [True, False]}}}
+    triton_res, ref = both(config, data=(x, y.astype(np.float32)))
+    assert ref.n_outputs(0) == ref.n_outputs(47) == (3 if loss == "cross_entropy" else 2)
+    assert not ref.table.diverged.any()
+    assert_same_runs(triton_res, ref)
+
+
+@pytest.mark.parametrize("hidden, activation, loss, source", [
+    ([], "sigmoid", "mse", "line"),
+    ([4, 3], "tanh", "bce_with_logits", "moons"),
+])
+def test_the_wide_kernel_trains_the_mixed_sweep(write_config, monkeypatch, hidden, activation,
+                                                 loss, source):
+    """Every model through the wide kernel: batch sizes below, at and above its 16-row tile,
+    every optimizer and input norm in one sweep."""
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
+    path = write_config(
+        data={"source": source, "params": {"n": 37}, "seed": 3},
+        model={"hidden": hidden, "activation": activation, "loss": loss},
+        train={"epochs": 2, "lr": 0.03, "momentum": 0.5, "seed": 11},
+        sweep={"params": {**MIXED, "batch_size": [5, 16, 37]}})
+    triton_res, ref = both(path)
+    assert_same_runs(triton_res, ref)
+
+
+def test_two_hidden_layers_of_64_train_on_the_triton_backend(write_config):
+    """The issue's widest model, 1-64-64-1 (4,353 parameters), and 3 classes from 64-wide
+    layers: the wide kernel, and `auto` sends them there on CUDA."""
+    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.sweep import prepare
+    path = write_config(
+        data={"source": "line", "params": {"n": 25}, "val_fraction": 0.2},
+        model={"hidden": [64, 64], "activation": "tanh", "loss": "mse"},
+        train={"epochs": 2, "lr": 0.01, "optimizer": "adam"},
+        sweep={"params": {"input_norm": ["standardize", "batchnorm"], "batch_size": [6, 18],
+                          "shuffle": [True, False]}})
+    plan = prepare(path, backend="triton", device=DEVICE)
+    assert triton_backend.kernel_for(1, (64, 64), True, 1) == "wide" and plan.chunk.runs.architectures() == [(64, 64)]
+    triton_res, ref = both(path)
+    assert_same_runs(triton_res, ref)
+    if DEVICE == "cuda":
+        assert prepare(path, backend="auto", device="cuda").backend == "triton"
+    too_wide = write_config("wide.yaml", model={"hidden": [65, 64], "loss": "mse"})
+    with pytest.raises(UserError, match=r"up to 384 parameters per run, or layers up to 64 "
+                                        r"wide \(inputs and outputs too\); 1 features, hidden "
+                                        r"\[65, 64\] and 1 output make 4419; "):
+        tinysweep.run(too_wide, backend="triton", device=DEVICE)
+
+
+def test_bench_sass_finds_the_row_loop_of_the_kernel_for_an_h100(tmp_path):
+    """bench/sass.py compiles the line workload's kernel for sm_90 (no GPU) and finds its
+    loop over a batch's rows: loads of x and y, a multiply-add, no spills."""
+    bench = Path(__file__).resolve().parents[1] / "bench" / "sass.py"
+    out = tmp_path / "sass.json"
+    done = subprocess.run([sys.executable, str(bench), "--workloads", "b", "--json", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (b,) = json.loads(out.read_text())
+    assert b["kernel"] == "train_kernel" and b["local_bytes"] == 0 and b["registers"] > 0
+    loop = b["row_loop"]
+    assert loop["LDG"] >= 2 and loop["FFMA"] >= 1 and 10 < loop["instructions"] < 200
+    assert b["predicted_issue_s"] > 0

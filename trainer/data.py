@@ -351,20 +351,31 @@ def _load_npz(p, base_dir):
     for key, a in (("X", x), ("y", y)):
         if a.dtype.kind not in "biuf":
             raise UserError(f"{where}: array {key!r} has dtype {a.dtype}; expected real numbers")
+    x, y, columns = _checked_arrays(x, y, where, "array 'X'", "array 'y'")
+    return x, y, columns[:x.shape[1]], where, columns
+
+
+def _checked_arrays(x, y, where: str, x_name: str, y_name: str):
+    """X [n] or [n, d] and y [n], [n, 1] or [n, k] as float64 [n, d] and [n] or [n, k],
+    and their column names (x or x0.., then y or y0..); a UserError for other shapes or
+    row counts. ``x_name``, ``y_name``: how the messages name the arrays."""
+    import numpy as np
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[1] == 0:
-        raise UserError(f"{where}: array 'X' has shape {x.shape}; expected [n] or [n, d] with d >= 1")
+        raise UserError(f"{where}: {x_name} has shape {tuple(x.shape)}; expected [n] or [n, d] "
+                        f"with d >= 1")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2) or y.ndim == 2 and y.shape[1] == 0:
-        raise UserError(f"{where}: array 'y' has shape {y.shape}; expected [n] or [n, k]")
+        raise UserError(f"{where}: {y_name} has shape {tuple(y.shape)}; expected [n] or [n, k]")
     if len(x) != len(y):
         raise UserError(f"{where}: X has {len(x)} rows but y has {len(y)}")
     d = x.shape[1]
     names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
     targets = ("y",) if y.ndim == 1 else tuple(f"y{i}" for i in range(y.shape[1]))
-    return x.astype(np.float64), y.astype(np.float64), names, where, names + targets
+    return (np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64),
+            names + targets)
 
 
 # ---------------------------------------------------------------- data in memory
@@ -413,9 +424,8 @@ def _as_array(value, what: str):
 
 def from_memory(data, target: str | None = None) -> MemoryData:
     """Checks data given in memory: an (X, y) pair of numpy arrays or torch tensors (X [n]
-    or [n, d], y [n] or [n, 1]), or a pandas DataFrame whose column ``target`` is y and
+    or [n, d], y [n] or [n, k]), or a pandas DataFrame whose column ``target`` is y and
     whose other numeric columns are the features. Raises UserError naming the problem."""
-    import numpy as np
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
         return _from_frame(data, target)
     if target is not None:
@@ -423,24 +433,11 @@ def from_memory(data, target: str | None = None) -> MemoryData:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise UserError(f"data: expected an (X, y) pair of arrays or a pandas DataFrame "
                         f"with target=..., got {type(data).__name__}")
-    x, y = _as_array(data[0], "X"), _as_array(data[1], "y")
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise UserError(f"data: X has shape {tuple(x.shape)}; expected [n] or [n, d] with d >= 1")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim not in (1, 2) or y.ndim == 2 and y.shape[1] == 0:
-        raise UserError(f"data: y has shape {tuple(y.shape)}; expected [n] or [n, k]")
-    if len(x) != len(y):
-        raise UserError(f"data: X has {len(x)} rows but y has {len(y)}")
+    x, y, columns = _checked_arrays(_as_array(data[0], "X"), _as_array(data[1], "y"),
+                                    "data", "X", "y")
     if len(y) == 0:
         raise UserError("data: X and y have no rows")
-    d = x.shape[1]
-    names = ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
-    targets = ("y",) if y.ndim == 1 else tuple(f"y{i}" for i in range(y.shape[1]))
-    return MemoryData(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(y, np.float64),
-                      (*names, *targets))
+    return MemoryData(x, y, columns)
 
 
 def _from_frame(frame, target: str | None) -> MemoryData:

@@ -27,6 +27,7 @@ import numpy as np
 from .config import BUGS, RUN_PARAM_NAMES, Config, RunParams, check_run_value
 from .errors import UserError
 from .runs import Labels, Runs
+from .space import fixed_values
 
 SEEDS = 5
 CAP = 100.0                 # a distance no larger than this (a diverged explanation: CAP)
@@ -160,14 +161,11 @@ def read_observed(observed, config: Config, n_features: int, where: str = "--obs
                         f"{', '.join(allowed)}")
     if "bug" in params:
         raise UserError(f"{name}: column 'bug': the bug is what diagnose finds, not an input")
-    single = {k: v[0] if isinstance(v, list) and len(v) == 1 else v
-              for k, v in config.sweep.params.items()}
-    swept = [k for k, v in single.items() if isinstance(v, (list, dict)) and k not in params]
+    fixed, swept = fixed_values(config)
+    swept = [k for k in swept if k not in params]
     if swept:
         raise UserError(f"{name}: the config sweeps {swept[0]}; give it as a column (one "
                         f"value per observed run) or make it a single value")
-    fixed = {**config.train, **{k: check_run_value(k, v, f"sweep.params.{k}")
-                                for k, v in single.items() if not isinstance(v, (list, dict))}}
     setups, rows = [], []
     for i, record in enumerate(frame[params].to_dict("records")):   # the user's few rows
         setup = {}

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .config import RUN_PARAM_NAMES, Config, RunParams
+from .config import RUN_PARAM_NAMES, Config, RunParams, check_run_value
 from .draws import draw_columns
 from .errors import UserError
 from .runs import (Labels, Runs, check_column, check_runs, default_column, python_value,
@@ -157,6 +157,24 @@ def expand(config: Config) -> Runs:
         values, rounded = sources[k]
         raise_for(names[k], python_value(values, firsts[k][1], rounded), wheres[k])
     return runs
+
+
+def fixed_values(config: Config) -> tuple[dict, list[str]]:
+    """What every run of the sweep shares, checked: the model section's architecture and the
+    train section's values, overridden by the sweep params that take one value (``hidden:
+    [16]`` is one architecture); and the names of the params that take several."""
+    fixed = {"hidden": config.model.hidden, "activation": config.model.activation,
+             **config.train}
+    swept = []
+    for name, value in config.sweep.params.items():
+        value = _widths_axis(value) if name == "hidden" else value
+        if isinstance(value, list) and len(value) == 1:
+            fixed[name] = check_run_value(name, value[0], f"sweep.params.{name}")
+        elif isinstance(value, (list, dict)):
+            swept.append(name)
+        else:
+            fixed[name] = check_run_value(name, value, f"sweep.params.{name}")
+    return fixed, swept
 
 
 def _widths_axis(value):

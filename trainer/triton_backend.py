@@ -25,10 +25,22 @@ from .order import half_bits, round_keys
 from .torch_backend import _Group
 
 MAX_DEPTH = 2
-# A lane keeps its run's weights and gradients in registers: past about this many
-# parameters they spill and the compile time grows steeply (bench/sizes.py measures it);
-# the torch backend trains such models better.
+# A lane keeps its run's weights and gradients in registers, and its code grows with the
+# weight entries of its padded layers (inputs x units, units x units, units x outputs, each
+# dimension a power of two): compiled for sm_90 on the 2-core CPU, 4.9 s at 88 entries
+# (2-8-8-1), 9.4 s at 192 (2-64-1), 12 to 16 s at 304 (2-10-10-1 to 2-16-16-1; 25 s on the
+# H100's host), and past 384 parameters the weights spill (bench/sass.py, kernels/NOTES.md).
+# Larger models go to the wide kernel (kernels/wide.py: one run per program, a batch's rows
+# through tl.dot; 2 to 7 s for any shape), whose layers may be up to WIDE_MAX wide, inputs
+# and outputs included; a model too wide for it stays in a lane up to MAX_PARAMS.
+LANE_WEIGHTS = 128
 MAX_PARAMS = 384
+WIDE_MAX = 64
+WIDE_WARPS = 4          # warps per program of the wide kernel (one run)
+WIDE_ROWS = 16          # rows per tile of the wide kernel (tl.dot's smallest)
+# The wide kernel's products: "ieee" (fp32, matches the reference) or "tf32" (an opt-in:
+# TINYSWEEP_TF32=1; faster on tensor cores, 10-bit mantissas in the products).
+PRECISION = "tf32" if os.environ.get("TINYSWEEP_TF32", "0") not in ("", "0") else "ieee"
 BLOCK_R = 32            # lanes per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) lanes per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
@@ -47,23 +59,34 @@ def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
     if bool((chunk.runs.bug != "none").any()):
         return "bug: the fused kernels train correct code only; the torch backend trains bugs"
-    if chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1:
-        return ("model: the fused kernels have one output; the torch backend trains "
-                "cross_entropy and several regression outputs")
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
     batchnorm = bool((chunk.runs.input_norm == "batchnorm").any())
+    d, k = chunk.data.n_features, chunk.data.n_outputs
     for hidden in chunk.runs.architectures():      # each group is launched on its own
         if len(hidden) > MAX_DEPTH:
             return (f"hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
                     f"got {len(hidden)}")
-        params = torch_backend.Layout.of(chunk.data.n_features, hidden, batchnorm).size
-        if params > MAX_PARAMS:
-            return (f"model: the triton backend keeps each run's parameters in registers, "
-                    f"at most {MAX_PARAMS}; {chunk.data.n_features} features and hidden "
-                    f"{list(hidden)} make {params}")
+        if kernel_for(d, hidden, batchnorm, k) is None:
+            params = torch_backend.Layout.of(d, hidden, batchnorm, k).size
+            return (f"model: the triton backend trains up to {MAX_PARAMS} parameters per run, "
+                    f"or layers up to {WIDE_MAX} wide (inputs and outputs too); {d} features, "
+                    f"hidden {list(hidden)} and {k} output{'s' * (k > 1)} make {params}")
     return None
+
+
+def kernel_for(n_features: int, hidden, batchnorm: bool, n_outputs: int) -> str | None:
+    """The kernel that trains this model: "lanes" (mlp.py, one lane per run) while its
+    padded layers hold at most LANE_WEIGHTS weights, else "wide" (wide.py) while every layer
+    is at most WIDE_MAX wide, else "lanes" up to MAX_PARAMS parameters; None past that."""
+    dims = [_pow2(m) for m in (n_features, *hidden, n_outputs)]
+    if sum(a * b for a, b in zip(dims, dims[1:])) <= LANE_WEIGHTS:
+        return "lanes"
+    if max(n_features, *hidden, n_outputs) <= WIDE_MAX:
+        return "wide"
+    params = torch_backend.Layout.of(n_features, hidden, batchnorm, n_outputs).size
+    return "lanes" if params <= MAX_PARAMS else None
 
 
 def interpreted() -> bool:
@@ -109,7 +132,11 @@ class _TritonGroup(_Group):
         self.lanes = lanes
         n_runs = len(lanes)
         self.split = SPLIT
-        runs_per_program = BLOCK_R // self.split
+        d, k, loss = chunk.data.n_features, chunk.data.n_outputs, chunk.model.loss
+        hidden = list(self.hidden)
+        self.wide = kernel_for(d, hidden, self.running is not None, k) == "wide"
+        runs_per_program = 1 if self.wide else BLOCK_R // self.split
+        self.runs_per_program = runs_per_program
         padded = cdiv(n_runs, runs_per_program) * runs_per_program   # padding: no epoch
         idx = torch.from_numpy(lanes).to(dev)
 
@@ -151,21 +178,27 @@ class _TritonGroup(_Group):
 
         layout = self.net.layout
         offset = dict(zip(layout.names, layout.offsets))
-        hidden = list(self.hidden)
-        d = chunk.data.n_features
-        oa = hidden[0] if hidden else 1
-        ob = hidden[1] if len(hidden) > 1 else 1
+        widths = hidden + [k]                  # the layers' outputs: A, B (depth >= 1), C
+        oa, ob = widths[0], (widths[1] if len(widths) > 1 else 1)
+        yk = k if loss == "mse" else 1         # y [n, k] targets, or [n] classes or labels
+        # the wide kernel's products take dimensions of 16 and more, and mse's targets as
+        # wide as the outputs
+        pad = (lambda m: max(16, _pow2(m))) if self.wide else _pow2
+        kp = pad(k)
         self.spec = dict(
-            P=layout.size, D=d, DP=_pow2(d), OA=oa, OAP=_pow2(oa), OB=ob, OBP=_pow2(ob),
+            P=layout.size, D=d, DP=pad(d), OA=oa, OAP=pad(oa), OB=ob, OBP=pad(ob),
+            K=k, KP=kp, YK=yk, YKP=kp if self.wide and loss == "mse" else _pow2(yk),
             DEPTH=len(hidden),
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
             OFF_B=offset.get("3.weight", 0), OFF_C=offset.get("5.weight", 0),
             ACT={"sigmoid": mlp.ACT_SIGMOID, "tanh": mlp.ACT_TANH, "relu": mlp.ACT_RELU}[
                 self.activation],
-            LOSS=mlp.LOSS_MSE if chunk.model.loss == "mse" else mlp.LOSS_BCE,
+            LOSS={"mse": mlp.LOSS_MSE, "bce_with_logits": mlp.LOSS_BCE,
+                  "cross_entropy": mlp.LOSS_CE}[loss],
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
-            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()), UNROLL=UNROLL,
-            SPLIT=self.split, BLOCK_R=BLOCK_R)
+            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()))
+        self.spec.update(dict(BLOCK_M=WIDE_ROWS, PRECISION=PRECISION) if self.wide else
+                         dict(UNROLL=UNROLL, SPLIT=self.split, BLOCK_R=BLOCK_R))
         self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
                      self.y_val.contiguous()]
         if len(self.x_val) == 0:   # a pointer the kernel never reads
@@ -174,20 +207,22 @@ class _TritonGroup(_Group):
     def train_interval(self, e0: int, e1: int):
         """Trains epochs e0..e1-1 and evaluates the runs due after epoch e1: one launch
         (several only if the interval's permutation tables would pass ORDER_BYTES)."""
-        from ..kernels import mlp
+        from ..kernels import mlp, wide as wide_kernels
 
         c, s, padded = self.c, self.state, self.padded
         col = int(self.chunk.column(e1))
+        kernel = wide_kernels.train_wide_kernel if self.wide else mlp.train_kernel
+        warps = WIDE_WARPS if self.wide else NUM_WARPS
         for lo, hi in self._launches(e0, e1):
             order, oq, o_lo, o_hi = self._orders(lo, hi, mlp)
-            self.compiled = mlp.train_kernel[(padded // (BLOCK_R // self.split),)](
+            self.compiled = kernel[(padded // self.runs_per_program,)](
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
                 oq, *self.data, order, o_lo, o_hi - o_lo,
                 self.curves, col if hi == e1 else -1, self.curves.shape[2],
                 padded, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
-                num_warps=NUM_WARPS, **self.spec)
+                num_warps=warps, **self.spec)
             if self.progress is not None:
                 left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
                 self.progress(int((left * c.spe).sum()))

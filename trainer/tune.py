@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import RUN_PARAM_NAMES, Config, RunParams, check_run_value, run_field, widths_of
 from .errors import UserError
+from .space import fixed_values
 
 SAMPLERS = ("tpe", "random", "cmaes")
 METRICS = ("final_val_loss", "final_train_loss")
@@ -87,18 +88,10 @@ def distributions(config: Config) -> dict:
 
 def _trial_run(config: Config, params: dict) -> RunParams:
     """One trial's run: the config's defaults, its single values, the trial's values."""
-    fixed = {"hidden": config.model.hidden, "activation": config.model.activation,
-             **config.train}
-    for name, value in config.sweep.params.items():
-        if name == "hidden" and isinstance(value, list) and not any(isinstance(v, list) for v in value):
-            fixed[name] = tuple(value)
-        elif isinstance(value, list) and len(value) == 1:
-            fixed[name] = value[0]
-        elif not isinstance(value, (list, dict)):
-            fixed[name] = value
+    fixed, _ = fixed_values(config)
     chosen = {k: widths_of(v) if k == "hidden" else v for k, v in params.items()}
-    values = {k: check_run_value(k, v, f"sweep.params.{k}") for k, v in {**fixed, **chosen}.items()}
-    return RunParams(**values).resolved()
+    chosen = {k: check_run_value(k, v, f"sweep.params.{k}") for k, v in chosen.items()}
+    return RunParams(**{**fixed, **chosen}).resolved()
 
 
 def tune(config, trials: int, batch: int, sampler: str = "tpe", metric: str | None = None,
