@@ -143,3 +143,15 @@ def put_rows(target: dict, name: str, rows, value: np.ndarray, n_runs: int) -> N
             grown[(slice(None), *corner(have.shape[1:]))] = have
         target[name] = have = grown
     have[(rows, *corner(shape))] = value
+
+
+def fused_unsupported(chunk: Chunk, backend: str, max_depth: int) -> str | None:
+    """What no fused backend (triton, numba) trains: a bug, or more than ``max_depth``
+    hidden layers; None when the chunk has neither."""
+    if bool((chunk.runs.bug != "none").any()):
+        return "bug: the fused kernels train correct code only; the torch backend trains bugs"
+    for hidden in chunk.runs.architectures():      # each group is trained on its own
+        if len(hidden) > max_depth:
+            return (f"hidden: the {backend} backend fuses up to {max_depth} hidden layers, "
+                    f"got {len(hidden)}")
+    return None

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import torch_backend
-from .backend import Chunk, ChunkResult
+from .backend import Chunk, ChunkResult, fused_unsupported
 from .order import half_bits, round_keys
 from .torch_backend import _Group
 
@@ -80,13 +80,7 @@ def available() -> str | None:
 
 def unsupported(chunk: Chunk) -> str | None:
     """Why the compiled kernels cannot train this model, or None when they can."""
-    if bool((chunk.runs.bug != "none").any()):
-        return "bug: the fused kernels train correct code only; the torch backend trains bugs"
-    for hidden in chunk.runs.architectures():       # each group is its own call
-        if len(hidden) > MAX_DEPTH:
-            return (f"hidden: the numba backend fuses up to {MAX_DEPTH} hidden layers, "
-                    f"got {len(hidden)}")
-    return None
+    return fused_unsupported(chunk, "numba", MAX_DEPTH)
 
 
 def _layers(layout: torch_backend.Layout, n_features: int, hidden, n_outputs: int) -> np.ndarray:
@@ -182,7 +176,7 @@ class _NumbaGroup(_Group):
         self.kernel = nk.train_blocks(
             len(self.hidden), spec.loss == "cross_entropy" or chunk.data.n_outputs > 1)
         # targets [n, k]: k regression outputs, or one column (bce's label, the class)
-        k = self.y.numel() // max(1, self.n)
+        k = chunk.data.n_outputs if spec.loss == "mse" else 1
         self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
                      (self.x, self.y.reshape(self.n, k), self.x_val.reshape(-1, d),
                       self.y_val.reshape(-1, k))]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import torch_backend
-from .backend import Chunk, ChunkResult, evaluation_epochs
+from .backend import Chunk, ChunkResult, evaluation_epochs, fused_unsupported
 from .order import half_bits, round_keys
 from .torch_backend import _Group
 
@@ -57,17 +57,15 @@ METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 def unsupported(chunk: Chunk) -> str | None:
     """Why the fused kernels cannot train this model, or None when they can."""
-    if bool((chunk.runs.bug != "none").any()):
-        return "bug: the fused kernels train correct code only; the torch backend trains bugs"
+    common = fused_unsupported(chunk, "triton", MAX_DEPTH)
+    if common:
+        return common
     if chunk.data.n_train * chunk.data.n_features >= 2**31:
         return ("data: the triton backend indexes the training data with int32 "
                 "(n x features must stay under 2**31)")
     batchnorm = bool((chunk.runs.input_norm == "batchnorm").any())
     d, k = chunk.data.n_features, chunk.data.n_outputs
     for hidden in chunk.runs.architectures():      # each group is launched on its own
-        if len(hidden) > MAX_DEPTH:
-            return (f"hidden: the triton backend fuses up to {MAX_DEPTH} hidden layers, "
-                    f"got {len(hidden)}")
         if kernel_for(d, hidden, batchnorm, k) is None:
             params = torch_backend.Layout.of(d, hidden, batchnorm, k).size
             return (f"model: the triton backend trains up to {MAX_PARAMS} parameters per run, "
