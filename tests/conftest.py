@@ -61,3 +61,35 @@ def assert_same_runs(actual, expected, rtol: float = 1e-4, atol: float = 2e-5) -
     assert actual.params.keys() == expected.params.keys()
     for name, value in expected.params.items():
         _close(actual.params[name], value, f"params {name}", rtol, atol)
+
+
+# The sweeps every backend is checked on against the reference (test_torch_backend.py,
+# test_numba_backend.py, test_triton_backend.py; each picks its data size).
+
+# Every optimizer and input norm in one sweep; with 37 training rows, batch sizes 5 and 16
+# leave short last batches and 64 is one batch of everything.
+MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
+         "optimizer": ["sgd", "adam", "adamw"],
+         "batch_size": [5, 16, 64],
+         "shuffle": [True, False]}
+
+
+def optimizer_params(epochs: list[int]) -> dict:
+    """A random sweep's params drawing every optimizer setting per run: momentum's
+    nesterov, betas, eps, weight decay, StepLR, ``epochs`` (several, so runs end at
+    different evaluations), seeds, shuffles and learning rates."""
+    return {
+        "optimizer": ["sgd", "adam", "adamw"],
+        "nesterov": [False, True],
+        "beta1": {"uniform": [0.5, 0.95]},
+        "beta2": [0.9, 0.999],
+        "eps": [1e-8, 1e-3],
+        "weight_decay": [0.0, 0.1],
+        "lr_schedule": ["constant", "step"],
+        "step_size": [1, 2],
+        "gamma": [0.5],
+        "epochs": epochs,
+        "seed": [0, 1, 2],
+        "shuffle": [True, False],
+        "lr": {"loguniform": [1e-3, 1e-1]},
+    }

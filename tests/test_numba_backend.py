@@ -18,7 +18,7 @@ import yaml
 import tinysweep
 from tinysweep.trainer.errors import UserError
 
-from conftest import assert_same_runs
+from conftest import MIXED, assert_same_runs, optimizer_params
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
                                 reason="numba is not installed")
@@ -52,13 +52,6 @@ def assert_identical(a, b):
         np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
 
 
-# 37 training rows (and 9 for validation where there is a split): batch sizes 5 and 16
-# leave short last batches, 64 is one batch of everything; every optimizer and input_norm
-# shares the sweep, and shuffled and unshuffled runs share blocks of lanes.
-MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
-         "optimizer": ["sgd", "adam", "adamw"],
-         "batch_size": [5, 16, 64],
-         "shuffle": [True, False]}
 
 
 @pytest.mark.parametrize("hidden, activation, loss, source, val", [
@@ -124,21 +117,8 @@ def test_optimizer_settings_and_schedules_match(write_config):
         data={"source": "circles", "params": {"n": 41}, "seed": 1, "val_fraction": 0.25},
         model={"hidden": [6], "activation": "sigmoid", "loss": "bce_with_logits"},
         train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7, "momentum": 0.9},
-        sweep={"strategy": "random", "samples": 40, "seed": 5, "params": {
-            "optimizer": ["sgd", "adam", "adamw"],
-            "nesterov": [False, True],
-            "beta1": {"uniform": [0.5, 0.95]},
-            "beta2": [0.9, 0.999],
-            "eps": [1e-8, 1e-3],
-            "weight_decay": [0.0, 0.1],
-            "lr_schedule": ["constant", "step"],
-            "step_size": [1, 2],
-            "gamma": [0.5],
-            "epochs": [2, 5, 6],
-            "seed": [0, 1, 2],
-            "shuffle": [True, False],
-            "lr": {"loguniform": [1e-3, 1e-1]},
-        }})
+        sweep={"strategy": "random", "samples": 40, "seed": 5,
+               "params": optimizer_params([2, 5, 6])})
     numba_res, ref = both(path)
     table = ref.table
     assert set(table.epochs) == {2, 5, 6} and table.lr_schedule.nunique() == 2

@@ -8,7 +8,7 @@ import pytest
 import tinysweep
 from tinysweep.trainer.config import RUN_PARAM_NAMES
 
-from conftest import assert_same_runs
+from conftest import MIXED, assert_same_runs, optimizer_params
 
 
 def both(path, **kw):
@@ -16,12 +16,6 @@ def both(path, **kw):
             tinysweep.run(path, backend="reference", **kw))
 
 
-# 37 training rows: batch sizes 5 and 16 leave short last batches (2 and 5 rows), 64 is one
-# batch of everything; every optimizer and input_norm shares the sweep.
-MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
-         "optimizer": ["sgd", "adam", "adamw"],
-         "batch_size": [5, 16, 64],
-         "shuffle": [True, False]}
 
 
 @pytest.mark.parametrize("hidden, activation, loss, source", [
@@ -47,28 +41,9 @@ def test_optimizer_settings_and_schedules_match(write_config):
     path = write_config(
         data={"source": "circles", "params": {"n": 41}, "seed": 1, "val_fraction": 0.25},
         model={"hidden": [6], "activation": "sigmoid", "loss": "bce_with_logits"},
-        train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7},
-        sweep={"strategy": "random", "samples": 40, "seed": 5, "params": {
-            "optimizer": ["sgd", "adam", "adamw"],
-            "momentum": [0.0, 0.9],
-            "nesterov": [False, True],
-            "beta1": {"uniform": [0.5, 0.95]},
-            "beta2": [0.9, 0.999],
-            "eps": [1e-8, 1e-3],
-            "weight_decay": [0.0, 0.1],
-            "lr_schedule": ["constant", "step"],
-            "step_size": [1, 2],
-            "gamma": [0.5],
-            "epochs": [2, 5, 6],
-            "seed": [0, 1, 2],
-            "shuffle": [True, False],
-            "lr": {"loguniform": [1e-3, 1e-1]},
-        }})
-    # nesterov needs momentum: a random draw may pair them badly, so drop those runs
-    import yaml
-    config = yaml.safe_load(path.read_text())
-    config["sweep"]["params"]["momentum"] = [0.9]
-    path.write_text(yaml.safe_dump(config))
+        train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7, "momentum": 0.9},
+        sweep={"strategy": "random", "samples": 40, "seed": 5,
+               "params": optimizer_params([2, 5, 6])})
     torch_res, ref = both(path)
     table = ref.table
     assert set(table.epochs) == {2, 5, 6} and table.lr_schedule.nunique() == 2

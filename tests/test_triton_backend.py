@@ -20,7 +20,7 @@ import torch
 import tinysweep
 from tinysweep.trainer.errors import UserError
 
-from conftest import assert_same_runs
+from conftest import MIXED, assert_same_runs, optimizer_params
 
 triton = pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -41,12 +41,9 @@ def both(path, **kw):
             tinysweep.run(path, backend="reference", **kw))
 
 
-# 13 training rows: batch sizes 5 and 7 leave short last batches (3 and 6 rows), 16 is one
-# batch of everything; every optimizer and input_norm shares the sweep.
-MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
-         "optimizer": ["sgd", "adam", "adamw"],
-         "batch_size": [5, 7, 16],
-         "shuffle": [True, False]}
+# conftest's sweep on 13 training rows: batch sizes 5 and 7 leave short last batches (3 and
+# 6 rows), 16 is one batch of everything.
+MIXED_13 = {**MIXED, "batch_size": [5, 7, 16]}
 
 
 @pytest.mark.parametrize("hidden, activation, loss, source", [
@@ -60,7 +57,7 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
         data={"source": source, "params": {"n": 13}, "seed": 3},
         model={"hidden": hidden, "activation": activation, "loss": loss},
         train={"epochs": 2, "lr": 0.03, "momentum": 0.5, "seed": 11},
-        sweep={"params": MIXED})
+        sweep={"params": MIXED_13})
     triton_res, ref = both(path)
     assert len(ref.table) == 54
     assert not ref.table.diverged.any()
@@ -111,21 +108,8 @@ def test_optimizer_settings_and_schedules_match(write_config, kernel):
         data={"source": "circles", "params": {"n": 15}, "seed": 1, "val_fraction": 0.25},
         model={"hidden": [3], "activation": "sigmoid", "loss": "bce_with_logits"},
         train={"epochs": 4, "lr": 0.05, "eval_every": 2, "batch_size": 4, "momentum": 0.9},
-        sweep={"strategy": "random", "samples": 40, "seed": 5, "params": {
-            "optimizer": ["sgd", "adam", "adamw"],
-            "nesterov": [False, True],
-            "beta1": {"uniform": [0.5, 0.95]},
-            "beta2": [0.9, 0.999],
-            "eps": [1e-8, 1e-3],
-            "weight_decay": [0.0, 0.1],
-            "lr_schedule": ["constant", "step"],
-            "step_size": [1, 2],
-            "gamma": [0.5],
-            "epochs": [1, 3, 4],
-            "seed": [0, 1, 2],
-            "shuffle": [True, False],
-            "lr": {"loguniform": [1e-3, 1e-1]},
-        }})
+        sweep={"strategy": "random", "samples": 40, "seed": 5,
+               "params": optimizer_params([1, 3, 4])})
     triton_res, ref = both(path)
     table = ref.table
     assert set(table.epochs) == {1, 3, 4} and table.lr_schedule.nunique() == 2
