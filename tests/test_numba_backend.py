@@ -52,8 +52,6 @@ def assert_identical(a, b):
         np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
 
 
-
-
 @pytest.mark.parametrize("hidden, activation, loss, source, val", [
     ([], "sigmoid", "mse", "line", 0.0),
     ([5], "tanh", "bce_with_logits", "moons", 0.2),

@@ -16,8 +16,6 @@ def both(path, **kw):
             tinysweep.run(path, backend="reference", **kw))
 
 
-
-
 @pytest.mark.parametrize("hidden, activation, loss, source", [
     ([], "sigmoid", "mse", "line"),
     ([5], "tanh", "bce_with_logits", "moons"),
