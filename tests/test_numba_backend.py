@@ -297,3 +297,31 @@ def test_flush_to_zero_is_the_kernels_alone(write_config):
             assert np.float32(1e-38) / np.float32(100) > 0
     finally:
         numba.set_num_threads(before)
+
+
+def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(write_config,
+                                                                             monkeypatch, capsys):
+    """`prepare` compiles the signature the kernel is then called with (one compile, not
+    two), and says on stderr what the wait is when it takes longer than COMPILE_NOTICE_S."""
+    import numba
+
+    from tinysweep.kernels import numba_mlp
+    from tinysweep.trainer import numba_backend
+
+    @numba.njit
+    def stand_in(a, b, flag, *, scale):      # a fresh function: nothing compiled yet
+        return a.sum() * scale + b if flag else b
+
+    monkeypatch.setattr(numba_backend, "COMPILE_NOTICE_S", 0.0)
+    args, kwargs = (np.ones(3, np.float32), 2, True), {"scale": 0.5}
+    numba_backend.prepare(stand_in, args, kwargs, "a stand-in")
+    assert "tinysweep: compiling the numba kernel for a stand-in, once per machine" in \
+        capsys.readouterr().err
+    assert stand_in(*args, **kwargs) == 3.5 and len(stand_in.signatures) == 1
+    numba_backend.prepare(stand_in, args, kwargs, "a stand-in")    # compiled: nothing said
+    assert capsys.readouterr().err == ""
+    # the backend's own call: a sweep shown with a progress bar prepares its kernel first
+    path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
+                        sweep={"params": {"lr": [0.01, 0.1]}})
+    tinysweep.run(path, backend="numba", progress=True)
+    assert len(numba_mlp.train_blocks(1, False).signatures) == 1

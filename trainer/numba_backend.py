@@ -27,6 +27,7 @@ config or importing tinysweep never loads it.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -49,6 +50,10 @@ CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")   # the ke
 # Ranges of blocks per thread and call: enough that a thread whose blocks end early takes
 # more, few enough that a call's dispatch (tens of us) stays out of sight.
 RANGES_PER_THREAD = 4
+# A kernel variant not yet on this machine compiles in 9 to 13 s (bench/NOTES.md), one from
+# numba's cache loads in about 0.5: past this many seconds of preparing a kernel, the
+# progress bar's reader is told what the wait is.
+COMPILE_NOTICE_S = 2.0
 
 
 def threads() -> int:
@@ -69,6 +74,37 @@ def parallel(fn, count: int) -> None:
     with ThreadPoolExecutor(n_threads) as pool:
         for _ in pool.map(lambda r: fn(*r), ranges):   # re-raises a thread's exception
             pass
+
+
+def prepare(kernel, args: tuple, kwargs: dict, variant: str) -> None:
+    """Compiles ``kernel`` for these arguments' types, or loads it from numba's cache, in a
+    thread; past COMPILE_NOTICE_S says on stderr (above a progress bar) what the wait is."""
+    import inspect
+    import threading
+
+    import numba
+    bound = inspect.signature(kernel.py_func).bind(*args, **kwargs)
+    signature = tuple(numba.typeof(value) for value in bound.arguments.values())
+    if signature in kernel.overloads:
+        return
+    failure = []
+    done = threading.Thread(target=lambda: _catch(failure, kernel.compile, signature))
+    done.start()
+    done.join(COMPILE_NOTICE_S)
+    if done.is_alive():
+        from tqdm import tqdm
+        tqdm.write(f"tinysweep: compiling the numba kernel for {variant}, once per machine "
+                   f"(about 10 s)", file=sys.stderr)
+        done.join()
+    if failure:
+        raise failure[0]
+
+
+def _catch(failure: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except BaseException as e:      # re-raised in the caller's thread
+        failure.append(e)
 
 
 def available() -> str | None:
@@ -214,13 +250,20 @@ class _NumbaGroup(_Group):
         order = self._orders(e0, e1)
         x, y, xv, yv = self.data
         eval_epochs = self.chunk.eval_epochs.astype(np.int64)
-        parallel(lambda lo, hi: self.kernel(
-            lo, hi, self.ws_state, self.fhp, self.ihp, x, y, xv, yv, order, e0, *self.curves,
-            eval_epochs, self.chunk.eval_every, e0=e0, e1=e1, **self.spec), self.blocks)
+        args = lambda lo, hi: (lo, hi, self.ws_state, self.fhp, self.ihp, x, y, xv, yv, order,
+                               e0, *self.curves, eval_epochs, self.chunk.eval_every)
+        kwargs = dict(e0=e0, e1=e1, **self.spec)
+        if self.progress is not None:           # someone watches: say what a compile waits for
+            prepare(self.kernel, args(0, 0), kwargs, self._variant())
+        parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks)
         if self.progress is not None:
             c = self.c
             left = np.clip(np.minimum(e1, c.epochs) - e0, 0, None)
             self.progress(int((left * c.spe).sum()))
+
+    def _variant(self) -> str:
+        multi = self.chunk.model.loss == "cross_entropy" or self.chunk.data.n_outputs > 1
+        return f"{len(self.hidden)} hidden layers, {'K outputs' if multi else 'one output'}"
 
     def unload(self, nk):
         """Copies the lanes' state back into the group's tensors."""
