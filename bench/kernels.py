@@ -8,7 +8,8 @@ triton.testing.do_bench, the median of repeated launches on the loaded state; an
 the MLP workload, torch.func ensembling (vmap + grad + functional_call, Adam on stacked
 parameters) under torch.compile on the same GPU, timed over some steps and scaled to the
 workload's 10,000 steps. --variants also times other lane layouts (runs per program,
-warps per program).
+warps per program). mlp_1k, a tenth of mlp_10k's runs, is timed with 1, 2, 4 and 8 lanes
+per run (SPLIT): how few runs fill the GPU (issue 18).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from pathlib import Path
 
 import torch
 
+from tinysweep.trainer import triton_backend
+
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"line_100k": HERE / "workloads" / "line_100k.yaml",
-             "mlp_10k": HERE / "workloads" / "mlp_10k.yaml"}
+             "mlp_10k": HERE / "workloads" / "mlp_10k.yaml",
+             "mlp_1k": HERE / "workloads" / "mlp_1k.yaml"}
 # The FP32 floor of each workload on an H100 (issue 3): arithmetic, not memory.
-FLOOR_MS = {"line_100k": 1.5, "mlp_10k": 41.0}
+FLOOR_MS = {"line_100k": 1.5, "mlp_10k": 41.0, "mlp_1k": 4.1}
+DEFAULT_SPLIT = triton_backend.SPLIT    # the backend's own; layouts below change it
 
 
 def loaded_group(path):
@@ -49,8 +54,7 @@ def time_kernel(name: str, block_r: int, num_warps: int, unroll: int, split) -> 
     from tinysweep.trainer import triton_backend
     triton_backend.BLOCK_R, triton_backend.NUM_WARPS = block_r, num_warps
     triton_backend.UNROLL = unroll
-    if split is not None:
-        triton_backend.SPLIT = split
+    triton_backend.SPLIT = DEFAULT_SPLIT if split is None else split
     t0 = time.perf_counter()
     group, samples = loaded_group(WORKLOADS[name])
     setup_s = time.perf_counter() - t0
@@ -150,7 +154,8 @@ def main(argv=None) -> int:
                                                   if args.variants else []),
                "mlp_10k": [(32, 1, 1, None)] + ([(32, 1, 1, 1), (32, 1, 1, 4), (32, 1, 1, 16),
                                                  (64, 2, 1, None), (32, 1, 2, None)]
-                                                if args.variants else [])}
+                                                if args.variants else []),
+               "mlp_1k": [(32, 1, 1, split) for split in (1, 2, 4, 8)]}
     for name in WORKLOADS:
         for block_r, num_warps, unroll, split in layouts[name]:
             try:
