@@ -51,7 +51,6 @@ def loaded_group(path):
 def time_kernel(name: str, block_r: int, num_warps: int, unroll: int, split) -> dict:
     from triton.testing import do_bench
 
-    from tinysweep.trainer import triton_backend
     triton_backend.BLOCK_R, triton_backend.NUM_WARPS = block_r, num_warps
     triton_backend.UNROLL = unroll
     triton_backend.SPLIT = DEFAULT_SPLIT if split is None else split
