@@ -35,7 +35,6 @@ DEFAULT_SPLIT = triton_backend.SPLIT    # the backend's own; layouts below chang
 
 def loaded_group(path):
     """The workload's one group of runs, loaded into the kernels' layout, and its sample-steps."""
-    from tinysweep.trainer import triton_backend
     from tinysweep.trainer.sweep import prepare
     from tinysweep.trainer.torch_backend import group_rows
 
