@@ -51,6 +51,7 @@ that evaluation, as the reference decides it.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from llvmlite import ir
@@ -1000,6 +1001,7 @@ def _all_finite(flat, first, count, ok):
 # batchnorm stay arguments: variants of those too compiled in 7 to 10 s each but a sweep of
 # several architectures needed many (60 for tests/test_numba_backend.py, 6 min).
 _VARIANTS: dict = {}
+_VARIANTS_LOCK = threading.Lock()
 
 
 def train_blocks(depth: int, multi: bool):
@@ -1040,9 +1042,10 @@ def train_blocks(depth: int, multi: bool):
     tests' tolerance (the reference keeps them).
     """
     key = (int(depth), bool(multi))
-    if key not in _VARIANTS:
-        _VARIANTS[key] = _variant(*key)
-    return _VARIANTS[key]
+    with _VARIANTS_LOCK:        # groups trained side by side share each variant
+        if key not in _VARIANTS:
+            _VARIANTS[key] = _variant(*key)
+        return _VARIANTS[key]
 
 
 def _variant(depth, multi):

@@ -188,12 +188,21 @@ def test_chunk_size_changes_nothing(write_config):
         assert_identical(tinysweep.run(path, backend="numba", chunk_runs=chunk_runs), whole)
 
 
-def test_thread_count_changes_nothing(write_config):
+@pytest.mark.parametrize("params", [
+    {"lr": {"logspace": [-3, -1, 30]}, "batch_size": [7, 50], "seed": [0, 1]},   # one group
+    {"hidden": [[], [3], [4, 2]], "activation": ["tanh", "relu"], "lr": [0.01, 0.1],
+     "seed": [0, 1]},           # six groups of four runs: trained side by side on 2 threads
+], ids=["blocks", "groups"])
+def test_thread_count_changes_nothing(write_config, monkeypatch, params):
     numba = pytest.importorskip("numba")
+    from tinysweep.trainer import numba_backend
     path = write_config(data={"source": "moons", "params": {"n": 50}},
                         model={"hidden": [5], "activation": "tanh", "loss": "bce_with_logits"},
-                        sweep={"params": {"lr": {"logspace": [-3, -1, 30]},
-                                          "batch_size": [7, 50], "seed": [0, 1]}})
+                        sweep={"params": params})
+    side_by_side = []
+    real = numba_backend._train_without_grad
+    monkeypatch.setattr(numba_backend, "_train_without_grad",
+                        lambda group: side_by_side.append(group.threads) or real(group))
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
@@ -203,6 +212,10 @@ def test_thread_count_changes_nothing(write_config):
     finally:
         numba.set_num_threads(before)
     assert_identical(two, one)
+    if "hidden" in params and numba.config.NUMBA_NUM_THREADS >= 2:
+        assert side_by_side == [1] * 6
+    else:
+        assert side_by_side == []
 
 
 def test_windows_of_epochs_change_nothing(write_config, monkeypatch):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -62,9 +63,10 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-def parallel(fn, count: int) -> None:
-    """Calls fn(lo, hi) on ranges covering 0..count-1, from threads() threads."""
-    n_threads = max(1, min(threads(), count))
+def parallel(fn, count: int, n_threads: int | None = None) -> None:
+    """Calls fn(lo, hi) on ranges covering 0..count-1, from ``n_threads`` threads (default:
+    threads())."""
+    n_threads = max(1, min(n_threads or threads(), count))
     step = max(1, -(-count // (n_threads * RANGES_PER_THREAD)))
     ranges = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
     if n_threads == 1:
@@ -80,11 +82,18 @@ def prepare(kernel, args: tuple, kwargs: dict, variant: str) -> None:
     """Compiles ``kernel`` for these arguments' types, or loads it from numba's cache, in a
     thread; past COMPILE_NOTICE_S says on stderr (above a progress bar) what the wait is."""
     import inspect
-    import threading
 
     import numba
     bound = inspect.signature(kernel.py_func).bind(*args, **kwargs)
     signature = tuple(numba.typeof(value) for value in bound.arguments.values())
+    with _PREPARING:            # groups trained side by side wait for one compile
+        _prepare(kernel, signature, variant)
+
+
+_PREPARING = threading.Lock()
+
+
+def _prepare(kernel, signature: tuple, variant: str) -> None:
     if signature in kernel.overloads:
         return
     failure = []
@@ -132,6 +141,8 @@ def _layers(layout: torch_backend.Layout, n_features: int, hidden, n_outputs: in
 
 class _NumbaGroup(_Group):
     """A group of runs trained by the compiled kernels; state as in the torch backend."""
+
+    threads: int | None = None      # threads its kernel calls use (None: threads())
 
     def train(self):
         from ..kernels import numba_mlp as nk
@@ -242,7 +253,8 @@ class _NumbaGroup(_Group):
         keys = round_keys(np.repeat(seeds, len(epochs)), np.tile(epochs, len(seeds)))
         table = np.empty((len(keys), n), np.int32)
         half = half_bits(n)
-        parallel(lambda lo, hi: nk.order_tables(keys[lo:hi], n, half, table[lo:hi]), len(keys))
+        parallel(lambda lo, hi: nk.order_tables(keys[lo:hi], n, half, table[lo:hi]), len(keys),
+                 self.threads)
         return table.reshape(len(seeds), len(epochs), n)
 
     def train_window(self, nk, e0: int, e1: int):
@@ -255,7 +267,7 @@ class _NumbaGroup(_Group):
         kwargs = dict(e0=e0, e1=e1, **self.spec)
         if self.progress is not None:           # someone watches: say what a compile waits for
             prepare(self.kernel, args(0, 0), kwargs, self._variant())
-        parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks)
+        parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks, self.threads)
         if self.progress is not None:
             c = self.c
             left = np.clip(np.minimum(e1, c.epochs) - e0, 0, None)
@@ -282,7 +294,40 @@ class _NumbaGroup(_Group):
         self.diverged[lanes] = self.ihp[nk.I_ACTIVE, :n_runs] == 0
 
 
+def _train_without_grad(group: _NumbaGroup) -> None:
+    with torch.no_grad():           # grad mode is per thread
+        group.train()
+
+
 def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
     """Trains every run of the chunk with the compiled kernels on the CPU (``device`` is
-    ignored: numba runs on the CPU)."""
-    return torch_backend.train(chunk, "cpu", progress, group_class=_NumbaGroup)
+    ignored: numba runs on the CPU). A group with a block of lanes for every thread trains
+    on all of them, one group after the other; the groups with fewer blocks (a sweep of
+    many architectures with a few runs each) train side by side, a thread each, so that no
+    thread waits while one group's only block trains. A run's arithmetic is its lane's
+    alone: the results are the same either way."""
+    from ..kernels.numba_mlp import LANES
+    n_threads = threads()
+    groups = torch_backend.group_rows(chunk)
+    small = [rows for rows in groups if -(-len(rows) // LANES) < n_threads]
+    if len(small) < 2:
+        return torch_backend.train(chunk, "cpu", progress, group_class=_NumbaGroup)
+    result = chunk.empty_result()
+    with torch.no_grad():
+        # Built here, one after the other: a group's initial weights come from torch's
+        # global RNG (seeded_model), which threads would share.
+        built = []
+        for rows in groups:
+            group = _NumbaGroup(chunk, rows, torch.device("cpu"), result, progress)
+            if any(rows is r for r in small):
+                group.threads = 1
+                built.append(group)
+                continue
+            group.train()
+            group.write_result()
+        with ThreadPoolExecutor(min(n_threads, len(built))) as pool:
+            for _ in pool.map(_train_without_grad, built):     # re-raises a thread's error
+                pass
+        for group in built:
+            group.write_result()
+    return result
