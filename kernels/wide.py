@@ -10,14 +10,15 @@ batch's rows are visited in tiles of ``BLOCK_M``; each layer of a tile is one ``
 tile instead of once per row, and a step's gradients are summed over the tiles in
 registers. ``PRECISION`` is the products' input precision: "ieee" (fp32, the default: the
 results match the reference as the lane kernel's do) or "tf32" (an opt-in: 10-bit
-mantissas in the products, faster on tensor cores, no longer equal to the reference within
+mantissas in the products, for tensor cores; not expected to match the reference within
 the tests' tolerance).
 
 Layers as in mlp.py: A = Linear(D, OA), B = Linear(OA, OB), C = Linear(OB, K); the last the
-depth has is the output (OA = K at depth 0, OB = K at depth 1). Every dimension of a product
-is padded to at least 16 (``tl.dot``'s smallest tile); padded units carry zero weights and
-are masked to zero after the activation, so they stay zero. Rows of a tile past the batch's
-end read zeros and get no gradient.
+depth has is the output (OA = K at depth 0, OB = K at depth 1). Every dimension is padded
+to a power of two, a hidden layer's to at least 16 (``tl.dot``'s smallest tile); a product
+with a dimension under 16 (few inputs, few outputs) is a sum of broadcast products instead.
+Padded units carry zero weights and are masked to zero after the activation, so they stay
+zero. Rows of a tile past the batch's end read zeros and get no gradient.
 """
 
 import triton
@@ -43,24 +44,57 @@ def _vector(ptr, off, OUT: tl.constexpr, OUTP: tl.constexpr):
     return ptr + off + o, o < OUT
 
 
+# A layer's products: tl.dot where every dimension is at least 16 (its smallest tile), else
+# sums of broadcast products, so that 2 inputs or 1 output are not padded to 16 (at 2-32-32-1
+# that padding was 40% of the FP32 instructions).
+@triton.jit
+def _mm_t(a, w, PRECISION: tl.constexpr):
+    """a [M, IN] x w [OUT, IN] -> a w^T, [M, OUT]."""
+    if a.shape[0] >= 16 and a.shape[1] >= 16 and w.shape[0] >= 16:
+        out = tl.dot(a, tl.trans(w), input_precision=PRECISION)
+    else:
+        out = tl.sum(a[:, None, :] * w[None, :, :], axis=2)
+    return out
+
+
+@triton.jit
+def _mm(d, w, PRECISION: tl.constexpr):
+    """d [M, OUT] x w [OUT, IN] -> d w, [M, IN]."""
+    if d.shape[0] >= 16 and d.shape[1] >= 16 and w.shape[1] >= 16:
+        out = tl.dot(d, w, input_precision=PRECISION)
+    else:
+        out = tl.sum(d[:, :, None] * w[None, :, :], axis=1)
+    return out
+
+
+@triton.jit
+def _mm_tn(d, h, PRECISION: tl.constexpr):
+    """d [M, OUT], h [M, IN] -> d^T h, [OUT, IN] (a weight's gradient over M rows)."""
+    if d.shape[0] >= 16 and d.shape[1] >= 16 and h.shape[1] >= 16:
+        out = tl.dot(tl.trans(d), h, input_precision=PRECISION)
+    else:
+        out = tl.sum(d[:, :, None] * h[:, None, :], axis=0)
+    return out
+
+
 @triton.jit
 def _tile_forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT: tl.constexpr,
                   DEPTH: tl.constexpr, PRECISION: tl.constexpr):
     """The outputs z [BLOCK_M, KP] of a tile of layer inputs h0 [BLOCK_M, DP], and the hidden
     pre-activations and activations the backward pass needs (stand-ins past the depth)."""
-    aa = tl.dot(h0, tl.trans(wa), input_precision=PRECISION) + ba[None, :]
+    aa = _mm_t(h0, wa, PRECISION) + ba[None, :]
     if DEPTH == 0:
         z = aa
         ha, ab, hb = aa, aa, aa
     else:
         ha = tl.where(a_in, _act(aa, ACT), 0.0)
-        ab = tl.dot(ha, tl.trans(wb), input_precision=PRECISION) + bb[None, :]
+        ab = _mm_t(ha, wb, PRECISION) + bb[None, :]
         if DEPTH == 1:
             z = ab
             hb = ab
         else:
             hb = tl.where(b_in, _act(ab, ACT), 0.0)
-            z = tl.dot(hb, tl.trans(wc), input_precision=PRECISION) + bc[None, :]
+            z = _mm_t(hb, wc, PRECISION) + bc[None, :]
     return z, aa, ha, ab, hb
 
 
@@ -217,21 +251,21 @@ def train_wide_kernel(
                                                   DEPTH, PRECISION)
                 dz = tl.where(valid[:, None], _loss_grad(z, y, kk, LOSS, K, KP, 1), 0.0)
                 if DEPTH == 2:
-                    g_wc += tl.dot(tl.trans(dz), hb, input_precision=PRECISION)
+                    g_wc += _mm_tn(dz, hb, PRECISION)
                     g_bc += tl.sum(dz, axis=0)
-                    db = tl.dot(dz, wc, input_precision=PRECISION) * _act_grad(ab, hb, ACT)
+                    db = _mm(dz, wc, PRECISION) * _act_grad(ab, hb, ACT)
                 else:
                     db = dz
                 if DEPTH >= 1:
-                    g_wb += tl.dot(tl.trans(db), ha, input_precision=PRECISION)
+                    g_wb += _mm_tn(db, ha, PRECISION)
                     g_bb += tl.sum(db, axis=0)
-                    da = tl.dot(db, wb, input_precision=PRECISION) * _act_grad(aa, ha, ACT)
+                    da = _mm(db, wb, PRECISION) * _act_grad(aa, ha, ACT)
                 else:
                     da = dz
-                g_wa += tl.dot(tl.trans(da), h0, input_precision=PRECISION)
+                g_wa += _mm_tn(da, h0, PRECISION)
                 g_ba += tl.sum(da, axis=0)
                 if BN:
-                    dh0 = tl.dot(da, wa, input_precision=PRECISION)
+                    dh0 = _mm(da, wa, PRECISION)
                     g_gam += tl.sum(dh0 * xh, axis=0)
                     g_bet += tl.sum(dh0, axis=0)
 

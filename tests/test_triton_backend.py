@@ -203,7 +203,7 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, P=52, OFF_B=15, OFF_C=33, ACT=2, SPLIT=4),
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, K=3, KP=4, P=62, OFF_B=15, OFF_C=33, LOSS=2),
     dict(DEPTH=1, OA=4, OAP=4, OB=2, OBP=2, K=2, KP=2, YK=2, YKP=2, P=22, OFF_B=8, LOSS=0),
-    dict(wide=True, DEPTH=2, D=3, DP=16, OA=64, OAP=64, OB=64, OBP=64, K=3, KP=16, P=4621,
+    dict(wide=True, DEPTH=2, D=3, DP=4, OA=64, OAP=64, OB=64, OBP=64, K=3, KP=4, P=4621,
          OFF_A=6, OFF_B=262, OFF_C=4422, ACT=2, LOSS=2, BN=True, SHUFFLED=True),
 ])
 def test_kernels_compile_for_an_h100(spec):

@@ -179,12 +179,14 @@ class _TritonGroup(_Group):
         widths = hidden + [k]                  # the layers' outputs: A, B (depth >= 1), C
         oa, ob = widths[0], (widths[1] if len(widths) > 1 else 1)
         yk = k if loss == "mse" else 1         # y [n, k] targets, or [n] classes or labels
-        # the wide kernel's products take dimensions of 16 and more, and mse's targets as
-        # wide as the outputs
-        pad = (lambda m: max(16, _pow2(m))) if self.wide else _pow2
-        kp = pad(k)
+        # the wide kernel's hidden layers are at least 16 wide (tl.dot's smallest tile), and
+        # mse's targets as wide as the outputs
+        hid = (lambda m: max(16, _pow2(m))) if self.wide else _pow2
+        oap = hid(oa) if len(hidden) >= 1 else _pow2(oa)
+        obp = hid(ob) if len(hidden) >= 2 else _pow2(ob)
+        kp = _pow2(k)
         self.spec = dict(
-            P=layout.size, D=d, DP=pad(d), OA=oa, OAP=pad(oa), OB=ob, OBP=pad(ob),
+            P=layout.size, D=d, DP=_pow2(d), OA=oa, OAP=oap, OB=ob, OBP=obp,
             K=k, KP=kp, YK=yk, YKP=kp if self.wide and loss == "mse" else _pow2(yk),
             DEPTH=len(hidden),
             OFF_N=offset.get("0.weight", 0), OFF_A=offset["1.weight"],
