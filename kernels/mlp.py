@@ -321,6 +321,27 @@ def _update(p, g, m_ptrs, v_ptrs, mask, first, take, scale, lr, wd_c, decay, b1,
     return tl.where(take, p2, p)
 
 
+@triton.jit
+def _epoch_lr(lr0, e, ssize, log2g):
+    """StepLR's learning rate in epoch e: lr0 * gamma ** (e // step_size) (ssize 0: constant)."""
+    decays = tl.where(ssize > 0, e // tl.maximum(ssize, 1), 0)
+    return tl.where(decays > 0, lr0 * tl.exp2(decays.to(tl.float32) * log2g), lr0)
+
+
+@triton.jit
+def _step_factors(lr, steps, log2b1, log2b2, OPT: tl.constexpr):
+    """_update's step_size and bc2s for the step after ``steps``: Adam's bias corrections at
+    step t (lr / (1 - b1^t), sqrt(1 - b2^t)); sgd's plain lr."""
+    if OPT == 1:
+        t = (steps + 1).to(tl.float32)
+        step_size = lr / (1.0 - tl.exp2(t * log2b1))
+        bc2s = tl.sqrt(1.0 - tl.exp2(t * log2b2))
+    else:
+        step_size = lr
+        bc2s = lr
+    return step_size, bc2s
+
+
 # Per-launch integers are not specialized: Triton would compile again whenever one of them
 # changes between 1, a multiple of 16 and neither (every evaluation interval, every sweep).
 @triton.jit(do_not_specialize=["o_e0", "o_epochs", "col", "n_cols", "n", "n_val", "e0", "e1",
@@ -433,8 +454,7 @@ def train_kernel(
     spe = (n + bs - 1) // bs
     for e in range(e0, e1):
         on = training & (e < epochs)
-        decays = tl.where(ssize > 0, e // tl.maximum(ssize, 1), 0)
-        lr = tl.where(decays > 0, lr0 * tl.exp2(decays.to(tl.float32) * log2g), lr0)
+        lr = _epoch_lr(lr0, e, ssize, log2g)
         rows_e = order_ptr + obase + (e - o_e0) * n
         for s in range(0, tl.max(tl.where(on, spe, 0), axis=0)):
             start = s * bs
@@ -543,13 +563,7 @@ def train_kernel(
                 g_bet = _split_sum2(g_bet, SPLIT)
             scale = 1.0 / tl.maximum(cnt, 1).to(tl.float32)
             decay = 1.0 - lr * wd_d
-            if OPT == 1:   # Adam's bias corrections at the lane's step t
-                t = (steps + 1).to(tl.float32)
-                step_size = lr / (1.0 - tl.exp2(t * log2b1))
-                bc2s = tl.sqrt(1.0 - tl.exp2(t * log2b2))
-            else:
-                step_size = lr
-                bc2s = lr
+            step_size, bc2s = _step_factors(lr, steps, log2b1, log2b2, OPT)   # at the lane's step
             wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, first,
                          take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
                          nest, OPT)

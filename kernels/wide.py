@@ -24,7 +24,8 @@ zero. Rows of a tile past the batch's end read zeros and get no gradient.
 import triton
 import triton.language as tl
 
-from .mlp import BN_EPS, BN_MOMENTUM, _act, _act_grad, _finite, _hit, _loss, _loss_grad, _targets, _update
+from .mlp import (BN_EPS, BN_MOMENTUM, _act, _act_grad, _epoch_lr, _finite, _hit, _loss,
+                  _loss_grad, _step_factors, _targets, _update)
 
 
 @triton.jit
@@ -135,7 +136,7 @@ def train_wide_kernel(
         SHUFFLED: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
     """Trains epochs e0..e1-1 of run ``program_id(0)`` and evaluates it into curve column
     ``col`` when its evaluation falls after epoch e1 (none when col < 0). DP, OAP, OBP, KP:
-    the padded dimensions, each a power of two >= 16."""
+    the padded dimensions, each a power of two, a hidden layer's at least 16."""
     run = tl.program_id(0)
     base = run.to(tl.int64)
     par_ptr += base * P
@@ -203,8 +204,7 @@ def train_wide_kernel(
     spe = (n + bs - 1) // bs
     e_end = tl.where(training, tl.minimum(e1, epochs), e0)
     for e in range(e0, e_end):
-        decays = tl.where(ssize > 0, e // tl.maximum(ssize, 1), 0)
-        lr = tl.where(decays > 0, lr0 * tl.exp2(decays.to(tl.float32) * log2g), lr0)
+        lr = _epoch_lr(lr0, e, ssize, log2g)
         rows_e = order_ptr + obase + (e - o_e0) * n
         for s in range(0, spe):
             start = s * bs
@@ -272,13 +272,7 @@ def train_wide_kernel(
             # ---- the optimizer step -------------------------------------------------------
             scale = 1.0 / tl.maximum(cnt, 1).to(tl.float32)
             decay = 1.0 - lr * wd_d
-            if OPT == 1:   # Adam's bias corrections at step t
-                t_f = (steps + 1).to(tl.float32)
-                step_size = lr / (1.0 - tl.exp2(t_f * log2b1))
-                bc2s = tl.sqrt(1.0 - tl.exp2(t_f * log2b2))
-            else:
-                step_size = lr
-                bc2s = lr
+            step_size, bc2s = _step_factors(lr, steps, log2b1, log2b2, OPT)
             wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma, True, True, scale, lr, wd_c,
                          decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
             ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na, True, True, scale, lr, wd_c,
