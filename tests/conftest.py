@@ -74,22 +74,29 @@ MIXED = {"input_norm": ["none", "standardize", "batchnorm"],
          "shuffle": [True, False]}
 
 
-def optimizer_params(epochs: list[int]) -> dict:
-    """A random sweep's params drawing every optimizer setting per run: momentum's
+def optimizer_sweep(n: int, width: int, epochs: list[int], batch_size: int) -> dict:
+    """Config sections of a random sweep drawing every optimizer setting per run: momentum's
     nesterov, betas, eps, weight decay, StepLR, ``epochs`` (several, so runs end at
-    different evaluations), seeds, shuffles and learning rates."""
+    different evaluations, every other epoch and at each run's last), seeds, shuffles and
+    learning rates; a one-hidden-layer classifier on ``n`` rows with a validation split."""
     return {
-        "optimizer": ["sgd", "adam", "adamw"],
-        "nesterov": [False, True],
-        "beta1": {"uniform": [0.5, 0.95]},
-        "beta2": [0.9, 0.999],
-        "eps": [1e-8, 1e-3],
-        "weight_decay": [0.0, 0.1],
-        "lr_schedule": ["constant", "step"],
-        "step_size": [1, 2],
-        "gamma": [0.5],
-        "epochs": epochs,
-        "seed": [0, 1, 2],
-        "shuffle": [True, False],
-        "lr": {"loguniform": [1e-3, 1e-1]},
+        "data": {"source": "circles", "params": {"n": n}, "seed": 1, "val_fraction": 0.25},
+        "model": {"hidden": [width], "activation": "sigmoid", "loss": "bce_with_logits"},
+        "train": {"epochs": max(epochs), "lr": 0.05, "eval_every": 2, "batch_size": batch_size,
+                  "momentum": 0.9},
+        "sweep": {"strategy": "random", "samples": 40, "seed": 5, "params": {
+            "optimizer": ["sgd", "adam", "adamw"],
+            "nesterov": [False, True],
+            "beta1": {"uniform": [0.5, 0.95]},
+            "beta2": [0.9, 0.999],
+            "eps": [1e-8, 1e-3],
+            "weight_decay": [0.0, 0.1],
+            "lr_schedule": ["constant", "step"],
+            "step_size": [1, 2],
+            "gamma": [0.5],
+            "epochs": epochs,
+            "seed": [0, 1, 2],
+            "shuffle": [True, False],
+            "lr": {"loguniform": [1e-3, 1e-1]},
+        }},
     }

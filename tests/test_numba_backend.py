@@ -18,7 +18,7 @@ import yaml
 import tinysweep
 from tinysweep.trainer.errors import UserError
 
-from conftest import MIXED, assert_same_runs, optimizer_params
+from conftest import MIXED, assert_same_runs, optimizer_sweep
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
                                 reason="numba is not installed")
@@ -111,12 +111,7 @@ def test_k_outputs_match_reference(task):
 def test_optimizer_settings_and_schedules_match(write_config):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs and seeds, and a
     validation split, evaluated every other epoch and at each run's last."""
-    path = write_config(
-        data={"source": "circles", "params": {"n": 41}, "seed": 1, "val_fraction": 0.25},
-        model={"hidden": [6], "activation": "sigmoid", "loss": "bce_with_logits"},
-        train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7, "momentum": 0.9},
-        sweep={"strategy": "random", "samples": 40, "seed": 5,
-               "params": optimizer_params([2, 5, 6])})
+    path = write_config(**optimizer_sweep(41, 6, [2, 5, 6], 7))
     numba_res, ref = both(path)
     table = ref.table
     assert set(table.epochs) == {2, 5, 6} and table.lr_schedule.nunique() == 2

@@ -8,7 +8,7 @@ import pytest
 import tinysweep
 from tinysweep.trainer.config import RUN_PARAM_NAMES
 
-from conftest import MIXED, assert_same_runs, optimizer_params
+from conftest import MIXED, assert_same_runs, optimizer_sweep
 
 
 def both(path, **kw):
@@ -36,12 +36,7 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
 
 def test_optimizer_settings_and_schedules_match(write_config):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs and seeds."""
-    path = write_config(
-        data={"source": "circles", "params": {"n": 41}, "seed": 1, "val_fraction": 0.25},
-        model={"hidden": [6], "activation": "sigmoid", "loss": "bce_with_logits"},
-        train={"epochs": 5, "lr": 0.05, "eval_every": 2, "batch_size": 7, "momentum": 0.9},
-        sweep={"strategy": "random", "samples": 40, "seed": 5,
-               "params": optimizer_params([2, 5, 6])})
+    path = write_config(**optimizer_sweep(41, 6, [2, 5, 6], 7))
     torch_res, ref = both(path)
     table = ref.table
     assert set(table.epochs) == {2, 5, 6} and table.lr_schedule.nunique() == 2

@@ -20,7 +20,7 @@ import torch
 import tinysweep
 from tinysweep.trainer.errors import UserError
 
-from conftest import MIXED, assert_same_runs, optimizer_params
+from conftest import MIXED, assert_same_runs, optimizer_sweep
 
 triton = pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -104,12 +104,7 @@ def test_long_intervals_are_split_when_permutations_would_not_fit(write_config, 
 def test_optimizer_settings_and_schedules_match(write_config, kernel):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs, seeds and a
     validation split, in one launch per evaluation interval."""
-    path = write_config(
-        data={"source": "circles", "params": {"n": 15}, "seed": 1, "val_fraction": 0.25},
-        model={"hidden": [3], "activation": "sigmoid", "loss": "bce_with_logits"},
-        train={"epochs": 4, "lr": 0.05, "eval_every": 2, "batch_size": 4, "momentum": 0.9},
-        sweep={"strategy": "random", "samples": 40, "seed": 5,
-               "params": optimizer_params([1, 3, 4])})
+    path = write_config(**optimizer_sweep(15, 3, [1, 3, 4], 4))
     triton_res, ref = both(path)
     table = ref.table
     assert set(table.epochs) == {1, 3, 4} and table.lr_schedule.nunique() == 2
