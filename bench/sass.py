@@ -1,6 +1,7 @@
 """The fused kernels' machine code for an H100, and the time it predicts, without a GPU.
 
-    python bench/sass.py [--workloads b c d] [--wide] [--sizes] [--shape [12,12] ...] [--json OUT]
+    python bench/sass.py [--workloads b c d] [--wide] [--sizes] [--shape [12,12] ...]
+                         [--split N] [--json OUT]
 
 For each workload of bench/run.py, the triton backend's kernel for its first group is
 compiled for sm_90 (Triton's compiler and ptxas, which run on any machine), and cuobjdump
@@ -132,6 +133,7 @@ def predict(key: str, peaks: dict) -> dict:
     sfu_rate = peaks["sfu_per_s"] / 32
     return {
         "workload": key, "kernel": fn.__name__, "runs": len(runs), "warps": warps,
+        "split": group.split,
         "registers": regs, "local_bytes": local, "compile_s": round(seconds, 1),
         "sass_instructions": sum(1 for _ in INSTRUCTION.finditer(sass)),
         "row_loop": row, "innermost_loops": found,
@@ -151,11 +153,14 @@ def main(argv=None) -> None:
                         help="bench/sizes.py's model shapes instead of the workloads")
     parser.add_argument("--shape", action="append", type=json.loads,
                         help="a bench/sizes.py sweep of this hidden-layer shape (repeatable)")
+    parser.add_argument("--split", type=int,
+                        help="lanes per run of the lane kernel (default: one, as on the CPU)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
+    from tinysweep.trainer import triton_backend
     if args.wide:
-        from tinysweep.trainer import triton_backend
         triton_backend.LANE_WEIGHTS = 0
+    triton_backend.SPLIT = args.split
     peaks = json.loads(H100.read_text())["peaks"]
     results = []
     from sizes import SHAPES
@@ -165,7 +170,8 @@ def main(argv=None) -> None:
         r = predict(key, peaks)
         results.append(r)
         loop = r["row_loop"]
-        print(f"({key}) {r['kernel']}, {r['runs']:,} runs: {r['registers']} registers, "
+        lanes = f", {r['split']} lanes per run" if r["split"] > 1 else ""
+        print(f"({key}) {r['kernel']}{lanes}, {r['runs']:,} runs: {r['registers']} registers, "
               f"{r['local_bytes']} bytes local (spills), {r['sass_instructions']:,} SASS "
               f"instructions, compiled in {r['compile_s']} s")
         print(f"    row loop: {loop['instructions']} instructions ({loop['MUFU']} MUFU, "

@@ -109,12 +109,13 @@ def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, r, RUNS: tl.constex
 
 @triton.jit
 def _split_sum2(t, SPLIT: tl.constexpr):
-    """t [X, BLOCK_R]: each lane gets the sum over the SPLIT lanes of its run."""
+    """t [X, BLOCK_R]: each lane gets the sum over the SPLIT lanes of its run, which are
+    BLOCK_R / SPLIT apart (warp shuffles)."""
     if SPLIT > 1:
         X: tl.constexpr = t.shape[0]
         R: tl.constexpr = t.shape[1]
-        s = tl.sum(tl.reshape(t, (X, R // SPLIT, SPLIT)), axis=2)
-        t = tl.reshape(tl.broadcast_to(s[:, :, None], (X, R // SPLIT, SPLIT)), (X, R))
+        s = tl.sum(tl.reshape(t, (X, SPLIT, R // SPLIT)), axis=1)
+        t = tl.reshape(tl.broadcast_to(s[:, None, :], (X, SPLIT, R // SPLIT)), (X, R))
     return t
 
 
@@ -125,8 +126,8 @@ def _split_sum3(t, SPLIT: tl.constexpr):
         X: tl.constexpr = t.shape[0]
         Y: tl.constexpr = t.shape[1]
         R: tl.constexpr = t.shape[2]
-        s = tl.sum(tl.reshape(t, (X, Y, R // SPLIT, SPLIT)), axis=3)
-        t = tl.reshape(tl.broadcast_to(s[:, :, :, None], (X, Y, R // SPLIT, SPLIT)), (X, Y, R))
+        s = tl.sum(tl.reshape(t, (X, Y, SPLIT, R // SPLIT)), axis=2)
+        t = tl.reshape(tl.broadcast_to(s[:, :, None, :], (X, Y, SPLIT, R // SPLIT)), (X, Y, R))
     return t
 
 
@@ -384,8 +385,11 @@ def train_kernel(
     RUNS: tl.constexpr = BLOCK_R // SPLIT          # runs per program
     pid = tl.program_id(0).to(tl.int64)             # runs x entries may pass 2**31
     lane = tl.arange(0, BLOCK_R)
-    r = lane // SPLIT                               # the lane's run within the program
-    k = lane % SPLIT                                # and its share of each batch's rows
+    # A run's SPLIT lanes are RUNS apart. Side by side, they read consecutive rows, and
+    # Triton 3.6 vectorized those loads and converted the row loop's tensors through shared
+    # memory at every row (kernels/NOTES.md, v5).
+    r = lane % RUNS                                 # the lane's run within the program
+    k = lane // RUNS                                # and its share of each batch's rows
     lanes = pid * RUNS + r                          # the lane's run
     first = k == 0                                  # the lane that writes its run's state
     # this program's state tiles

@@ -153,6 +153,46 @@ def test_chunk_size_changes_nothing(write_config, monkeypatch, kernel):
             np.testing.assert_array_equal(part.params[name], whole.params[name], err_msg=name)
 
 
+@pytest.mark.parametrize("runs, batch, sms, split", [
+    (10_000, 100, 132, 1),      # mlp_10k fills the H100 with one lane per run
+    (5_000, 100, 132, 2),
+    (1_000, 100, 132, 8),       # mlp_1k
+    (100, 100, 132, 8),         # at most MAX_SPLIT
+    (1_000, 16, 132, 4),        # every lane keeps 4 rows of a batch
+    (1_000, 7, 132, 1),
+    (1_000, 100, 0, 1),         # the interpreter
+])
+def test_lanes_per_run_fill_the_gpu_with_few_runs(runs, batch, sms, split):
+    from tinysweep.trainer import triton_backend
+    assert triton_backend.split_for(runs, batch, sms) == split
+
+
+def test_lanes_per_run_are_chosen_from_the_whole_sweep(write_config, monkeypatch):
+    """On a (pretended) GPU that 16 lanes fill, a sweep of 10 runs trains with 2 lanes per
+    run, and so does each chunk of 3 runs (which alone would take 8): the table does not
+    change by a bit, and matches the reference."""
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "multiprocessors", lambda device: 1)
+    monkeypatch.setattr(triton_backend, "LANES_PER_SM", 16)
+    splits = []
+    load = triton_backend._TritonGroup.load
+
+    def spy(group):
+        load(group)
+        splits.append(group.split)
+    monkeypatch.setattr(triton_backend._TritonGroup, "load", spy)
+    path = write_config(data={"source": "moons", "params": {"n": 40}, "seed": 2},
+                        model={"hidden": [3], "activation": "tanh", "loss": "bce_with_logits"},
+                        train={"epochs": 2, "lr": 0.05, "optimizer": "adam", "shuffle": True},
+                        sweep={"params": {"batch_size": [32, 40], "seed": [0, 1, 2, 3, 4]}})
+    whole, ref = both(path)
+    assert splits == [2]
+    part = tinysweep.run(path, backend="triton", device=DEVICE, chunk_runs=3)
+    assert splits[1:] == [2] * 4
+    assert part.table.equals(whole.table)
+    assert_same_runs(whole, ref)
+
+
 def test_order_kernel_matches_the_reference_permutations():
     from tinysweep.kernels import mlp
     from tinysweep.trainer.order import half_bits, permutations, round_keys

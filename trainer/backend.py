@@ -51,6 +51,13 @@ class Chunk:
     runs: Runs
     eval_every: int                     # evaluate after every eval_every-th epoch and the last
     eval_epochs: np.ndarray
+    # the runs of the whole sweep (or halving stage) that ``runs`` is a part of, for choices
+    # a backend must make alike in every chunk; None: ``runs`` is the whole
+    sweep: Runs | None = None
+
+    def whole(self) -> Runs:
+        """The runs of the sweep this chunk is part of."""
+        return self.runs if self.sweep is None else self.sweep
 
     def metrics(self) -> list[str]:
         """Names of the curves: train_loss, val_loss (with a validation split), and the

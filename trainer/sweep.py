@@ -237,7 +237,8 @@ RAY_RETRIES = 2
 
 def train_slice(plan: Plan, lo: int, hi: int) -> ChunkResult:
     """Runs lo..hi-1 of the plan, trained as one chunk (a Ray task's body)."""
-    return train_chunk(plan, dataclasses.replace(plan.chunk, runs=plan.chunk.runs[lo:hi]))
+    runs = plan.chunk.runs
+    return train_chunk(plan, dataclasses.replace(plan.chunk, runs=runs[lo:hi], sweep=runs))
 
 
 def _train_on_ray(plan: Plan, todo: list[tuple[int, int]], done, task_fn=train_slice):
@@ -313,7 +314,7 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
             elif executor == "ray":
                 todo.append((lo, hi))
             else:
-                sub = dataclasses.replace(plan.chunk, runs=runs[lo:hi])
+                sub = dataclasses.replace(plan.chunk, runs=runs[lo:hi], sweep=runs)
                 finished(lo, hi, train_chunk(plan, sub, bar.update if bar is not None else None))
         if todo:
             _train_on_ray(plan, todo, finished, task_fn)

@@ -44,10 +44,16 @@ PRECISION = "tf32" if os.environ.get("TINYSWEEP_TF32", "0") not in ("", "0") els
 BLOCK_R = 32            # lanes per program
 NUM_WARPS = 1           # warps per program: BLOCK_R / (32 * NUM_WARPS) lanes per thread
 UNROLL = 1              # unrolling of the kernel's loop over a batch's rows
-# Lanes per run (see kernels/mlp.py). Several lanes per run would fill the GPU with fewer
-# runs, but on the H100 (Triton 3.6) the 10,000-run MLP workload ran slower with 4, 8 or
-# 16 (645, 573, 699 ms) than with 1 (497 ms): the cross-lane sums spill registers.
-SPLIT = 1
+# Lanes per run (kernels/mlp.py): None chooses them per group (split_for); a number forces
+# it (tests, bench/kernels.py). A group of few runs leaves most of the GPU idle at one lane
+# per run (1,000 runs: 32 warps for 132 SMs), and each lane's chain of dependent operations
+# per row is latency-bound; several lanes per run share a batch's rows and sum their
+# gradients once per step. split_for's thresholds are predictions (kernels/NOTES.md, v5):
+# bench/kernels.py times mlp_1k at 1, 2, 4 and 8 lanes per run on a GPU.
+SPLIT = None
+MAX_SPLIT = 8
+LANES_PER_SM = 64       # enough lanes: two warps per SM
+ROWS_PER_LANE = 4       # each lane keeps at least this many rows of the smallest batch
 ORDER_BLOCK = 1024
 # Permutation tables (int32 [seeds, epochs, n]) stay under this (256 MB); an evaluation
 # interval whose tables do not fit is trained in several launches.
@@ -101,6 +107,25 @@ def available() -> str | None:
     return None
 
 
+def split_for(runs: int, batch: int, multiprocessors: int) -> int:
+    """Lanes per run for a group of ``runs`` runs whose smallest batch has ``batch`` rows on
+    a GPU with this many multiprocessors (0: the interpreter, one lane per run): the fewest,
+    a power of two up to MAX_SPLIT, that give LANES_PER_SM lanes per multiprocessor, while
+    every lane keeps ROWS_PER_LANE rows of a batch."""
+    split = 1
+    while (split < MAX_SPLIT and runs * split < multiprocessors * LANES_PER_SM
+           and batch >= 2 * split * ROWS_PER_LANE):
+        split *= 2
+    return split
+
+
+def multiprocessors(device: torch.device) -> int:
+    """The SMs of a CUDA device; 0 elsewhere (the interpreter)."""
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -129,10 +154,14 @@ class _TritonGroup(_Group):
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
         self.lanes = lanes
         n_runs = len(lanes)
-        self.split = SPLIT
         d, k, loss = chunk.data.n_features, chunk.data.n_outputs, chunk.model.loss
         hidden = list(self.hidden)
         self.wide = kernel_for(d, hidden, self.running is not None, k) == "wide"
+        # chosen from the whole sweep, so that chunking changes no bit
+        whole = chunk.whole()
+        self.split = 1 if self.wide else SPLIT or split_for(
+            len(whole), int(min(whole.batch_size.min(), self.n)),
+            multiprocessors(torch.device(dev)))
         runs_per_program = 1 if self.wide else BLOCK_R // self.split
         self.runs_per_program = runs_per_program
         padded = cdiv(n_runs, runs_per_program) * runs_per_program   # padding: no epoch
