@@ -302,7 +302,7 @@ def train_wide_kernel(
     evaluated = training & (e1 <= epochs) & due & (col >= 0)
     if BN:
         ersd = 1.0 / tl.sqrt(rvar + BN_EPS)
-    for split in tl.static_range(2):
+    for split in range(2):       # not unrolled: one copy of the forward pass compiles faster
         if split == 0:
             xs, ys, rows = x_ptr, y_ptr, n
         else:
