@@ -10,7 +10,7 @@ parameters) under torch.compile on the same GPU, timed over some steps and scale
 workload's 10,000 steps. --variants also times other lane layouts (runs per program,
 warps per program). mlp_1k, a tenth of mlp_10k's runs, is timed with 1, 2, 4 and 8 lanes
 per run (SPLIT): how few runs fill the GPU (issue 18); mlp_10k with 1 (the backend's choice),
-2 and 4.
+2 and 4. line_scale is bench/run.py's workload (b), half of its runs shuffled.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from tinysweep.trainer import triton_backend
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"line_100k": HERE / "workloads" / "line_100k.yaml",
              "mlp_10k": HERE / "workloads" / "mlp_10k.yaml",
-             "mlp_1k": HERE / "workloads" / "mlp_1k.yaml"}
-# The FP32 floor of each workload on an H100 (issue 3): arithmetic, not memory.
-FLOOR_MS = {"line_100k": 1.5, "mlp_10k": 41.0, "mlp_1k": 4.1}
+             "mlp_1k": HERE / "workloads" / "mlp_1k.yaml",
+             "line_scale": HERE / "workloads" / "line_scale.yaml"}
+# The FP32 floor of each workload on an H100 (issue 3; line_scale: bench/NOTES.md's (b)):
+# arithmetic, not memory.
+FLOOR_MS = {"line_100k": 1.5, "mlp_10k": 41.0, "mlp_1k": 4.1, "line_scale": 2.4}
 DEFAULT_SPLIT = triton_backend.SPLIT    # the backend's own; layouts below change it
 
 
@@ -153,7 +155,8 @@ def main(argv=None) -> int:
                                                   if args.variants else []),
                "mlp_10k": [(32, 1, 1, None), (32, 1, 1, 2), (32, 1, 1, 4)] + (
                    [(32, 1, 1, 8), (64, 2, 1, None), (32, 1, 2, None)] if args.variants else []),
-               "mlp_1k": [(32, 1, 1, split) for split in (1, 2, 4, 8)]}
+               "mlp_1k": [(32, 1, 1, split) for split in (1, 2, 4, 8)],
+               "line_scale": [(32, 1, 1, None)]}
     for name in WORKLOADS:
         for block_r, num_warps, unroll, split in layouts[name]:
             try:

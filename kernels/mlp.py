@@ -15,9 +15,10 @@ and each lane takes its optimizer step at the end of the step if it had rows. La
 different batch sizes therefore share a launch; the host sorts runs by batch size so the
 lanes of one program waste few iterations.
 
-Shuffled lanes read their row from ``order`` (int32 permutation tables, one per (seed,
-epoch) of the sweep, written by ``order_kernel``: the counter-based Feistel permutation of
-trainer/order.py); unshuffled lanes read rows in order.
+Unshuffled lanes read the training rows in order. A shuffled lane reads, just as
+contiguously, a copy of them in its epoch's order, one per (seed, epoch), which the host
+gathers after ``order_kernel`` writes the permutations (the counter-based Feistel
+permutation of trainer/order.py): no dependent load per row (kernels/NOTES.md, v6).
 
 The math, for an MLP with layers A (input), B, C (as deep as the model is):
 
@@ -189,12 +190,10 @@ def _forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT: tl.constexpr, DEPTH: t
 
 
 @triton.jit
-def _batch_rows(x_ptr, rows_e, pos, valid, shuffled, d_idx, d_in, D):
-    """x [DP, R]: the training rows at batch positions ``pos`` (through the order table
-    where a lane is ``shuffled``), 0 where not ``valid``."""
-    row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-    row = tl.where(shuffled, row, pos)
-    return tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+def _batch_rows(xe, pos, valid, d_idx, d_in, D):
+    """x [DP, R]: each lane's training rows at batch positions ``pos`` of its epoch's rows
+    ``xe``, 0 where not ``valid``."""
+    return tl.load(xe[None, :] + pos[None, :] * D + d_idx[:, None],
                    mask=valid[None, :] & d_in[:, None], other=0.0)
 
 
@@ -355,9 +354,10 @@ def train_kernel(
         # per-run constants [RS]
         bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
         eps_ptr, mom_ptr, nest_ptr, wdc_ptr, wdd_ptr, oq_ptr,
-        # data: x [n, D], y [n, YK], validation likewise; order tables int32 [Q, o_epochs, n]
-        # for epochs o_e0, o_e0 + 1, ...
-        x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr, o_e0, o_epochs,
+        # data: x [n, D] and y [n, YK], each followed by the shuffled epochs' rows in their
+        # order, [Q, o_epochs, n, D] and [Q, o_epochs, n, YK] for epochs o_e0, o_e0 + 1, ...;
+        # the validation rows [n_val, D] and [n_val, YK]
+        x_ptr, y_ptr, xv_ptr, yv_ptr, o_e0, o_epochs,
         # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
         curve_ptr, col, n_cols,
         RS, n, n_val, e0, e1, eval_every,
@@ -376,7 +376,7 @@ def train_kernel(
     cross_entropy's K classes, or bce's one logit (YK = 1: y holds the class or label).
     OFF_*: each layer's weight entry in the state
     columns, the bias right after it; OFF_N: batchnorm's gamma, beta after it.
-    SHUFFLED: some lane reads its rows through the order tables. UNROLL: unrolling of the
+    SHUFFLED: some lane reads a shuffled copy of the rows. UNROLL: unrolling of the
     loop over the rows every lane has. SPLIT: lanes per run (a power of two dividing 32),
     each taking every SPLIT-th row of a batch; their gradients are summed at each step and
     every lane takes the same step, so the copies stay identical. Row offsets are int32:
@@ -414,10 +414,9 @@ def train_kernel(
     nest = tl.load(nest_ptr + lanes) != 0
     wd_c = tl.load(wdc_ptr + lanes)
     wd_d = tl.load(wdd_ptr + lanes)
-    oq = tl.load(oq_ptr + lanes)             # order table, -1: in order
+    oq = tl.load(oq_ptr + lanes)    # the lane's seed in the tables; -1 in order; -2 not now
     shuffled = oq >= 0
-    obase = tl.maximum(oq, 0).to(tl.int64) * o_epochs * n
-    training = diverged == 0
+    training = (diverged == 0) & (oq > -2)
 
     d_idx = tl.arange(0, DP)
     d_in = d_idx < D
@@ -459,7 +458,13 @@ def train_kernel(
     for e in range(e0, e1):
         on = training & (e < epochs)
         lr = _epoch_lr(lr0, e, ssize, log2g)
-        rows_e = order_ptr + obase + (e - o_e0) * n
+        # the lane's rows of this epoch: the training rows, or its seed's copy in its order
+        if SHUFFLED:
+            row0 = tl.where(shuffled, (1 + oq * o_epochs + e - o_e0).to(tl.int64) * n, 0)
+        else:
+            row0 = tl.zeros([BLOCK_R], tl.int64)
+        xe = x_ptr + row0 * D
+        ye = y_ptr + row0 * YK
         for s in range(0, tl.max(tl.where(on, spe, 0), axis=0)):
             start = s * bs
             cnt = tl.where(on, tl.maximum(tl.minimum(bs, n - start), 0), 0)
@@ -470,7 +475,7 @@ def train_kernel(
                 for j in range(0, (cmax + SPLIT - 1) // SPLIT):
                     i = j * SPLIT + k
                     valid = i < cnt
-                    x = _batch_rows(x_ptr, rows_e, start + i, valid, shuffled, d_idx, d_in, D)
+                    x = _batch_rows(xe, start + i, valid, d_idx, d_in, D)
                     xsum += x
                 xsum = _split_sum2(xsum, SPLIT)
                 rows_f = tl.maximum(cnt, 1).to(tl.float32)
@@ -479,7 +484,7 @@ def train_kernel(
                 for j in range(0, (cmax + SPLIT - 1) // SPLIT):
                     i = j * SPLIT + k
                     valid = i < cnt
-                    x = _batch_rows(x_ptr, rows_e, start + i, valid, shuffled, d_idx, d_in, D)
+                    x = _batch_rows(xe, start + i, valid, d_idx, d_in, D)
                     dev = tl.where(valid[None, :], x - bmean, 0.0)
                     xsq += dev * dev
                 xsq = _split_sum2(xsq, SPLIT)
@@ -506,25 +511,15 @@ def train_kernel(
                 pos = start + i
                 if ragged:
                     valid = i < cnt
-                    if SHUFFLED:
-                        row = tl.load(rows_e + pos, mask=valid & shuffled, other=0)
-                        row = tl.where(shuffled, row, pos)
-                    else:
-                        row = pos
-                    x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
-                                mask=valid[None, :] & d_in[:, None], other=0.0)
-                    y = _targets(y_ptr, row[None, :], yk, valid[None, :], YK, YKP, True)
+                    x = _batch_rows(xe, pos, valid, d_idx, d_in, D)
+                    y = _targets(ye[None, :], pos[None, :], yk, valid[None, :], YK, YKP, True)
                 else:
-                    if SHUFFLED:
-                        row = tl.where(shuffled, tl.load(rows_e + pos, mask=shuffled, other=0), pos)
-                    else:
-                        row = pos
                     if DP == D:
-                        x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None])
+                        x = tl.load(xe[None, :] + pos[None, :] * D + d_idx[:, None])
                     else:
-                        x = tl.load(x_ptr + row[None, :] * D + d_idx[:, None],
+                        x = tl.load(xe[None, :] + pos[None, :] * D + d_idx[:, None],
                                     mask=d_in[:, None], other=0.0)
-                    y = _targets(y_ptr, row[None, :], yk, None, YK, YKP, False)
+                    y = _targets(ye[None, :], pos[None, :], yk, None, YK, YKP, False)
                 if BN:
                     xh = (x - bmean) * brstd
                     h0 = xh * gam + bet

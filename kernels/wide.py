@@ -100,16 +100,11 @@ def _tile_forward(h0, wa, ba, wb, bb, wc, bc, a_in, b_in, ACT: tl.constexpr,
 
 
 @triton.jit
-def _tile_rows(x_ptr, rows_e, pos, valid, shuffled, d, d_in, D, SHUFFLED: tl.constexpr):
-    """The rows [BLOCK_M] at batch positions ``pos`` (through the order table when the run is
-    ``shuffled``) and their inputs x [BLOCK_M, DP], 0 where not ``valid``."""
-    if SHUFFLED:
-        row = tl.where(shuffled, tl.load(rows_e + pos, mask=valid & shuffled, other=0), pos)
-    else:
-        row = pos
-    x = tl.load(x_ptr + row[:, None] * D + d[None, :], mask=valid[:, None] & d_in[None, :],
-                other=0.0)
-    return row, x
+def _tile_rows(xe, pos, valid, d, d_in, D):
+    """Inputs x [BLOCK_M, DP] of the rows at batch positions ``pos`` of the epoch's rows
+    ``xe``, 0 where not ``valid``."""
+    return tl.load(xe + pos[:, None] * D + d[None, :], mask=valid[:, None] & d_in[None, :],
+                   other=0.0)
 
 
 # As train_kernel: per-launch integers are not specialized.
@@ -123,8 +118,9 @@ def train_wide_kernel(
         # per-run constants [RS]
         bs_ptr, ep_ptr, lr_ptr, log2g_ptr, ssize_ptr, b1_ptr, b2_ptr, log2b1_ptr, log2b2_ptr,
         eps_ptr, mom_ptr, nest_ptr, wdc_ptr, wdd_ptr, oq_ptr,
-        # data: x [n, D], y [n, YK], validation likewise; order tables int32 [Q, o_epochs, n]
-        x_ptr, y_ptr, xv_ptr, yv_ptr, order_ptr, o_e0, o_epochs,
+        # data as train_kernel's: x and y, each followed by the shuffled epochs' rows, and the
+        # validation rows
+        x_ptr, y_ptr, xv_ptr, yv_ptr, o_e0, o_epochs,
         # curves [4, RS, E]: train loss, val loss, train accuracy, val accuracy
         curve_ptr, col, n_cols,
         RS, n, n_val, e0, e1, eval_every,
@@ -133,7 +129,7 @@ def train_wide_kernel(
         YK: tl.constexpr, YKP: tl.constexpr, DEPTH: tl.constexpr,
         OFF_N: tl.constexpr, OFF_A: tl.constexpr, OFF_B: tl.constexpr, OFF_C: tl.constexpr,
         ACT: tl.constexpr, LOSS: tl.constexpr, OPT: tl.constexpr, BN: tl.constexpr,
-        SHUFFLED: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
+        BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
     """Trains epochs e0..e1-1 of run ``program_id(0)`` and evaluates it into curve column
     ``col`` when its evaluation falls after epoch e1 (none when col < 0). DP, OAP, OBP, KP:
     the padded dimensions, each a power of two, a hidden layer's at least 16."""
@@ -160,11 +156,9 @@ def train_wide_kernel(
     nest = tl.load(nest_ptr + run) != 0
     wd_c = tl.load(wdc_ptr + run)
     wd_d = tl.load(wdd_ptr + run)
-    oq = tl.load(oq_ptr + run)               # order table, -1: in order
+    oq = tl.load(oq_ptr + run)      # the run's seed in the tables; -1 in order; -2 not now
     m_idx = tl.arange(0, BLOCK_M)
-    shuffled = (m_idx * 0 + oq) >= 0         # per row of a tile: masks take no scalars
-    obase = tl.maximum(oq, 0).to(tl.int64) * o_epochs * n
-    training = diverged == 0
+    training = (diverged == 0) & (oq > -2)
 
     d = tl.arange(0, DP)
     d_in = d < D
@@ -205,7 +199,10 @@ def train_wide_kernel(
     e_end = tl.where(training, tl.minimum(e1, epochs), e0)
     for e in range(e0, e_end):
         lr = _epoch_lr(lr0, e, ssize, log2g)
-        rows_e = order_ptr + obase + (e - o_e0) * n
+        # the run's rows of this epoch: the training rows, or its seed's copy in its order
+        row0 = tl.where(oq >= 0, (1 + oq * o_epochs + e - o_e0).to(tl.int64) * n, 0)
+        xe = x_ptr + row0 * D
+        ye = y_ptr + row0 * YK
         for s in range(0, spe):
             start = s * bs
             cnt = tl.minimum(bs, n - start)           # > 0: every step has rows
@@ -213,16 +210,14 @@ def train_wide_kernel(
                 xsum = tl.zeros([DP], tl.float32)
                 for t in range(0, cnt, BLOCK_M):
                     valid = t + m_idx < cnt
-                    x = _tile_rows(x_ptr, rows_e, start + t + m_idx, valid, shuffled, d, d_in,
-                                   D, SHUFFLED)[1]
+                    x = _tile_rows(xe, start + t + m_idx, valid, d, d_in, D)
                     xsum += tl.sum(x, axis=0)
                 rows_f = tl.maximum(cnt, 1).to(tl.float32)
                 bmean = xsum / rows_f
                 xsq = tl.zeros([DP], tl.float32)
                 for t in range(0, cnt, BLOCK_M):
                     valid = t + m_idx < cnt
-                    x = _tile_rows(x_ptr, rows_e, start + t + m_idx, valid, shuffled, d, d_in,
-                                   D, SHUFFLED)[1]
+                    x = _tile_rows(xe, start + t + m_idx, valid, d, d_in, D)
                     dev = tl.where(valid[:, None], x - bmean[None, :], 0.0)
                     xsq += tl.sum(dev * dev, axis=0)
                 bvar = xsq / rows_f
@@ -239,9 +234,9 @@ def train_wide_kernel(
                 g_bc = tl.zeros([KP], tl.float32)
             for t in range(0, cnt, BLOCK_M):
                 valid = t + m_idx < cnt
-                row, x = _tile_rows(x_ptr, rows_e, start + t + m_idx, valid, shuffled, d, d_in,
-                                    D, SHUFFLED)
-                y = _targets(y_ptr, row[:, None], yk, valid[:, None], YK, YKP, True)
+                pos = start + t + m_idx
+                x = _tile_rows(xe, pos, valid, d, d_in, D)
+                y = _targets(ye, pos[:, None], yk, valid[:, None], YK, YKP, True)
                 if BN:
                     xh = (x - bmean[None, :]) * brstd[None, :]
                     h0 = xh * gam[None, :] + bet[None, :]

@@ -15,7 +15,7 @@ from triton.compiler import ASTSource
 from tinysweep.kernels import mlp, wide
 
 INT_PTRS = ("steps_ptr", "div_ptr", "bs_ptr", "ep_ptr", "ssize_ptr", "nest_ptr", "oq_ptr",
-            "order_ptr", "out_ptr")
+            "out_ptr")
 
 
 def compile_for_h100(fn, constexprs: dict, num_warps: int = 1):
@@ -31,11 +31,11 @@ def main(spec: dict) -> None:
     """spec: train_kernel's constexprs, or with "wide": true, train_wide_kernel's."""
     is_wide = spec.pop("wide", False)
     common = dict(D=1, DP=1, K=1, KP=1, YK=1, YKP=1, OFF_N=0, OFF_A=0, OFF_B=0, OFF_C=0,
-                  ACT=0, LOSS=0, OPT=1, BN=False, SHUFFLED=False)
+                  ACT=0, LOSS=0, OPT=1, BN=False)
     if is_wide:
         kernel, own = wide.train_wide_kernel, dict(BLOCK_M=16, PRECISION="ieee")
     else:
-        kernel, own = mlp.train_kernel, dict(UNROLL=1, SPLIT=1, BLOCK_R=32)
+        kernel, own = mlp.train_kernel, dict(UNROLL=1, SPLIT=1, BLOCK_R=32, SHUFFLED=False)
     start = time.perf_counter()
     compiled = [compile_for_h100(kernel, {**common, **own, **spec}, 4 if is_wide else 1)]
     seconds = time.perf_counter() - start

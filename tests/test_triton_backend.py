@@ -80,23 +80,32 @@ def test_lanes_per_run_change_nothing_but_rounding(write_config, monkeypatch, sp
     assert_same_runs(triton_res, ref)
 
 
-def test_long_intervals_are_split_when_permutations_would_not_fit(write_config, monkeypatch):
-    """Permutation tables for one epoch at a time: an evaluation interval of 3 shuffled
-    epochs takes 3 launches, and nothing changes."""
+@pytest.mark.parametrize("copies, launches", [
+    (2, [(0, 1, [0, 1]), (1, 2, [0, 1]), (2, 3, [0, 1]), (3, 4, [0, 1])]),
+    (1, [(0, 1, [0]), (0, 1, [1]), (1, 2, [0]), (1, 2, [1]), (2, 3, [0]), (2, 3, [1]),
+         (3, 4, [0]), (3, 4, [1])]),
+])
+def test_long_intervals_are_split_when_shuffled_copies_would_not_fit(
+        write_config, monkeypatch, kernel, copies, launches):
+    """Room for the shuffled copies of 10 rows (x and y) of two seeds for one epoch, or of
+    one: an evaluation interval of 3 epochs takes 3 launches, or 6, one seed at a time (runs
+    in order in the first); nothing changes."""
     from tinysweep.trainer import triton_backend
     path = write_config(data={"source": "line", "params": {"n": 10}},
-                        train={"epochs": 4, "lr": 0.05, "eval_every": 3, "shuffle": True},
-                        sweep={"params": {"batch_size": [3, 4], "seed": [0, 1]}})
+                        train={"epochs": 4, "lr": 0.05, "eval_every": 3},
+                        sweep={"params": {"batch_size": [3, 4], "seed": [0, 1],
+                                          "shuffle": [True, False]}})
     whole = tinysweep.run(path, backend="triton", device=DEVICE)
-    monkeypatch.setattr(triton_backend, "ORDER_BYTES", 2 * 10 * 4)   # two seeds, one epoch
-    launches = []
-    real = triton_backend._TritonGroup._orders
-    def orders(self, lo, hi, mlp):
-        launches.append((lo, hi))
-        return real(self, lo, hi, mlp)
-    monkeypatch.setattr(triton_backend._TritonGroup, "_orders", orders)
+    monkeypatch.setattr(triton_backend, "ORDER_BYTES", copies * 10 * 2 * 4)
+    seen = []
+    real = triton_backend._TritonGroup._rows
+
+    def rows(self, lo, hi, seeds, mlp):
+        seen.append((lo, hi, seeds.tolist()))
+        return real(self, lo, hi, seeds, mlp)
+    monkeypatch.setattr(triton_backend._TritonGroup, "_rows", rows)
     split = tinysweep.run(path, backend="triton", device=DEVICE)
-    assert launches == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert seen == launches
     assert split.table.equals(whole.table)
     assert_same_runs(split, tinysweep.run(path, backend="reference"))
 
@@ -239,7 +248,7 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     dict(DEPTH=2, OA=5, OAP=8, OB=3, OBP=4, K=3, KP=4, P=62, OFF_B=15, OFF_C=33, LOSS=2),
     dict(DEPTH=1, OA=4, OAP=4, OB=2, OBP=2, K=2, KP=2, YK=2, YKP=2, P=22, OFF_B=8, LOSS=0),
     dict(wide=True, DEPTH=2, D=3, DP=4, OA=64, OAP=64, OB=64, OBP=64, K=3, KP=4, P=4621,
-         OFF_A=6, OFF_B=262, OFF_C=4422, ACT=2, LOSS=2, BN=True, SHUFFLED=True),
+         OFF_A=6, OFF_B=262, OFF_C=4422, ACT=2, LOSS=2, BN=True),
 ])
 def test_kernels_compile_for_an_h100(spec):
     """The interpreter skips Triton's compiler, which rejects things the interpreter

@@ -4,9 +4,10 @@ interval (kernels/mlp.py), with everything between launches left on the device.
 Runs are grouped as in the torch backend (input normalization, optimizer family), whose
 set-up (initial weights, standardized data, result writing) this backend shares; only the
 training differs. Within a group, runs are sorted by batch size, shuffle and seed, so the
-lanes of one program take steps of similar sizes and often read the same rows. The
-permutations the shuffled runs need are written once by ``order_kernel`` (one table per
-(seed, epoch), for the whole sweep when they fit in ORDER_BYTES); then, for each interval
+lanes of one program take steps of similar sizes and often read the same rows. A shuffled
+run reads a copy of the training rows in its epoch's order, made once per (seed, epoch):
+``order_kernel`` writes the permutations and torch gathers the rows, for the whole sweep
+when the copies fit in ORDER_BYTES. Then, for each interval
 between evaluation epochs, ``train_kernel`` trains the interval's epochs and evaluates the
 runs due for an evaluation, writing their curves in place. State stays on the device
 between launches, in per-program tiles (``to_tiles``).
@@ -55,8 +56,9 @@ MAX_SPLIT = 8
 LANES_PER_SM = 64       # enough lanes: two warps per SM
 ROWS_PER_LANE = 4       # each lane keeps at least this many rows of the smallest batch
 ORDER_BLOCK = 1024
-# Permutation tables (int32 [seeds, epochs, n]) stay under this (256 MB); an evaluation
-# interval whose tables do not fit is trained in several launches.
+# The shuffled copies of the training rows ([seeds, epochs, n] rows of x and y) stay under
+# this (256 MB): an evaluation interval whose copies do not fit is trained in several
+# launches, each a few epochs or, where one epoch of every seed does not fit, a few seeds.
 ORDER_BYTES = 1 << 28
 METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
@@ -200,7 +202,8 @@ class _TritonGroup(_Group):
                 wdc=f32(c.wd_coupled), wdd=f32(c.wd_decoupled))
             self.padded = padded
         self.boundaries = evaluation_epochs(chunk.runs[self.rows], chunk.eval_every)
-        self._table = None      # the permutation tables in use: (table, oq, first, end epoch)
+        self._table = None      # the shuffled copies in use: (seeds, x, y, first, end epoch)
+        self._lane_tables = {}  # _tables_of's answers
         self.curves = torch.full((4, padded, len(chunk.eval_epochs)), float("nan"), device=dev)
 
         layout = self.net.layout
@@ -225,9 +228,10 @@ class _TritonGroup(_Group):
             LOSS={"mse": mlp.LOSS_MSE, "bce_with_logits": mlp.LOSS_BCE,
                   "cross_entropy": mlp.LOSS_CE}[loss],
             OPT=mlp.OPT_SGD if self.sgd else mlp.OPT_ADAM,
-            BN=self.running is not None, SHUFFLED=bool(c.shuffle.any()))
+            BN=self.running is not None)
         self.spec.update(dict(BLOCK_M=WIDE_ROWS, PRECISION=PRECISION) if self.wide else
-                         dict(UNROLL=UNROLL, SPLIT=self.split, BLOCK_R=BLOCK_R))
+                         dict(UNROLL=UNROLL, SPLIT=self.split, BLOCK_R=BLOCK_R,
+                              SHUFFLED=bool(c.shuffle.any())))
         self.data = [self.x.contiguous(), self.y.contiguous(), self.x_val.contiguous(),
                      self.y_val.contiguous()]
         if len(self.x_val) == 0:   # a pointer the kernel never reads
@@ -235,26 +239,27 @@ class _TritonGroup(_Group):
 
     def train_interval(self, e0: int, e1: int):
         """Trains epochs e0..e1-1 and evaluates the runs due after epoch e1: one launch
-        (several only if the interval's permutation tables would pass ORDER_BYTES)."""
+        (several only if the shuffled copies of the rows would pass ORDER_BYTES)."""
         from ..kernels import mlp, wide as wide_kernels
 
         c, s, padded = self.c, self.state, self.padded
         col = int(self.chunk.column(e1))
         kernel = wide_kernels.train_wide_kernel if self.wide else mlp.train_kernel
         warps = WIDE_WARPS if self.wide else NUM_WARPS
-        for lo, hi in self._launches(e0, e1):
-            order, oq, o_lo, o_hi = self._orders(lo, hi, mlp)
+        for lo, hi, seeds, first in self._launches(e0, e1):
+            x, y, o_lo, o_hi = self._rows(lo, hi, seeds, mlp)
+            oq, trains = self._tables_of(seeds, first)
             self.compiled = kernel[(padded // self.runs_per_program,)](
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
-                oq, *self.data, order, o_lo, o_hi - o_lo,
+                oq, x, y, *self.data[2:], o_lo, o_hi - o_lo,
                 self.curves, col if hi == e1 else -1, self.curves.shape[2],
                 padded, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
                 num_warps=warps, **self.spec)
             if self.progress is not None:
                 left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
-                self.progress(int((left * c.spe).sum()))
+                self.progress(int((left * c.spe)[trains].sum()))
 
     def unload(self):
         """Copies the lanes' state back into the group's tensors and the result's curves."""
@@ -274,32 +279,56 @@ class _TritonGroup(_Group):
                 self.result.curves[name][self.rows[lanes]] = curves[k]
 
     def _launches(self, e0: int, e1: int):
-        """Epoch ranges [lo, hi) covering [e0, e1), one per launch: one unless the
-        permutation tables of the whole interval would pass ORDER_BYTES."""
+        """The launches that train epochs [e0, e1): (lo, hi, seeds, first) each, ``seeds``
+        the sorted seeds whose shuffled runs train in it, ``first`` whether the runs in
+        order do. One launch unless the shuffled copies of the rows would pass ORDER_BYTES:
+        then fewer epochs each, and fewer seeds where one epoch of them all does not fit."""
         c = self.c
         seeds = np.unique(c.seed[c.shuffle & (c.epochs > e0)])
-        per_epoch = max(1, len(seeds) * self.n * 4)
-        span = max(1, ORDER_BYTES // per_epoch)
-        return [(lo, min(lo + span, e1)) for lo in range(e0, e1, span)]
+        fit = max(1, ORDER_BYTES // self._copy_bytes())   # (seed, epoch) copies a launch holds
+        per = max(1, min(len(seeds), fit))                 # seeds a launch
+        span = max(1, fit // per)                          # epochs a launch
+        return [(lo, min(lo + span, e1), seeds[i:i + per], i == 0)
+                for lo in range(e0, e1, span) for i in range(0, max(1, len(seeds)), per)]
 
-    def _orders(self, lo: int, hi: int, mlp):
-        """Permutation tables for every seed a shuffled run still needs, int32 [Q, epochs,
-        n], covering epochs lo..hi-1 and as many later ones as fit in ORDER_BYTES (usually
-        the whole sweep: one order_kernel launch per group); each lane's table index (-1:
-        rows in order); and the table's epochs [o_lo, o_hi)."""
-        if self._table is not None and self._table[2] <= lo and hi <= self._table[3]:
-            return self._table
-        c, dev, n = self.c, self.device, self.n
-        needs = c.shuffle & (c.epochs > lo)
-        seeds = np.unique(c.seed[needs])
-        oq = np.full(self.padded, -1)
-        oq[:len(self.lanes)] = np.where(needs, np.searchsorted(seeds, c.seed), -1)[self.lanes]
-        oq = torch.tensor(oq, dtype=torch.int32, device=dev)
-        last = int(c.epochs.max())
-        if len(seeds) == 0:
-            self._table = (torch.zeros(1, dtype=torch.int32, device=dev), oq, lo, last)
-            return self._table
-        hi = max(hi, min(last, lo + ORDER_BYTES // (len(seeds) * n * 4)))
+    def _copy_bytes(self) -> int:
+        """Bytes of one (seed, epoch)'s copy of the training rows, x and y."""
+        return self.n * (self.x[:1].numel() + self.y[:1].numel()) * 4
+
+    def _tables_of(self, seeds: np.ndarray, first: bool):
+        """Each lane's copy of the rows in a launch, int32 [padded]: its seed's index in
+        ``seeds`` (shuffled), -1 (in order: runs in order, in the ``first`` launch of an
+        epoch range), -2 (not trained in this launch); and which runs train in it."""
+        key = (seeds.tobytes(), first)
+        if key in self._lane_tables:
+            return self._lane_tables[key]
+        c = self.c
+        q = np.searchsorted(seeds, c.seed)
+        mine = c.shuffle & (q < len(seeds))
+        mine[mine] = seeds[q[mine]] == c.seed[mine]
+        oq = np.where(mine, q, np.where(c.shuffle | (not first), -2, -1))
+        lanes = np.full(self.padded, -2)
+        lanes[:len(self.lanes)] = oq[self.lanes]
+        self._lane_tables[key] = (torch.tensor(lanes, dtype=torch.int32, device=self.device),
+                                  oq > -2)
+        return self._lane_tables[key]
+
+    def _rows(self, lo: int, hi: int, seeds: np.ndarray, mlp):
+        """The kernels' x and y: the training rows, then, for each of ``seeds`` and each
+        epoch o_lo..o_hi-1, a copy of them in that epoch's order (the int32 permutations
+        ``order_kernel`` writes, gathered once), covering epochs lo..hi-1 and as many later
+        ones as fit in ORDER_BYTES (usually the whole sweep: one copy per group); and
+        (o_lo, o_hi)."""
+        if not len(seeds):
+            return self.data[0], self.data[1], lo, hi
+        cached = self._table
+        if (cached is not None and np.array_equal(cached[0], seeds) and cached[3] <= lo
+                and hi <= cached[4]):
+            return cached[1:]
+        self._table = None                  # the old copies go before the new ones are made
+        dev, n = self.device, self.n
+        last = int(self.c.epochs.max())
+        hi = max(hi, min(last, lo + ORDER_BYTES // (len(seeds) * self._copy_bytes())))
         epochs = np.arange(lo, hi)
         keys = round_keys(np.repeat(seeds, len(epochs)), np.tile(epochs, len(seeds)))
         keys = torch.tensor(keys.astype(np.int64), device=dev)
@@ -307,8 +336,15 @@ class _TritonGroup(_Group):
         half = half_bits(n)
         mlp.order_kernel[(len(keys), cdiv(n, ORDER_BLOCK))](
             keys, table, n, half, (1 << half) - 1, BLOCK=ORDER_BLOCK)
-        self._table = (table, oq, lo, hi)
-        return self._table
+        index = table.view(-1)
+        copies = []
+        for t in self.data[:2]:
+            out = torch.empty((n + len(index), *t.shape[1:]), dtype=t.dtype, device=dev)
+            out[:n] = t
+            torch.index_select(t, 0, index, out=out[n:])
+            copies.append(out)
+        self._table = (seeds, *copies, lo, hi)
+        return self._table[1:]
 
 
 def to_tiles(rows: torch.Tensor, runs: int) -> torch.Tensor:
