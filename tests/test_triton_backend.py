@@ -351,3 +351,33 @@ def test_bench_sass_finds_the_row_loop_of_the_kernel_for_an_h100(tmp_path):
     loop = b["row_loop"]
     assert loop["LDG"] >= 2 and loop["FFMA"] >= 1 and 10 < loop["instructions"] < 200
     assert b["predicted_issue_s"] > 0
+
+
+def test_a_slow_first_launch_says_it_is_compiling(monkeypatch, capsys):
+    """On a GPU a kernel variant's first launch compiles it: past COMPILE_NOTICE_S, a line
+    on stderr names the model; a second launch of the variant, and a fast one, say nothing."""
+    import time
+
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "interpreted", lambda: False)
+    monkeypatch.setattr(triton_backend, "COMPILE_NOTICE_S", 0.05)
+    monkeypatch.setattr(triton_backend, "_LAUNCHED", set())
+    calls = []
+
+    class Kernel:       # kernel[grid](*args, **kwargs), slow the first time
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                calls.append((grid, args, kwargs))
+                time.sleep(0.3 if len(calls) == 1 else 0)
+                return "compiled"
+            return run
+
+    kernel, spec = Kernel(), {"DEPTH": 2, "BN": True}
+    out = triton_backend.launch(kernel, (4,), spec, "2-64-64-1, mse", "x", num_warps=4)
+    assert out == "compiled"
+    assert calls == [((4,), ("x",), {"DEPTH": 2, "BN": True, "num_warps": 4})]
+    err = capsys.readouterr().err
+    assert "compiling the triton kernel for 2-64-64-1, mse" in err
+    triton_backend.launch(kernel, (4,), spec, "2-64-64-1, mse", "x", num_warps=4)
+    triton_backend.launch(kernel, (4,), {"DEPTH": 1}, "1-16-1, mse", "x", num_warps=4)
+    assert len(calls) == 3 and capsys.readouterr().err == ""

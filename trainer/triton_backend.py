@@ -16,6 +16,8 @@ between launches, in per-program tiles (``to_tiles``).
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -61,6 +63,11 @@ ORDER_BLOCK = 1024
 # launches, each a few epochs or, where one epoch of every seed does not fit, a few seeds.
 ORDER_BYTES = 1 << 28
 METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
+# A kernel variant's first launch in a process compiles it (5 to 15 s on the H100's host,
+# kernels/NOTES.md) or loads it from Triton's cache (well under a second): past this many
+# seconds, the progress bar's reader is told what the wait is.
+COMPILE_NOTICE_S = 2.0
+_LAUNCHED = set()       # the kernel variants launched in this process
 
 
 def unsupported(chunk: Chunk) -> str | None:
@@ -249,14 +256,15 @@ class _TritonGroup(_Group):
         for lo, hi, seeds, first in self._launches(e0, e1):
             x, y, o_lo, o_hi = self._rows(lo, hi, seeds, mlp)
             oq, trains = self._tables_of(seeds, first)
-            self.compiled = kernel[(padded // self.runs_per_program,)](
+            args = (
                 s["par"], s["m"], s["v"], s["rmean"], s["rvar"], s["steps"], s["div"],
                 s["bs"], s["ep"], s["lr"], s["log2g"], s["ssize"], s["b1"], s["b2"],
                 s["log2b1"], s["log2b2"], s["eps"], s["mom"], s["nest"], s["wdc"], s["wdd"],
                 oq, x, y, *self.data[2:], o_lo, o_hi - o_lo,
                 self.curves, col if hi == e1 else -1, self.curves.shape[2],
-                padded, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every,
-                num_warps=warps, **self.spec)
+                padded, self.n, self.chunk.data.n_val, lo, hi, self.chunk.eval_every)
+            self.compiled = launch(kernel, (padded // self.runs_per_program,), self.spec,
+                                   self._shape(), *args, num_warps=warps)
             if self.progress is not None:
                 left = np.clip(np.minimum(hi, c.epochs) - lo, 0, None)
                 self.progress(int((left * c.spe)[trains].sum()))
@@ -277,6 +285,12 @@ class _TritonGroup(_Group):
         for k, name in enumerate(METRICS):
             if name in self.result.curves:
                 self.result.curves[name][self.rows[lanes]] = curves[k]
+
+    def _shape(self) -> str:
+        """The model, as the compile notice names it: 2-64-64-1, bce_with_logits."""
+        sp = self.spec
+        dims = [sp["D"], *(sp[o] for o in ("OA", "OB")[:sp["DEPTH"]]), sp["K"]]
+        return "-".join(map(str, dims)) + ", " + self.chunk.model.loss
 
     def _launches(self, e0: int, e1: int):
         """The launches that train epochs [e0, e1): (lo, hi, seeds, first) each, ``seeds``
@@ -345,6 +359,28 @@ class _TritonGroup(_Group):
             copies.append(out)
         self._table = (seeds, *copies, lo, hi)
         return self._table[1:]
+
+
+def launch(kernel, grid: tuple, spec: dict, shape: str, *args, **kwargs):
+    """kernel[grid](*args, **spec, **kwargs). The first launch of a variant in this process
+    compiles it (or loads it from Triton's cache); past COMPILE_NOTICE_S a line on stderr
+    (above a progress bar) says so."""
+    key = (id(kernel), tuple(sorted(spec.items())))
+    if key in _LAUNCHED or interpreted():
+        return kernel[grid](*args, **spec, **kwargs)
+
+    def notice():
+        from tqdm import tqdm
+        tqdm.write(f"tinysweep: compiling the triton kernel for {shape} (5 to 15 s, once per "
+                   f"model shape and machine)", file=sys.stderr)
+    timer = threading.Timer(COMPILE_NOTICE_S, notice)
+    timer.start()
+    try:
+        out = kernel[grid](*args, **spec, **kwargs)
+    finally:
+        timer.cancel()
+    _LAUNCHED.add(key)
+    return out
 
 
 def to_tiles(rows: torch.Tensor, runs: int) -> torch.Tensor:
