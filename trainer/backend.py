@@ -6,6 +6,9 @@ the loss and the evaluation interval, and may differ in every per-run hyperparam
 
 from __future__ import annotations
 
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
@@ -162,3 +165,18 @@ def fused_unsupported(chunk: Chunk, backend: str, max_depth: int) -> str | None:
             return (f"hidden: the {backend} backend fuses up to {max_depth} hidden layers, "
                     f"got {len(hidden)}")
     return None
+
+
+@contextmanager
+def said_if_slow(seconds: float, message: str):
+    """Runs the block; if it takes past ``seconds``, ``message`` goes to stderr (above a
+    progress bar) while it goes on: a fused kernel's compile, say."""
+    def say():
+        from tqdm import tqdm
+        tqdm.write(message, file=sys.stderr)
+    timer = threading.Timer(seconds, say)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -27,7 +27,6 @@ config or importing tinysweep never loads it.
 from __future__ import annotations
 
 import importlib.util
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from . import torch_backend
-from .backend import Chunk, ChunkResult, fused_unsupported
+from .backend import Chunk, ChunkResult, fused_unsupported, said_if_slow
 from .order import half_bits, round_keys
 from .torch_backend import _Group
 
@@ -79,8 +78,8 @@ def parallel(fn, count: int, n_threads: int | None = None) -> None:
 
 
 def prepare(kernel, args: tuple, kwargs: dict, variant: str) -> None:
-    """Compiles ``kernel`` for these arguments' types, or loads it from numba's cache, in a
-    thread; past COMPILE_NOTICE_S says on stderr (above a progress bar) what the wait is."""
+    """Compiles ``kernel`` for these arguments' types, or loads it from numba's cache;
+    past COMPILE_NOTICE_S says on stderr (above a progress bar) what the wait is."""
     import inspect
 
     import numba
@@ -96,24 +95,9 @@ _PREPARING = threading.Lock()
 def _prepare(kernel, signature: tuple, variant: str) -> None:
     if signature in kernel.overloads:
         return
-    failure = []
-    done = threading.Thread(target=lambda: _catch(failure, kernel.compile, signature))
-    done.start()
-    done.join(COMPILE_NOTICE_S)
-    if done.is_alive():
-        from tqdm import tqdm
-        tqdm.write(f"tinysweep: compiling the numba kernel for {variant}, once per machine "
-                   f"(about 10 s)", file=sys.stderr)
-        done.join()
-    if failure:
-        raise failure[0]
-
-
-def _catch(failure: list, fn, *args) -> None:
-    try:
-        fn(*args)
-    except BaseException as e:      # re-raised in the caller's thread
-        failure.append(e)
+    with said_if_slow(COMPILE_NOTICE_S, f"tinysweep: compiling the numba kernel for {variant}, "
+                                        f"once per machine (about 10 s)"):
+        kernel.compile(signature)
 
 
 def available() -> str | None:

@@ -16,14 +16,12 @@ between launches, in per-program tiles (``to_tiles``).
 from __future__ import annotations
 
 import os
-import sys
-import threading
 
 import numpy as np
 import torch
 
 from . import torch_backend
-from .backend import Chunk, ChunkResult, evaluation_epochs, fused_unsupported
+from .backend import Chunk, ChunkResult, evaluation_epochs, fused_unsupported, said_if_slow
 from .order import half_bits, round_keys
 from .torch_backend import _Group
 
@@ -288,8 +286,8 @@ class _TritonGroup(_Group):
 
     def _shape(self) -> str:
         """The model, as the compile notice names it: 2-64-64-1, bce_with_logits."""
-        sp = self.spec
-        dims = [sp["D"], *(sp[o] for o in ("OA", "OB")[:sp["DEPTH"]]), sp["K"]]
+        data = self.chunk.data
+        dims = [data.n_features, *self.hidden, data.n_outputs]
         return "-".join(map(str, dims)) + ", " + self.chunk.model.loss
 
     def _launches(self, e0: int, e1: int):
@@ -368,17 +366,9 @@ def launch(kernel, grid: tuple, spec: dict, shape: str, *args, **kwargs):
     key = (id(kernel), tuple(sorted(spec.items())))
     if key in _LAUNCHED or interpreted():
         return kernel[grid](*args, **spec, **kwargs)
-
-    def notice():
-        from tqdm import tqdm
-        tqdm.write(f"tinysweep: compiling the triton kernel for {shape} (5 to 15 s, once per "
-                   f"model shape and machine)", file=sys.stderr)
-    timer = threading.Timer(COMPILE_NOTICE_S, notice)
-    timer.start()
-    try:
+    with said_if_slow(COMPILE_NOTICE_S, f"tinysweep: compiling the triton kernel for {shape} "
+                                        f"(5 to 15 s, once per model shape and machine)"):
         out = kernel[grid](*args, **spec, **kwargs)
-    finally:
-        timer.cancel()
     _LAUNCHED.add(key)
     return out
 
