@@ -25,9 +25,11 @@ setup(
     # ray: --executor ray (the tests start a local instance, so they need it too); polars
     # and duckdb: the tests read results.parquet with them; lightning: the doctor's Lightning
     # callback (a 0.85 MB wheel, 7.5 s to install with its dependencies beside torch);
-    # optuna: tinysweep tune
+    # optuna: tinysweep tune; scikit-learn: tinysweep.sklearn (SweepSearchCV and the
+    # single-model estimators; `import tinysweep` never imports it)
     extras_require={"ray": ["ray"], "lightning": ["lightning"], "tune": ["optuna"],
+                    "sklearn": ["scikit-learn>=1.6"],
                     "test": ["pytest", "pytest-benchmark", "hypothesis", "ray", "polars",
-                             "duckdb", "lightning", "optuna"]},
+                             "duckdb", "lightning", "optuna", "scikit-learn>=1.6"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
 )
