@@ -174,6 +174,9 @@ class DataSpec:
     params: dict
     seed: int = 0            # the generator's draw and the validation split
     val_fraction: float = 0.0
+    # cross-validation folds as a run axis (folds.check_cv): {folds, repeats, shuffle_seed}
+    # or {folds, repeats, assignment}; None: no folds
+    cv: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,8 @@ class Config:
         """The resolved config, as written to config.yaml (and read back by load_config)."""
         data = {"source": self.data.source, "params": dict(self.data.params),
                 "seed": self.data.seed, "val_fraction": self.data.val_fraction}
+        if self.data.cv is not None:     # absent otherwise: older configs hash the same
+            data["cv"] = dict(self.data.cv)
         if self.data.source in ("csv", "npz"):
             data["params"]["path"] = str((self.base_dir / data["params"]["path"]).resolve())
         sweep: dict[str, Any] = {"strategy": self.sweep.strategy, "params": dict(self.sweep.params)}
@@ -227,7 +232,7 @@ class Config:
 
 _SECTIONS = {
     "": ("name", "data", "model", "train", "sweep"),
-    "data": ("source", "params", "seed", "val_fraction"),
+    "data": ("source", "params", "seed", "val_fraction", "cv"),
     "model": ("hidden", "activation", "loss"),
     "train": tuple(n for n in RUN_PARAM_NAMES if n not in MODEL_PARAMS) + ("eval_every",),
     "sweep": ("strategy", "params", "samples", "seed", "halving"),
@@ -355,7 +360,8 @@ def _name_from(stem: str) -> str:
 
 def _with_memory(config: Config, memory) -> Config:
     from .data import MEMORY
-    data = DataSpec(MEMORY, memory.params(), config.data.seed, config.data.val_fraction)
+    data = DataSpec(MEMORY, memory.params(), config.data.seed, config.data.val_fraction,
+                    config.data.cv)
     return dataclasses.replace(config, data=data, memory=memory)
 
 
@@ -385,8 +391,9 @@ def parse_config(raw: dict, base_dir: Path, default_name: str = DEFAULT_NAME,
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
             or not 0 <= val_fraction < 1:
         raise UserError(f"data.val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    from .folds import check_cv
     data_spec = DataSpec(source, dict(params), _int(data.get("seed", 0), "data.seed"),
-                         float(val_fraction))
+                         float(val_fraction), check_cv(data.get("cv"), val_fraction))
 
     model = _section(raw, "model")
     hidden = check_run_value("hidden", model.get("hidden", []), "model.hidden")

@@ -19,9 +19,10 @@ from .backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_ep
                       steps_per_epoch)
 from .config import BACKENDS, DEVICES, Config, load_config
 from .errors import UserError
-from .space import expand
+from .space import MAX_RUNS, expand
 
 if TYPE_CHECKING:               # results.py imports pandas: not needed to check a config
+    from .folds import Folds
     from .results import Results
 
 # Runs x evaluation epochs, per curve: 1e8 float32 values are 400 MB each (train_loss,
@@ -38,16 +39,43 @@ class Plan:
     backend: str            # reference | torch | triton | numba
     device: str             # cpu | cuda
     chunk_runs: int         # runs per launch
+    # data.cv: the splits (repeat, fold), each a contiguous range of runs with a Dataset of
+    # its own (folds.py says why); chunk.data is split 0's. None: one Dataset for all runs.
+    folds: Folds | None = None
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """The sweep's chunks as (first run, last run + 1): chunk_runs at a time, and with
+        folds never across two splits."""
+        if self.folds is not None:
+            return self.folds.bounds(self.chunk_runs)
+        n = len(self.chunk.runs)
+        return [(lo, min(lo + self.chunk_runs, n)) for lo in range(0, n, self.chunk_runs)]
+
+    def sub_chunk(self, lo: int, hi: int) -> Chunk:
+        """Runs lo..hi-1 (one split's, with folds) as a Chunk on their own Dataset."""
+        runs = self.chunk.runs
+        sub = dataclasses.replace(self.chunk, runs=runs[lo:hi], sweep=runs)
+        if self.folds is not None:
+            sub = dataclasses.replace(sub, data=self.folds.dataset(self.folds.split_of(lo)))
+        return sub
+
+    def n_train(self):
+        """The training rows of each run: an int, or with folds int64 [runs]."""
+        if self.folds is None:
+            return self.chunk.data.n_train
+        return np.repeat(self.folds.n_train(), self.folds.settings)
 
 
-def check_batchnorm_batches(chunk: Chunk) -> None:
-    """BatchNorm1d cannot train on a batch of one row: refuse such runs up front."""
-    n, runs = chunk.data.n_train, chunk.runs
+def check_batchnorm_batches(chunk: Chunk, n: int | None = None, first: int = 0) -> None:
+    """BatchNorm1d cannot train on a batch of one row: refuse such runs up front. ``n``:
+    the runs' training rows (default the chunk's data's); ``first``: the run_id of the
+    chunk's first run."""
+    n, runs = chunk.data.n_train if n is None else n, chunk.runs
     batch = runs.batch_size
     last = n - (steps_per_epoch(n, batch) - 1) * batch
     bad = (runs.input_norm == "batchnorm") & ((np.minimum(batch, n) == 1) | (last == 1))
     if bad.any():
-        run_id = int(np.argmax(bad))
+        run_id = first + int(np.argmax(bad))
         raise UserError(
             f"sweep: run {run_id} (input_norm batchnorm, batch_size {batch[run_id]}) "
             f"would train on a batch of one row ({n} training rows); BatchNorm1d needs >= 2")
@@ -172,30 +200,49 @@ def prepare(config: str | Path | dict | Config, backend: str = "auto",
     ``data`` and ``target``: as for ``run``."""
     config = load_config(config, data, target)
     runs = expand(config)
-    data = config_data(config)
+    data = config_data(config, folds=True)
+    folds = None
+    if config.data.cv is not None:
+        from .folds import Folds, make_assignment, tile_runs
+        table = make_assignment(config.data.cv, data.y_train.numpy(), config.model.loss)
+        folds = Folds(data, table, len(runs))
+        if len(runs) * folds.splits > MAX_RUNS:
+            raise UserError(f"data.cv: {len(runs):,} settings x {folds.splits} folds is more "
+                            f"runs than a sweep holds ({MAX_RUNS:,})")
+        runs = tile_runs(runs, folds.splits)
     evaluations = count_evaluation_epochs(runs, config.eval_every)
     if len(runs) * evaluations > MAX_CURVE_POINTS:
         raise UserError(f"train.eval_every: {len(runs):,} runs x {evaluations:,} evaluation "
                         f"epochs is more curve points than fit in memory "
                         f"({MAX_CURVE_POINTS:.0e}); evaluate less often")
-    return plan_for(config, runs, data, backend, device, chunk_runs)
+    return plan_for(config, runs, data, backend, device, chunk_runs, folds)
 
 
-def config_data(config: Config):
-    """The config's dataset, loaded and checked."""
+def config_data(config: Config, folds: bool = False):
+    """The config's dataset, loaded and checked. With data.cv (``folds``: the caller
+    trains folds), every row is a training row (val_fraction is 0); a caller that trains
+    no folds refuses data.cv."""
     from .data import load_data
+    if config.data.cv is not None and not folds:
+        raise UserError("data.cv: only `tinysweep run` (and tinysweep.run) train folds so "
+                        "far; use data.val_fraction here")
     return load_data(config.data.source, config.data.params, seed=config.data.seed,
                      val_fraction=config.data.val_fraction, loss=config.model.loss,
                      base_dir=config.base_dir, memory=config.memory)
 
 
 def plan_for(config: Config, runs, data, backend: str, device: str | None,
-             chunk_runs: int | None) -> Plan:
-    """The plan that trains ``runs`` on ``data``: the checks that need the runs, the device
-    and the backend resolved, the chunk size."""
-    chunk = Chunk(config.model, data, runs, config.eval_every,
-                  evaluation_epochs(runs, config.eval_every))
-    check_batchnorm_batches(chunk)
+             chunk_runs: int | None, folds: Folds | None = None) -> Plan:
+    """The plan that trains ``runs`` on ``data`` (with ``folds``, on its splits): the
+    checks that need the runs, the device and the backend resolved, the chunk size."""
+    chunk = Chunk(config.model, data if folds is None else folds.dataset(0), runs,
+                  config.eval_every, evaluation_epochs(runs, config.eval_every))
+    if folds is None:
+        check_batchnorm_batches(chunk)
+    else:                           # a split's runs are the settings: check each split's n
+        settings = dataclasses.replace(chunk, runs=runs[:folds.settings])
+        for split, n in enumerate(folds.n_train()):
+            check_batchnorm_batches(settings, int(n), split * folds.settings)
     check_bugs(chunk)
     check_halving(config, runs)
     device = resolve_device(device)
@@ -206,7 +253,7 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
         chunk_runs = default_chunk_runs(chunk, backend, device)
     elif isinstance(chunk_runs, bool) or not isinstance(chunk_runs, int) or chunk_runs < 1:
         raise UserError(f"--chunk-runs: expected an integer >= 1, got {chunk_runs!r}")
-    return Plan(config, chunk, backend, device, chunk_runs)
+    return Plan(config, chunk, backend, device, chunk_runs, folds)
 
 
 def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
@@ -238,8 +285,7 @@ RAY_RETRIES = 2
 
 def train_slice(plan: Plan, lo: int, hi: int) -> ChunkResult:
     """Runs lo..hi-1 of the plan, trained as one chunk (a Ray task's body)."""
-    runs = plan.chunk.runs
-    return train_chunk(plan, dataclasses.replace(plan.chunk, runs=runs[lo:hi], sweep=runs))
+    return train_chunk(plan, plan.sub_chunk(lo, hi))
 
 
 def _train_on_ray(plan: Plan, todo: list[tuple[int, int]], done, task_fn=train_slice):
@@ -287,7 +333,7 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
         return _execute_halving(plan, progress, executor, task_fn)
     from .results import assemble, merge_chunks
     runs = plan.chunk.runs
-    steps = runs.epochs * steps_per_epoch(plan.chunk.data.n_train, runs.batch_size)
+    steps = runs.epochs * steps_per_epoch(plan.n_train(), runs.batch_size)
     by_run = plan.backend == "reference"   # the reference reports whole runs
     bar = None
     if progress:
@@ -307,23 +353,23 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
 
     try:
         todo = []
-        for lo in range(0, len(runs), plan.chunk_runs):
-            hi = min(lo + plan.chunk_runs, len(runs))
+        for lo, hi in plan.bounds():
             part = store.load(lo) if store is not None else None
             if part is not None:
                 finished(lo, hi, part, trained=False)
             elif executor == "ray":
                 todo.append((lo, hi))
             else:
-                sub = dataclasses.replace(plan.chunk, runs=runs[lo:hi], sweep=runs)
-                finished(lo, hi, train_chunk(plan, sub, bar.update if bar is not None else None))
+                finished(lo, hi, train_chunk(plan, plan.sub_chunk(lo, hi),
+                                             bar.update if bar is not None else None))
         if todo:
             _train_on_ray(plan, todo, finished, task_fn)
     finally:
         if bar is not None:
             bar.close()
     merged = merge_chunks([parts[k] for k in sorted(parts)])
-    return merged if raw else assemble(plan.config.to_dict(), plan.chunk, merged)
+    return merged if raw else assemble(plan.config.to_dict(), plan.chunk, merged,
+                                       folds=plan.folds)
 
 
 def check_halving(config: Config, runs) -> None:
@@ -332,6 +378,9 @@ def check_halving(config: Config, runs) -> None:
     halving = config.sweep.halving
     if halving is None:
         return
+    if config.data.cv is not None:
+        raise UserError("sweep.halving: not used with data.cv yet (a rung would compare "
+                        "runs of different folds); drop one of them")
     last = int(runs.distinct("epochs").max())
     if halving["rungs"][-1] >= last:
         raise UserError(f"sweep.halving.rungs: {halving['rungs'][-1]} is not before the last "
