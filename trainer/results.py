@@ -8,6 +8,8 @@ The results directory (see README, "Results"):
   params.npz    init.NAME, final.NAME [runs, ...] state_dict entries (NaN where a run's model
                 has none) and optim.STATE.NAME, the optimizer state at the end
   config.yaml   the resolved config
+  summary.csv   one row per setting over its replicates (seeds, folds, repeats):
+                Results.summary(); summary.parquet the same, typed
 Every file is written to a temporary name in the same folder and renamed into place.
 """
 
@@ -34,7 +36,10 @@ if TYPE_CHECKING:
 RESULT_FILES = ("results.csv", "curves.npz", "params.npz", "config.yaml")
 # Beside them since results.parquet came; a directory written before it loads from the CSV.
 TABLE_PARQUET = "results.parquet"
-WRITTEN_FILES = (*RESULT_FILES, TABLE_PARQUET)     # what Results.save writes
+SUMMARY_FILES = ("summary.csv", "summary.parquet")
+WRITTEN_FILES = (*RESULT_FILES, TABLE_PARQUET, *SUMMARY_FILES)   # what Results.save writes
+# Columns that number a run's replicate, not its setting: Results.summary averages over them.
+REPLICATE_COLUMNS = ("seed", "fold", "repeat")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -129,9 +134,134 @@ class Results:
         atomic_write(out / "curves.npz", lambda f: np.savez(f, **self.curves))
         atomic_write(out / "config.yaml", lambda f: f.write(dump_yaml(self.config).encode()))
         atomic_write(out / TABLE_PARQUET, lambda f: tables.write_parquet(self.table, f))
+        summary = self.summary()
+        atomic_write(out / "summary.parquet", lambda f: tables.write_parquet(summary, f))
+        atomic_write(out / "summary.csv", lambda f: tables.write_csv(summary, f))
         # results.csv last: its presence marks a finished sweep.
         atomic_write(out / "results.csv", lambda f: tables.write_csv(self.table, f))
         return out
+
+    def default_metric(self) -> str:
+        """What "best" means for this sweep: final_val_loss when there is a validation
+        split or folds, else final_train_loss."""
+        return "final_val_loss" if "final_val_loss" in self.table else "final_train_loss"
+
+    def setting_columns(self) -> list[str]:
+        """The table's per-run hyperparameter columns, other than the replicates' (seed;
+        fold and repeat are not hyperparameters): what names a setting."""
+        from .config import RUN_PARAM_NAMES
+        return [c for c in self.table.columns
+                if c in RUN_PARAM_NAMES and c not in REPLICATE_COLUMNS]
+
+    def summary(self, metric: str | None = None) -> pd.DataFrame:
+        """One row per setting, over its replicates (seeds, folds, repeats).
+
+        Columns: every per-run hyperparameter but seed (constant ones kept, so that a row
+        names its whole setting), then ``n`` (runs), ``diverged`` (of them), and for
+        ``metric`` (default: ``default_metric()``) ``<metric>_mean``, ``_std`` (ddof 1, NaN
+        for n = 1), ``_sem`` (std / sqrt(n)), ``_ci_low`` and ``_ci_high`` (a 95% interval
+        of the mean, mean -+ t(0.975, n - 1) * sem; the mean itself for n = 1), and
+        ``rank``.
+
+        A setting with a diverged replicate has NaN statistics (as scikit-learn gives a
+        candidate with a failed fit) and ranks last. Rows are sorted best first: losses
+        ascending, accuracies descending, ties in table order, NaN last. ``rank``: 1 for
+        every setting whose interval overlaps the best setting's (within noise of the
+        best), else its 1-based place in that order; NaN settings tie for last (the number
+        of settings with a finite mean, plus 1).
+
+        Columnar: one pandas group-by over the varying setting columns, whatever the number
+        of runs.
+        """
+        return summarize(self.table, self.setting_columns(), metric or self.default_metric())
+
+
+def higher_is_better(metric: str) -> bool:
+    """Accuracies are better high; losses low."""
+    return "accuracy" in metric
+
+
+def summarize(table: pd.DataFrame, settings: list[str], metric: str) -> pd.DataFrame:
+    """Results.summary over ``table``, grouped by the columns ``settings``."""
+    if metric not in table:
+        have = [c for c in table.columns if c.startswith("final_")]
+        raise UserError(f"metric: no column {metric!r} in the results; have {', '.join(have)}")
+    varying = [c for c in settings if len(table) and (table[c] != table[c].iloc[0]).any()]
+    values = table[metric].to_numpy(np.float64)
+    frame = pd.DataFrame({"_m": values, "_nan": np.isnan(values),
+                          "_div": table["diverged"].to_numpy(bool)})
+    keys = [table[c] for c in varying] if varying else np.zeros(len(table), np.int8)
+    groups = frame.groupby(keys, sort=False, observed=True, dropna=False)
+    stats = groups.agg(n=("_m", "size"), nan=("_nan", "sum"), div=("_div", "sum"),
+                       mean=("_m", "mean"), std=("_m", "std"))
+    # groups in order of first appearance, as head(1) gives their first rows
+    out = table.loc[groups.head(1).index, settings].reset_index(drop=True)
+    n = stats["n"].to_numpy(np.int64)
+    failed = stats["nan"].to_numpy(np.int64) > 0
+    mean = np.where(failed, np.nan, stats["mean"].to_numpy(np.float64))
+    std = np.where(failed | (n < 2), np.nan, stats["std"].to_numpy(np.float64))
+    sem = std / np.sqrt(n)
+    half = np.where(n < 2, 0.0, t_quantile_975(n - 1) * sem)
+    out["n"] = n
+    out["diverged"] = stats["div"].to_numpy(np.int64)
+    out[f"{metric}_mean"] = mean
+    out[f"{metric}_std"] = std
+    out[f"{metric}_sem"] = sem
+    out[f"{metric}_ci_low"] = lo = mean - half
+    out[f"{metric}_ci_high"] = hi = mean + half
+    high = higher_is_better(metric)
+    order = np.argsort(-mean if high else mean, kind="stable")        # NaN last
+    out = out.iloc[order].reset_index(drop=True)
+    mean, lo, hi = mean[order], lo[order], hi[order]
+    finite = ~np.isnan(mean)
+    rank = np.arange(1, len(out) + 1, dtype=np.int64)
+    if finite.any():
+        # the best is row 0; an interval overlaps it when neither lies wholly beyond the other
+        rank[finite & (lo <= hi[0]) & (hi >= lo[0])] = 1
+    rank[~finite] = int(finite.sum()) + 1
+    out["rank"] = rank
+    return out
+
+
+def t_quantile_975(df) -> np.ndarray:
+    """Student's t 97.5% quantile for integer degrees of freedom ``df`` (array; NaN where
+    df < 1): the half-width factor of a 95% interval. scipy is not a dependency: the CDF
+    of t with integer df is a finite sum (Abramowitz and Stegun 26.7.3-4), inverted by
+    bisection once per distinct df. Past 10**5 degrees, the normal's 1.959964."""
+    df = np.asarray(df, dtype=np.int64)
+    out = np.full(df.shape, np.nan)
+    for k in np.unique(df[df >= 1]):          # a loop over distinct replicate counts
+        out[df == k] = _t975(int(k))
+    return out
+
+
+def _t975(df: int) -> float:
+    import math
+    if df > 100_000:
+        return 1.959963984540054
+
+    def central(t: float) -> float:          # P(|T| < t), A&S 26.7.3 (odd) and 26.7.4
+        theta = math.atan(t / math.sqrt(df))
+        c2, s = math.cos(theta) ** 2, math.sin(theta)
+        if df % 2 == 0:
+            term, total = 1.0, 1.0
+            for j in range(2, df - 1, 2):     # 1, (1/2) c2, (1*3)/(2*4) c2^2, ...
+                term *= c2 * (j - 1) / j
+                total += term
+            return s * total
+        if df == 1:
+            return 2 * theta / math.pi
+        term, total = 1.0, 1.0
+        for j in range(3, df - 1, 2):         # 1, (2/3) c2, (2*4)/(3*5) c2^2, ...
+            term *= c2 * (j - 1) / j
+            total += term
+        return 2 / math.pi * (theta + s * math.cos(theta) * total)
+
+    lo, hi = 0.0, 20.0 if df > 1 else 100.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if central(mid) < 0.95 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def load(out: str | Path) -> Results:
@@ -184,11 +314,12 @@ def _padded(value: np.ndarray | None, n: int, shape: tuple) -> np.ndarray:
 
 
 def assemble(config: dict, chunk: Chunk, res: ChunkResult,
-             stopped: np.ndarray | None = None) -> Results:
+             stopped: np.ndarray | None = None, folds=None) -> Results:
     """The Results of a whole sweep from its (merged) backend output. ``stopped``
     (successive halving): float [R], the epoch each run was stopped at, NaN for a run that
     reached its last epoch; it becomes the column stopped_epoch, and a stopped run's final
-    metrics are those of that epoch."""
+    metrics are those of that epoch. ``folds`` (data.cv, a folds.Folds): the columns fold
+    (and repeat) follow the hyperparameters."""
     runs = chunk.runs
     epochs = runs.epochs
     last = np.full(len(runs), chunk.column(epochs[0])) if len(runs) and is_constant(epochs) \
@@ -202,7 +333,9 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult,
     # One block per column (copy=False): pandas' consolidation into 2-D blocks took 0.17 s
     # of 1,000,000 runs' 0.19 s; constant columns are written out, a plain table's own.
     table = pd.DataFrame({"run_id": idx, **{name: _table_column(col)
-                                            for name, col in runs.columns.items()}}, copy=False)
+                                            for name, col in runs.columns.items()},
+                          **(folds.columns(len(runs)) if folds is not None else {})},
+                         copy=False)
     for name, full in res.curves.items():
         values = full.copy()
         values[diverged[:, None] & ~np.isfinite(values)] = np.nan
