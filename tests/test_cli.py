@@ -34,6 +34,7 @@ def test_run_writes_the_results_directory(write_config, tmp_path, capsys):
     assert last.startswith(f"results: {out}/") and last.endswith("report.md")
     assert "final_train_loss by batch_size" in stdout and "final_train_loss by shuffle" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, "results.parquet",
+                                                            "summary.csv", "summary.parquet",
                                                             "plots", "report.md", ".lock"])
     res = tinysweep.load(out)
     assert list(res.table.run_id) == [0, 1, 2, 3]
@@ -223,7 +224,8 @@ def _by_param_groupby(table, param, metric="final_train_loss", bins=5):
     rows = []
     for _, group in table.groupby(keys, observed=True, sort=True):
         lo, hi = group[param].min(), group[param].max()
-        label = str(lo) if lo == hi else f"{lo:.4g}..{hi:.4g}"
+        short = f"{lo:.4g}" if isinstance(lo, float) else str(lo)   # 0.001075, not 17 digits
+        label = short if lo == hi else f"{lo:.4g}..{hi:.4g}"
         m = group[metric]
         rows.append((label, m.median(), m.min(), m.max(), len(group)))
     width = max(len(r[0]) for r in rows)

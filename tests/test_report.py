@@ -42,9 +42,13 @@ def test_run_writes_plots_and_a_report_whose_numbers_are_the_results(write_confi
                 sweep={"params": {"lr": [0.01, 0.1, 1.0], "batch_size": [4, 10],
                                   "optimizer": ["sgd", "adam"]}})
     table = pd.read_csv(out / "results.csv")
+    # with a validation split, "best" and "what mattered" are by the validation loss; the
+    # heatmap is over the two parameters that move it most, in config order
+    ranked = ranking(table, ["lr", "batch_size", "optimizer"], "final_val_loss")
+    pair = sorted([r["param"] for r in ranked[:2]], key=["lr", "batch_size", "optimizer"].index)
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["curves.png", "final_by_batch_size.png", "final_by_lr.png",
-                     "final_by_optimizer.png", "heatmap_lr_batch_size.png"]
+    assert plots == sorted(["curves.png", "final_by_batch_size.png", "final_by_lr.png",
+                            "final_by_optimizer.png", f"heatmap_{pair[0]}_{pair[1]}.png"])
     for name in plots:
         data = (out / "plots" / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000, name
@@ -53,17 +57,16 @@ def test_run_writes_plots_and_a_report_whose_numbers_are_the_results(write_confi
         assert f"](plots/{name})" in text
     # the best runs, as results.csv has them
     best = markdown_rows(text, "## Best")
-    expected = table.sort_values("final_train_loss").head(10)
+    expected = table.sort_values("final_val_loss", kind="stable").head(10)
     assert best.run_id.astype(int).tolist() == expected.run_id.tolist()
     for col in ("final_train_loss", "final_val_loss", "final_train_accuracy"):
         np.testing.assert_allclose(best[col].astype(float), expected[col], rtol=1e-3)
     # what mattered: each parameter's medians, from results.csv, largest effect first
-    ranked = ranking(table, ["lr", "batch_size", "optimizer"])
-    lines = re.findall(r"^\d+\. \*\*(\w+)\*\* moves the median final train loss from "
+    lines = re.findall(r"^\d+\. \*\*(\w+)\*\* moves the median final val loss from "
                        r"(\S+) \(.*?\) to (\S+) \(", text, re.M)
     assert [p for p, _, _ in lines] == [r["param"] for r in ranked]
     for (param, worst, best_v), r in zip(lines, ranked):
-        medians = table.groupby(param).final_train_loss.median()
+        medians = table.groupby(param).final_val_loss.median()
         assert float(worst) == float(f"{medians.max():.4g}")
         assert float(best_v) == float(f"{medians.min():.4g}")
         assert r["ratio"] >= 1
@@ -94,7 +97,9 @@ def test_categorical_string_columns_give_the_report_and_plots_of_strings(write_c
     assert (tmp_path / "categorical" / "report.md").read_text() == text
     plots = sorted(p.name for p in (tmp_path / "strings" / "plots").iterdir())
     # lines split by optimizer or input_norm: their order and colours are the strings' order
-    assert len(plots) == 5, plots   # final_by_ x3, weights_by_lr, curves; one numeric: no heatmap
+    # final_by_ x3, weights_by_lr, curves, and the heatmap of the two parameters that move
+    # the loss most (one of them numeric)
+    assert len(plots) == 6, plots
     for name in plots:
         assert ((tmp_path / "categorical" / "plots" / name).read_bytes()
                 == (tmp_path / "strings" / "plots" / name).read_bytes()), name
@@ -123,7 +128,8 @@ def test_linear_models_get_a_weights_plot(write_config, tmp_path):
     out = sweep(write_config, tmp_path,
                 sweep={"params": {"batch_size": [3, 8, 37], "shuffle": [True, False]}})
     names = {p.name for p in (out / "plots").iterdir()}
-    assert "weights_by_batch_size.png" in names and "heatmap" not in " ".join(names)
+    assert "weights_by_batch_size.png" in names
+    assert "heatmap_batch_size_shuffle.png" in names     # a bool is a heatmap's axis too
 
 
 def test_report_renders_again_and_overwrite_drops_stale_plots(write_config, tmp_path, capsys):

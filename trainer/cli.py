@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     which = export.add_mutually_exclusive_group()
     which.add_argument("--run", type=int, metavar="ID", help="the run_id to export")
     which.add_argument("--best", action="store_true",
-                       help="the finished run with the lowest final train loss")
+                       help="the finished run with the lowest final validation loss (with "
+                            "a validation split or folds), else final train loss")
     export.add_argument("--out", required=True, help="the state_dict file (e.g. model.pt); "
                         "the architecture goes beside it as .json")
     tune = sub.add_parser("tune", help="an Optuna study whose trials train in batches, one "
@@ -141,11 +142,11 @@ def _by_param(table, param: str, metric: str = "final_train_loss", bins: int = 5
         if lo_row == hi_row:
             continue
         if not many:
-            label = str(uniques[g])
+            label = _short(uniques[g])
         else:
             group = sorted_values[lo_row:hi_row]
             lo, hi = group.min(), group.max()
-            label = str(lo) if lo == hi else f"{lo:.4g}..{hi:.4g}"
+            label = _short(lo) if lo == hi else f"{lo:.4g}..{hi:.4g}"
         m = sorted_metric[lo_row:hi_row]
         m = m[~np.isnan(m)]
         med, m_lo, m_hi = (_median(m), m.min(), m.max()) if len(m) else (np.nan,) * 3
@@ -229,6 +230,13 @@ def _ends(x, k: int):
     return first, last
 
 
+def _short(value) -> str:
+    """A group's value as the headline prints it: floats to 4 significant digits
+    (0.0003162, not 0.00031622776601683794), anything else as str."""
+    import numpy as np
+    return f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s >= 1 else f"{s:.2f} s"
 
@@ -236,22 +244,37 @@ def _seconds(s: float) -> str:
 def _headline(res, plan, setup: float, training: float, writing: float) -> str:
     """What happened: counts, and where the time went (set-up: config, data, checks, plan
     and store; training; writing: the results directory and the report); how the final
-    loss moves with each swept parameter, the best and worst runs."""
+    loss (the validation loss with a validation split or folds, else the training loss)
+    moves with each swept parameter, the best settings over their replicates (seeds,
+    folds, repeats: Results.summary) when there are any, the best and worst runs."""
+    from .results import REPLICATE_COLUMNS
     table = res.table
+    metric = res.default_metric()
     swept = [k for k in plan.config.sweep.params if (table[k] != table[k].iloc[0]).any()]
+    replicates = [c for c in REPLICATE_COLUMNS if c in table and (c in swept or c != "seed")
+                  and (table[c] != table[c].iloc[0]).any()]
+    params = [k for k in swept if k not in replicates]
     metrics = [c for c in table.columns if c.startswith("final_")]
     lines = [f"{len(table):,} runs, {int(table.steps.sum()):,} optimizer steps in "
              f"{_seconds(setup + training + writing)}: set-up {_seconds(setup)}, "
              f"training {_seconds(training)}, writing {_seconds(writing)} "
              f"({plan.backend} backend, {plan.device}); {int(table.diverged.sum()):,} diverged"]
-    lines += [_by_param(table, k) for k in swept]
-    columns = ["run_id", *swept, *metrics]
+    lines += [_by_param(table, k, metric) for k in params]
+    columns = ["run_id", *swept, *(c for c in replicates if c not in swept), *metrics]
     k = 5
+    if replicates:
+        summary = res.summary(metric)
+        shown = summary[[*params, "n", "diverged", f"{metric}_mean", f"{metric}_ci_low",
+                         f"{metric}_ci_high", "rank"]]
+        lines.append(f"best settings over their replicates ({', '.join(replicates)}; "
+                     f"{len(summary):,} settings; mean and 95% interval of {metric}; "
+                     f"rank 1: within noise of the best):")
+        lines.append(shown.head(k).to_string(index=False, float_format="%.4g"))
     if len(table) <= 2 * k:
-        shown = table[columns].sort_values("final_train_loss", kind="stable")
+        shown = table[columns].sort_values(metric, kind="stable")
         lines.append(shown.to_string(index=False, float_format="%.4g"))
     else:
-        best, worst = _ends(table["final_train_loss"].to_numpy(dtype=float), k)
+        best, worst = _ends(table[metric].to_numpy(dtype=float), k)
         lines.append(f"best {k} runs:")
         lines.append(table.iloc[best][columns].to_string(index=False, float_format="%.4g"))
         lines.append(f"worst {k} runs:")
@@ -302,8 +325,8 @@ def _run_plan(args, plan, out: Path, start: float) -> int:
     store.clear()
     written = time.perf_counter()
     print(_headline(res, plan, set_up - start, trained - set_up, written - trained))
-    print(f"results: {out}/ (results.csv, results.parquet, curves.npz, params.npz, "
-          f"config.yaml); "
+    print(f"results: {out}/ (results.csv, results.parquet, summary.csv, curves.npz, "
+          f"params.npz, config.yaml); "
           f"report: {report}")
     return 0
 

@@ -226,9 +226,11 @@ def _unit_findings(res: Results, run_id: int, config: Config, data) -> list[Find
 
 def fix_findings(res: Results, labels: list[Variant], base_run: RunParams
                  ) -> tuple[list[Finding], dict]:
-    """Each factor's best change against the setup, by median final train loss over the
-    seeds (a diverged run counts as infinite loss)."""
-    final = res.table.final_train_loss.to_numpy(dtype=float)
+    """Each factor's best change against the setup, by median final loss over the seeds
+    (the validation loss with a validation split, else the training loss; a diverged run
+    counts as infinite loss)."""
+    metric = res.default_metric()
+    final = res.table[metric].to_numpy(dtype=float)
     final = np.where(np.isfinite(final), final, np.inf)
     by_change: dict[str, list[float]] = {}
     for v, f in zip(labels, final):
@@ -249,7 +251,7 @@ def fix_findings(res: Results, labels: list[Variant], base_run: RunParams
         pick = best if factor in ("input_norm", "optimizer") else \
             min(good, key=lambda c: _distance(overrides[c], base_run))
         out.append(Finding(
-            "fix", f"{pick}: final train loss {_loss(base)} -> {_loss(medians[pick])}, "
+            "fix", f"{pick}: final {_words(metric)} {_loss(base)} -> {_loss(medians[pick])}, "
             f"median of {len(by_change[pick])} seeds", fix=pick,
             score=10 + math.log10(min(base / medians[pick], 1e12)) if medians[pick] > 0
             else 30))
@@ -264,12 +266,18 @@ def _distance(overrides: dict, base: RunParams) -> float:
     return abs(math.log(value / getattr(base, name)))
 
 
+def _words(metric: str) -> str:
+    """final_val_loss -> 'val loss'."""
+    return metric.removeprefix("final_").replace("_", " ")
+
+
 def _loss(v: float) -> str:
     return "diverged" if not math.isfinite(v) else f"{v:.3g}"
 
 
 def seed_findings(res: Results, labels: list[Variant]) -> list[Finding]:
-    final = res.table.final_train_loss.to_numpy(dtype=float)
+    metric = res.default_metric()
+    final = res.table[metric].to_numpy(dtype=float)
     mine = np.array([v.factor == "setup" for v in labels])
     base = final[mine]
     out = []
@@ -278,7 +286,7 @@ def seed_findings(res: Results, labels: list[Variant]) -> list[Finding]:
         out.append(Finding("seeds", f"the outcome depends on the seed: {len(base) - len(finite)}"
                            f" of {len(base)} seeds diverge", score=3.5))
     elif len(finite) == len(base) and finite.min() > 0 and finite.max() / finite.min() > 10:
-        out.append(Finding("seeds", f"the outcome depends on the seed: final train loss "
+        out.append(Finding("seeds", f"the outcome depends on the seed: final {_words(metric)} "
                            f"{finite.min():.3g} to {finite.max():.3g} over {len(base)} seeds",
                            score=3.5))
     return out
@@ -288,7 +296,7 @@ def seed_findings(res: Results, labels: list[Variant]) -> list[Finding]:
 @dataclass
 class Diagnosis:
     findings: list[Finding]
-    medians: dict           # change -> median final train loss over its seeds
+    medians: dict           # change -> median final loss (val, else train) over its seeds
     results: Results
     labels: list[Variant]
     seconds: float
@@ -337,7 +345,8 @@ def diagnose(config: str | Path | dict | Config, backend: str = "auto",
     findings += fixes + seed_findings(res, labels)
     if not fixes:
         findings.append(Finding("ok", f"no problem found: no single change lowers the median "
-                                f"final train loss ({_loss(medians['as configured'])}) "
+                                f"final {_words(res.default_metric())} "
+                                f"({_loss(medians['as configured'])}) "
                                 f"{FIX_RATIO:g}x or more", score=0.0))
     findings.sort(key=lambda f: -f.score)
     return Diagnosis(findings, medians, res, labels, seconds)
@@ -386,7 +395,8 @@ def write_diagnosis(d: Diagnosis, out: str | Path) -> Path:
         if not np.isfinite(v):
             ax.text(0.01, i, "diverged", va="center", transform=ax.get_yaxis_transform(),
                     fontsize=8, color="C3")
-    ax.set_xlabel(f"median final train loss over {SEEDS} seeds (green: fixes)")
+    words = _words(d.results.default_metric())
+    ax.set_xlabel(f"median final {words} over {SEEDS} seeds (green: fixes)")
     ax.legend(fontsize=8)
     fig.suptitle("one change at a time")
     _save(fig, plots / "changes.png")
@@ -409,7 +419,7 @@ def write_diagnosis(d: Diagnosis, out: str | Path) -> Path:
     fig.suptitle(f"the setup and its best change, {SEEDS} seeds each")
     _save(fig, plots / "curves.png")
     text = [f"# {d.results.config['name']}", "", "```", format_findings(d), "```", "",
-            "| change | median final train loss |", "|---|---|"]
+            f"| change | median final {words} |", "|---|---|"]
     text += [f"| {c} | {_loss(v)} |" for c, v in d.medians.items()]
     text += ["", "![one change at a time](plots/changes.png)", "",
              "![the setup and its best change](plots/curves.png)", ""]

@@ -26,7 +26,8 @@ FORMAT = "tinysweep-model/1"
 
 def pick_run(res: Results, run_id: int | None, best: bool) -> int:
     """The run to export: ``run_id`` as given, or with ``best`` the non-diverged run with the
-    lowest final_train_loss. Exactly one of the two must be given."""
+    lowest final_val_loss with a validation split or folds, else final_train_loss
+    (Results.default_metric). Exactly one of the two must be given."""
     if (run_id is None and not best) or (run_id is not None and best):
         raise UserError("export: pass --run ID or --best")
     n_runs = len(res.table)
@@ -36,10 +37,11 @@ def pick_run(res: Results, run_id: int | None, best: bool) -> int:
                             f"runs, 0 to {n_runs - 1}")
         return int(run_id)
     table = res.table
-    usable = table[~table["diverged"].astype(bool) & table["final_train_loss"].notna()]
+    metric = res.default_metric()
+    usable = table[~table["diverged"].astype(bool) & table[metric].notna()]
     if usable.empty:
         raise UserError(f"export: --best: all {n_runs} runs diverged; pass --run ID to export one")
-    return int(usable.loc[usable["final_train_loss"].idxmin(), "run_id"])
+    return int(usable.loc[usable[metric].idxmin(), "run_id"])
 
 
 def export_run(results_dir: str | Path, out: str | Path, run_id: int | None = None,
@@ -83,6 +85,8 @@ def describe(res: Results, run_id: int) -> dict:
         "outputs": "predictions" if spec["loss"] == "mse" else "logits",
         "hyperparameters": hyperparameters,
         "final_train_loss": _plain(table["final_train_loss"].iloc[run_id]),
+        **({"final_val_loss": _plain(table["final_val_loss"].iloc[run_id])}
+           if "final_val_loss" in table else {}),
     }
 
 

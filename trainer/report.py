@@ -7,9 +7,16 @@
     plots/weights_by_PARAM.png   linear models: the learned weights and bias against the
                                  first numeric swept parameter
     plots/curves.png             loss curves of the best, median and worst run of each group
-    plots/heatmap_P1_P2.png      median final loss over two numeric swept parameters
+    plots/heatmap_P1_P2.png      median final loss over the two swept parameters that move
+                                 it most (at most 40 values each)
     report.md                    those plots, what mattered (the swept parameters ranked by
-                                 how far they move the median final loss), the best runs
+                                 how far they move the median final loss, against how far
+                                 the replicates alone move it), the best settings over
+                                 replicates (Results.summary), the best runs
+
+"Best" and "final loss" mean the validation loss when the sweep has a validation split or
+folds (Results.default_metric), else the training loss. Seeds, folds and repeats are
+replicates, not parameters: they are not ranked, nor chosen for a heatmap.
 
 Diverged runs have no final loss: they are counted, never plotted as numbers.
 
@@ -31,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .config import widths_of
-from .results import Results, atomic_write
+from .results import REPLICATE_COLUMNS, Results, atomic_write
 
 LOSS = "final_train_loss"
 MAX_CATEGORIES = 6          # a parameter with at most this many values can split the lines
@@ -379,11 +386,12 @@ def plot_weights(res: Results, work: pd.DataFrame, x: str, hue: str | None, path
                         f"learned weights against {x} (final)", path, medians)
 
 
-def plot_curves(res: Results, work: pd.DataFrame, hue: str | None, path: Path) -> Path:
+def plot_curves(res: Results, work: pd.DataFrame, hue: str | None, path: Path,
+                metric: str = LOSS) -> Path:
     """Training loss against epoch for the best, median and worst finished run of each
-    group (log scale)."""
+    group by ``metric`` (log scale)."""
     epoch, curves = res.curves["epoch"], res.curves["train_loss"]
-    loss = work[LOSS].to_numpy()
+    loss = work[metric].to_numpy()
     run_id = work["run_id"].to_numpy()
     finished = ~np.isnan(loss)
     levels = _levels(work, hue)
@@ -407,19 +415,21 @@ def plot_curves(res: Results, work: pd.DataFrame, hue: str | None, path: Path) -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _log_y(axes[0], curves, rows=run_id[finished])
-    fig.suptitle("training loss of the best, median and worst runs")
+    fig.suptitle("training loss of the best, median and worst runs"
+                 + ("" if metric == LOSS else f" (by {_label(metric)})"))
     return _save(fig, path)
 
 
-def plot_architectures(work: pd.DataFrame, medians: GroupMedians, path: Path) -> Path:
-    """Median final train loss of each architecture against its width (the widest layer),
+def plot_architectures(work: pd.DataFrame, medians: GroupMedians, path: Path,
+                       metric: str = LOSS) -> Path:
+    """Median final ``metric`` (train loss) of each architecture against its width (the widest layer),
     one line per depth, a panel per activation when that is swept too; a linear model is a
     dashed line across."""
     hidden = work["hidden"].array.categories
     shapes = [widths_of(t) for t in hidden]
     acts = list(work["activation"].array.categories) if "activation" in work else [None]
     by = ("activation", "hidden") if acts != [None] else ("hidden",)
-    cells = medians(by, [LOSS])[LOSS]
+    cells = medians(by, [metric])[metric]
     fig, axes = _figure(len(acts), width=4.4, sharey=True)
     widths = sorted({max(h) for h in shapes if h})
     for a, (ax, act) in enumerate(zip(axes, acts)):
@@ -436,7 +446,7 @@ def plot_architectures(work: pd.DataFrame, medians: GroupMedians, path: Path) ->
             ax.set_xscale("log", base=2)
         ax.set_xticks(widths, [str(w) for w in widths])
         ax.set_xlabel("width (units in the widest layer)")
-        ax.set_ylabel("median final train loss")
+        ax.set_ylabel(f"median final {_label(metric)}")
         if act is not None:
             ax.set_title(f"activation {act}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -444,17 +454,18 @@ def plot_architectures(work: pd.DataFrame, medians: GroupMedians, path: Path) ->
     finite = cells.to_numpy()[np.isfinite(cells.to_numpy())]
     if len(finite) and finite.min() > 0 and finite.max() / finite.min() >= 10:
         _log_scale(axes[0], "y", float(finite.min()), float(finite.max()))
-    fig.suptitle("final train loss against width and depth (median over the other params)")
+    fig.suptitle(f"final {_label(metric)} against width and depth (median over the other "
+                 f"params)")
     return _save(fig, path)
 
 
-def plot_heatmap(medians: GroupMedians, x: str, y: str, path: Path) -> Path:
-    """Median final train loss over the grid of two numeric swept parameters (factorized in
-    ``medians.frame``); a value of either at which every run diverged gets no row or
-    column."""
+def plot_heatmap(medians: GroupMedians, x: str, y: str, path: Path, metric: str = LOSS) -> Path:
+    """Median final ``metric`` (train loss) over the grid of two swept parameters
+    (factorized in ``medians.frame``); a value of either at which every run diverged gets
+    no row or column."""
     from matplotlib.colors import LogNorm
     xs, ys = medians.frame[x].array, medians.frame[y].array
-    cells = medians((y, x), [LOSS])[LOSS]          # indexed by y code * len(x values) + x code
+    cells = medians((y, x), [metric])[metric]         # indexed by y code * len(x values) + x code
     values = np.full((len(ys.categories), len(xs.categories)), np.nan)
     values.flat[cells.index.to_numpy()] = cells.to_numpy()
     rows = ~np.isnan(values).all(axis=1)
@@ -465,9 +476,10 @@ def plot_heatmap(medians: GroupMedians, x: str, y: str, path: Path) -> Path:
     finite = values[np.isfinite(values)]
     norm = LogNorm() if len(finite) and finite.min() > 0 else None
     image = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
-    ax.set_xticks(range(len(x_values)), [f"{v:.3g}" for v in x_values], rotation=60,
+    tick = lambda v: f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v)
+    ax.set_xticks(range(len(x_values)), [tick(v) for v in x_values], rotation=60,
                   fontsize=7)
-    ax.set_yticks(range(len(y_values)), [f"{v:.3g}" for v in y_values], fontsize=7)
+    ax.set_yticks(range(len(y_values)), [tick(v) for v in y_values], fontsize=7)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if values.size <= 144:   # small grids: the numbers too
@@ -475,8 +487,8 @@ def plot_heatmap(medians: GroupMedians, x: str, y: str, path: Path) -> Path:
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8,
                         color="white" if image.norm(v) > 0.5 else "black")
-    fig.colorbar(image, ax=ax, label="median final train loss")
-    fig.suptitle(f"final train loss over {x} and {y} (blank: every run diverged)")
+    fig.colorbar(image, ax=ax, label=f"median final {_label(metric)}")
+    fig.suptitle(f"final {_label(metric)} over {x} and {y} (blank: every run diverged)")
     return _save(fig, path)
 
 
@@ -487,12 +499,18 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def summary_lines(work: pd.DataFrame, ranked: list[dict], swept: list[str]) -> list[str]:
-    """What mattered, in words, with the numbers. ``ranked``: ``ranking(work, swept)``."""
+def summary_lines(work: pd.DataFrame, ranked: list[dict], swept: list[str],
+                  metric: str = LOSS, noise: float | None = None) -> list[str]:
+    """What mattered, in words, with the numbers. ``ranked``: ``ranking(work, swept,
+    metric)``. ``noise``: the factor the replicates alone move ``metric`` by
+    (``replicate_spread``), each parameter's factor said against it."""
     lines = []
     for k, r in enumerate(ranked, 1):
         factor = "" if not np.isfinite(r["ratio"]) else f", a factor of {r['ratio']:.3g}"
-        lines.append(f"{k}. **{r['param']}** moves the median final train loss from "
+        if noise is not None and np.isfinite(noise):
+            factor += (", beyond" if r["ratio"] > noise else ", within") + \
+                f" the replicates' own {noise:.3g}"
+        lines.append(f"{k}. **{r['param']}** moves the median final {_label(metric)} from "
                      f"{_fmt(r['worst'])} ({r['param']} = {_fmt(r['worst_value'])}) to "
                      f"{_fmt(r['best'])} ({r['param']} = {_fmt(r['best_value'])}){factor}.")
     n_div = int(work.diverged.sum())
@@ -531,11 +549,47 @@ def halving_lines(res: Results) -> list[str]:
     return lines
 
 
-def best_table(table: pd.DataFrame, swept: list[str], rows: int = BEST_ROWS) -> str:
-    """The best finished runs by final train loss (ties in table order), as a markdown
-    table."""
+def replicates_of(table: pd.DataFrame, swept: list[str]) -> list[str]:
+    """The replicate columns that vary: seed when swept, fold and repeat (data.cv)."""
+    return [c for c in REPLICATE_COLUMNS
+            if c in table and (c in swept or c != "seed") and table[c].nunique() > 1]
+
+
+def replicate_spread(medians: GroupMedians, settings: list[str], metric: str) -> float:
+    """How far the replicates alone move ``metric``: over each setting (the values of
+    ``settings``, factorized in ``medians.frame``) its largest over its smallest final
+    value among replicates that finished, the median of that factor over the settings."""
+    frame = medians.frame
+    key = medians.key(tuple(settings)) if settings else np.zeros(len(frame), np.int64)
+    values = frame[metric]
+    spread = values.groupby(key).max() / values.groupby(key).min()
+    spread = spread[np.isfinite(spread)]
+    return float(spread.median()) if len(spread) else float("nan")
+
+
+def _words(v) -> str:
+    return _fmt(v).replace("|", "/")
+
+
+def settings_table(summary: pd.DataFrame, swept: list[str], metric: str,
+                   rows: int = BEST_ROWS) -> str:
+    """The best settings over their replicates (``summary``: Results.summary(metric)), as
+    a markdown table."""
+    m = metric
+    cols = [*swept, "n", "diverged", f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high",
+            "rank"]
+    best = summary[cols].head(rows)
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "\n".join("| " + " | ".join(_words(v) for v in row) + " |"
+                            for row in best.itertuples(index=False))
+
+
+def best_table(table: pd.DataFrame, swept: list[str], rows: int = BEST_ROWS,
+               metric: str = LOSS) -> str:
+    """The best finished runs by final ``metric`` (a loss; ties in table order), as a
+    markdown table."""
     cols = ["run_id", *swept, *metrics_of(table), "steps"]
-    best = table[cols].iloc[_smallest(_floats(table[LOSS]), rows)]
+    best = table[cols].iloc[_smallest(_floats(table[metric]), rows)]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "\n".join("| " + " | ".join(_fmt(v) for v in row) + " |"
                             for row in best.itertuples(index=False))
@@ -553,13 +607,17 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
     swept = list(columns)
     n_values = {p: len(c.categories) for p, c in columns.items()}
     metrics = metrics_of(table)
+    metric = res.default_metric()           # what "best" means: validation, when there is one
+    replicates = replicates_of(table, swept)
+    params = [p for p in swept if p not in replicates]      # the settings' parameters
     # what the report reads, once: the swept parameters factorized, the numbers as arrays
     work = pd.DataFrame({**columns, "run_id": table["run_id"].to_numpy(np.int64),
                          "diverged": table["diverged"].to_numpy(bool, na_value=False),
-                         **{c: _floats(table[c]) for c in dict.fromkeys([LOSS, *metrics])}},
+                         **{c: _floats(table[c])
+                            for c in dict.fromkeys([LOSS, metric, *metrics])}},
                         index=pd.RangeIndex(len(table)), copy=False)
     medians = GroupMedians(work)
-    ranked = ranking(work, swept, medians=medians)
+    ranked = ranking(work, params, metric, medians=medians)
     # (title, path, panels, draw): the figures, drawn by _draw_all
     figures: list[tuple[str, Path, int, object]] = []
     for x in swept if metrics else []:       # every run diverged: no final metric to plot
@@ -570,8 +628,8 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
     if "hidden" in swept and metrics:
         path = plots / "final_by_width_and_depth.png"
         n_act = n_values.get("activation", 1)
-        figures.append(("Final train loss against width and depth", path, n_act,
-                        functools.partial(plot_architectures, work, medians, path)))
+        figures.append((f"Final {_label(metric)} against width and depth", path, n_act,
+                        functools.partial(plot_architectures, work, medians, path, metric)))
     numeric = [p for p in swept if is_numeric(table[p])]
     linear = (table["hidden"] == "none").all() if "hidden" in table \
         else not res.config["model"]["hidden"]
@@ -584,12 +642,17 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
     hue = hue_for(ranked, n_values, None)
     path = plots / "curves.png"
     figures.append(("Loss curves", path, n_values[hue] if hue else 1,
-                    functools.partial(plot_curves, res, work, hue, path)))
-    grid = [p for p in numeric if n_values[p] <= 40]
+                    functools.partial(plot_curves, res, work, hue, path, metric)))
+    # the heatmap: the two parameters that move the metric most (a numeric one at least),
+    # in config order; replicates are never a heatmap's axis
+    grid = [r["param"] for r in ranked if n_values[r["param"]] <= 40][:2]
+    if len(grid) < 2 or not any(p in numeric for p in grid):
+        grid = [p for p in numeric if n_values[p] <= 40 and p in params][:2]
+    grid = sorted(grid, key=params.index)
     if len(grid) >= 2:
         path = plots / f"heatmap_{grid[0]}_{grid[1]}.png"
-        figures.append((f"{grid[0]} x {grid[1]}", path, 2,
-                        functools.partial(plot_heatmap, medians, grid[0], grid[1], path)))
+        figures.append((f"{grid[0]} x {grid[1]}", path, 2, functools.partial(
+            plot_heatmap, medians, grid[0], grid[1], path, metric)))
     _draw_all([(panels, draw) for _, _, panels, draw in figures], alongside)
 
     spec = res.config["model"]
@@ -602,12 +665,27 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
             f"{spec['loss']} on `{res.config['data']['source']}` data; "
             f"swept: {', '.join(f'{p} ({n_values[p]} values)' for p in swept) or 'nothing'}.",
             "", "## What mattered", "",
-            "Swept parameters ranked by how far they move the median final train loss over "
-            "the runs that finished:", ""]
-    text += summary_lines(work, ranked, swept) or ["(nothing was swept)"]
+            f"Swept parameters ranked by how far they move the median final {_label(metric)} "
+            f"over the runs that finished:", ""]
+    noise = None
+    if replicates:
+        noise = replicate_spread(medians, params, metric)
+        counts = ", ".join(f"{c} ({table[c].nunique()} values)" for c in replicates)
+        text[-2:-2] = [f"Replicates, not parameters: {counts}. Between the replicates of "
+                       f"one setting the final {_label(metric)} moves by a factor of "
+                       f"{noise:.3g} (largest over smallest, median over settings): that "
+                       f"much is noise.", ""]
+    text += summary_lines(work, ranked, params, metric, noise) or ["(nothing was swept)"]
     text += halving_lines(res)
-    text += ["", f"## Best {min(BEST_ROWS, int(table[LOSS].notna().sum()))} runs", "",
-             best_table(table, swept), "", "## Plots", ""]
+    if replicates:
+        summary = res.summary(metric)
+        text += ["", f"## Best settings over their replicates ({len(summary)} settings)", "",
+                 f"Mean, std and a 95% interval of the final {_label(metric)} over each "
+                 f"setting's replicates; rank 1: within noise of the best (intervals "
+                 f"overlap). From summary.csv.", "", settings_table(summary, params, metric)]
+    text += ["", f"## Best {min(BEST_ROWS, int(table[metric].notna().sum()))} runs", "",
+             best_table(table, [*swept, *(c for c in replicates if c not in swept)],
+                        metric=metric), "", "## Plots", ""]
     for title, path, _, _ in figures:
         text += [f"### {title}", "", f"![{title}](plots/{path.name})", ""]
     report = out / "report.md"
