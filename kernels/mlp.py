@@ -65,14 +65,22 @@ def _feistel(x, k0, k1, k2, k3, half, lo_mask):
     return (left << half) | right
 
 
+ORDER_GRID_Y = 65_535     # CUDA's limit on a grid's second axis
+
+
+def order_grid(keys: int, n: int, block: int) -> tuple[int, int]:
+    """order_kernel's grid for ``keys`` permutations of ``n`` rows: a program per BLOCK
+    positions, at most ORDER_GRID_Y along the rows (past 67,107,840 rows at BLOCK 1024 a
+    program loops over several blocks)."""
+    return keys, max(1, min(-(-n // block), ORDER_GRID_Y))
+
+
 @triton.jit(do_not_specialize=["n", "half", "lo_mask"])
 def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
     """out[q, p] = row visited at position p under round keys q (int64 [Q, 4], 32-bit
     values), for p < n: trainer.order.permutations, cycle-walking included.
-    Grid: (Q, cdiv(n, BLOCK))."""
+    Grid: order_grid(Q, n, BLOCK); program (q, j) takes blocks j, j + grid[1], ..."""
     q = tl.program_id(0).to(tl.int64)
-    pos = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    inside = pos < n
     k0 = tl.load(keys_ptr + q * 4).to(tl.uint32)
     k1 = tl.load(keys_ptr + q * 4 + 1).to(tl.uint32)
     k2 = tl.load(keys_ptr + q * 4 + 2).to(tl.uint32)
@@ -80,32 +88,36 @@ def order_kernel(keys_ptr, out_ptr, n, half, lo_mask, BLOCK: tl.constexpr):
     h = half.to(tl.uint32)
     lm = lo_mask.to(tl.uint32)
     nu = n.to(tl.uint32)
-    x = _feistel(pos.to(tl.uint32), k0, k1, k2, k3, h, lm)
-    walk = (x >= nu) & inside
-    while tl.max(walk.to(tl.int32), axis=0) > 0:   # a few passes: the domain is < 4 n
-        x = tl.where(walk, _feistel(x, k0, k1, k2, k3, h, lm), x)
+    for b in range(tl.program_id(1), tl.cdiv(n, BLOCK), tl.num_programs(1)):
+        pos = tl.cast(b, tl.int64) * BLOCK + tl.arange(0, BLOCK)    # n may be near 2**31
+        inside = pos < n
+        x = _feistel(pos.to(tl.uint32), k0, k1, k2, k3, h, lm)
         walk = (x >= nu) & inside
-    tl.store(out_ptr + q * n + pos, x.to(tl.int32), mask=inside)
+        while tl.max(walk.to(tl.int32), axis=0) > 0:   # a few passes: the domain is < 4 n
+            x = tl.where(walk, _feistel(x, k0, k1, k2, k3, h, lm), x)
+            walk = (x >= nu) & inside
+        tl.store(out_ptr + q * n + pos, x.to(tl.int32), mask=inside)
 
 
 # ---- state in and out -----------------------------------------------------------------
 @triton.jit
 def _mat_offsets(off, OUT: tl.constexpr, IN: tl.constexpr, OUTP: tl.constexpr,
-                 INP: tl.constexpr, r, RUNS: tl.constexpr):
+                 INP: tl.constexpr, lane, BLOCK_R: tl.constexpr):
     """Offsets [OUTP, INP, BLOCK_R] of a weight (OUT x IN, row-major from entry ``off``) in
-    a program's state tile [entries, RUNS] for the lanes' runs ``r``, and the mask of real
+    a program's state tile [entries, BLOCK_R], each lane's own copy, and the mask of real
     entries. Every stride is a constant: a thread addresses all its entries from one
     register."""
     o = tl.arange(0, OUTP)[:, None, None]
     i = tl.arange(0, INP)[None, :, None]
-    return (off + o * IN + i) * RUNS + r[None, None, :], (o < OUT) & (i < IN)
+    return (off + o * IN + i) * BLOCK_R + lane[None, None, :], (o < OUT) & (i < IN)
 
 
 @triton.jit
-def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, r, RUNS: tl.constexpr):
-    """Offsets [OUTP, BLOCK_R] of a vector entry (bias, batchnorm weight), and the mask."""
+def _vec_offsets(off, OUT: tl.constexpr, OUTP: tl.constexpr, lane, BLOCK_R: tl.constexpr):
+    """Offsets [OUTP, BLOCK_R] of a vector entry (bias, batchnorm weight) in each lane's
+    copy, and the mask."""
     o = tl.arange(0, OUTP)[:, None]
-    return (off + o) * RUNS + r[None, :], o < OUT
+    return (off + o) * BLOCK_R + lane[None, :], o < OUT
 
 
 @triton.jit
@@ -294,12 +306,17 @@ def _all_finite3(t):
 
 
 @triton.jit
-def _update(p, g, m_ptrs, v_ptrs, mask, first, take, scale, lr, wd_c, decay, b1, b2, eps,
-            step_size, bc2s, mom, nest, OPT: tl.constexpr):
+def _update(p, g, m_ptrs, v_ptrs, mask, take, scale, lr, wd_c, decay, b1, b2, eps,
+            step_size, bc2s, mom, nest, OPT: tl.constexpr, SHARED: tl.constexpr):
     """One optimizer step of one tensor where ``take`` [R], in torch.optim's order. The
     optimizer state (m: momentum buffer or exp_avg, v: exp_avg_sq) stays in memory (cache)
     between steps, read and written only here: registers hold the weights and gradients.
-    Every lane of a run computes the same step; the ``first`` one writes the state.
+
+    SHARED: other threads of the program load the entries this thread stores (the wide
+    kernel, whose tensors are replicated across warps: one copy stores). A barrier then
+    separates every thread's loads of this step from the stores, and the caller puts one
+    before the step's first load, after the previous step's stores (kernels/NOTES.md,
+    issue 30). The lane kernel gives each lane its own copy of the state: no barrier.
 
     sgd: g += wd p; buf = mom buf + g; p -= lr (nesterov ? g + mom buf : buf)   (m = buf)
     adam/adamw: p *= decay (1 - lr wd for adamw, else 1); g += wd p (adam);
@@ -316,9 +333,21 @@ def _update(p, g, m_ptrs, v_ptrs, mask, first, take, scale, lr, wd_c, decay, b1,
         m = m + (1.0 - b1) * (g - m)
         v = v + (1.0 - b2) * (g * g - v)
         p2 = p * decay - step_size * (m / (tl.sqrt(v) / bc2s + eps))
-        tl.store(v_ptrs, v, mask=mask & first)
-    tl.store(m_ptrs, m, mask=mask & first)
+    if SHARED:
+        tl.debug_barrier()
+    if OPT != 0:
+        tl.store(v_ptrs, v, mask=mask)
+    tl.store(m_ptrs, m, mask=mask)
     return tl.where(take, p2, p)
+
+
+@triton.jit
+def curve_offset(metric, RS, n_cols, run, col):
+    """The offset of curves[metric, run, col] in curves [4, RS, n_cols], in int64: RS x
+    n_cols passes 2**31 at about 2M runs with 1,100 evaluation columns, which the chunker
+    allows on an 80 GB GPU (issue 30; tested on scalars under the interpreter)."""
+    row = tl.cast(metric, tl.int64) * tl.cast(RS, tl.int64) + tl.cast(run, tl.int64)
+    return row * tl.cast(n_cols, tl.int64) + col
 
 
 @triton.jit
@@ -344,8 +373,12 @@ def _step_factors(lr, steps, log2b1, log2b2, OPT: tl.constexpr):
 
 # Per-launch integers are not specialized: Triton would compile again whenever one of them
 # changes between 1, a multiple of 16 and neither (every evaluation interval, every sweep).
-@triton.jit(do_not_specialize=["o_e0", "o_epochs", "col", "n_cols", "n", "n_val", "e0", "e1",
-                               "eval_every"])
+# PER_LAUNCH names them all; a test binds each at 1, 16 and 17 and reads the specialization.
+PER_LAUNCH = ["o_e0", "o_epochs", "col", "n_cols", "RS", "n", "n_val", "e0", "e1",
+              "eval_every"]
+
+
+@triton.jit(do_not_specialize=PER_LAUNCH)
 def train_kernel(
         # state in tiles, one per program: [RS / BLOCK_R, P, BLOCK_R] parameters and
         # optimizer state m and v, [RS / BLOCK_R, D, BLOCK_R] running statistics; [RS]
@@ -379,8 +412,10 @@ def train_kernel(
     SHUFFLED: some lane reads a shuffled copy of the rows. UNROLL: unrolling of the
     loop over the rows every lane has. SPLIT: lanes per run (a power of two dividing 32),
     each taking every SPLIT-th row of a batch; their gradients are summed at each step and
-    every lane takes the same step, so the copies stay identical. Row offsets are int32:
-    the host keeps n * D < 2**31.
+    every lane takes the same step, so the copies stay identical. Each lane reads and
+    writes its own copy of the state (the tiles are [entries, BLOCK_R]): lanes of a run sit
+    in different threads, and a copy that one wrote and another read at the next step
+    would be a race (issue 30). Row offsets are int32: the host keeps n * D < 2**31.
     """
     RUNS: tl.constexpr = BLOCK_R // SPLIT          # runs per program
     pid = tl.program_id(0).to(tl.int64)             # runs x entries may pass 2**31
@@ -391,13 +426,13 @@ def train_kernel(
     r = lane % RUNS                                 # the lane's run within the program
     k = lane // RUNS                                # and its share of each batch's rows
     lanes = pid * RUNS + r                          # the lane's run
-    first = k == 0                                  # the lane that writes its run's state
-    # this program's state tiles
-    par_ptr += pid * (P * RUNS)
-    m_ptr += pid * (P * RUNS)
-    v_ptr += pid * (P * RUNS)
-    rmean_ptr += pid * (D * RUNS)
-    rvar_ptr += pid * (D * RUNS)
+    first = k == 0                                  # the lane that writes its run's results
+    # this program's state tiles, a copy per lane
+    par_ptr += pid * (P * BLOCK_R)
+    m_ptr += pid * (P * BLOCK_R)
+    v_ptr += pid * (P * BLOCK_R)
+    rmean_ptr += pid * (D * BLOCK_R)
+    rvar_ptr += pid * (D * BLOCK_R)
     bs = tl.load(bs_ptr + lanes)
     epochs = tl.load(ep_ptr + lanes)
     diverged = tl.load(div_ptr + lanes)
@@ -426,30 +461,30 @@ def train_kernel(
     yk = tl.arange(0, YKP)[:, None]                 # the target's
 
     # ---- load the state --------------------------------------------------------------
-    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, r, RUNS)
+    pa, ma = _mat_offsets(OFF_A, OA, D, OAP, DP, lane, BLOCK_R)
     wa = tl.load(par_ptr + pa, mask=ma, other=0.0)
-    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, r, RUNS)
+    qa, na = _vec_offsets(OFF_A + OA * D, OA, OAP, lane, BLOCK_R)
     ba = tl.load(par_ptr + qa, mask=na, other=0.0)
     if DEPTH >= 1:
-        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, r, RUNS)
+        pb, mb = _mat_offsets(OFF_B, OB, OA, OBP, OAP, lane, BLOCK_R)
         wb = tl.load(par_ptr + pb, mask=mb, other=0.0)
-        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, r, RUNS)
+        qb, nb = _vec_offsets(OFF_B + OB * OA, OB, OBP, lane, BLOCK_R)
         bb = tl.load(par_ptr + qb, mask=nb, other=0.0)
     else:   # stand-ins for the layers this depth lacks: _forward never reads them
         wb, bb = wa, ba
     if DEPTH >= 2:
-        pc, mc = _mat_offsets(OFF_C, K, OB, KP, OBP, r, RUNS)
+        pc, mc = _mat_offsets(OFF_C, K, OB, KP, OBP, lane, BLOCK_R)
         wc = tl.load(par_ptr + pc, mask=mc, other=0.0)
-        qc, nc = _vec_offsets(OFF_C + K * OB, K, KP, r, RUNS)
+        qc, nc = _vec_offsets(OFF_C + K * OB, K, KP, lane, BLOCK_R)
         bc = tl.load(par_ptr + qc, mask=nc, other=0.0)
     else:
         wc, bc = wa, ba
     if BN:
-        qg, ng = _vec_offsets(OFF_N, D, DP, r, RUNS)
+        qg, ng = _vec_offsets(OFF_N, D, DP, lane, BLOCK_R)
         gam = tl.load(par_ptr + qg, mask=ng, other=0.0)
-        qn, nn = _vec_offsets(OFF_N + D, D, DP, r, RUNS)
+        qn, nn = _vec_offsets(OFF_N + D, D, DP, lane, BLOCK_R)
         bet = tl.load(par_ptr + qn, mask=nn, other=0.0)
-        qr, nr = _vec_offsets(0, D, DP, r, RUNS)
+        qr, nr = _vec_offsets(0, D, DP, lane, BLOCK_R)
         rmean = tl.load(rmean_ptr + qr, mask=nr, other=0.0)
         rvar = tl.load(rvar_ptr + qr, mask=nr, other=1.0)
 
@@ -563,31 +598,31 @@ def train_kernel(
             scale = 1.0 / tl.maximum(cnt, 1).to(tl.float32)
             decay = 1.0 - lr * wd_d
             step_size, bc2s = _step_factors(lr, steps, log2b1, log2b2, OPT)   # at the lane's step
-            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take, first,
+            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma & take,
                          take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-                         nest, OPT)
-            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take, first,
+                         nest, OPT, False)
+            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na & take,
                          take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-                         nest, OPT)
+                         nest, OPT, False)
             if DEPTH >= 1:
-                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take, first,
+                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb & take,
                              take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-                             nest, OPT)
-                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take, first,
+                             nest, OPT, False)
+                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb & take,
                              take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-                             nest, OPT)
+                             nest, OPT, False)
             if DEPTH >= 2:
-                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take, first,
+                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc & take,
                              take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-                             nest, OPT)
-                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take, first,
+                             nest, OPT, False)
+                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc & take,
                              take, scale, lr, wd_c, decay, b1, b2, eps, step_size, bc2s, mom,
-                             nest, OPT)
+                             nest, OPT, False)
             if BN:
-                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng & take, first, take, scale, lr,
-                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn & take, first, take, scale, lr,
-                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng & take, take, scale, lr,
+                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, False)
+                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn & take, take, scale, lr,
+                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, False)
                 unbiased = bvar * (cnt.to(tl.float32) / tl.maximum(cnt - 1, 1).to(tl.float32))
                 rmean = tl.where(take, rmean * (1.0 - BN_MOMENTUM) + bmean * BN_MOMENTUM, rmean)
                 rvar = tl.where(take, rvar * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM, rvar)
@@ -626,11 +661,11 @@ def train_kernel(
         hits = _split_sum2(hits, SPLIT)
         if rows > 0:
             mean_loss = tl.sum(loss_sum, axis=0) / rows
-            cptr = curve_ptr + split * RS * n_cols + lanes.to(tl.int64) * n_cols + col
-            tl.store(cptr, mean_loss, mask=evaluated & first)
+            tl.store(curve_ptr + curve_offset(split, RS, n_cols, lanes, col), mean_loss,
+                     mask=evaluated & first)
             if LOSS != 0:
-                tl.store(cptr + 2 * RS * n_cols, tl.sum(hits, axis=0) / rows,
-                         mask=evaluated & first)
+                tl.store(curve_ptr + curve_offset(2 + split, RS, n_cols, lanes, col),
+                         tl.sum(hits, axis=0) / rows, mask=evaluated & first)
             if split == 0:   # non-finite loss or weights: the run stops here
                 ok = _finite(mean_loss) & _all_finite3(wa) & tl.min(_finite(ba), axis=0)
                 if DEPTH >= 1:
@@ -645,16 +680,16 @@ def train_kernel(
     # ---- store the state ---------------------------------------------------------------
     tl.store(steps_ptr + lanes, steps, mask=first)
     tl.store(div_ptr + lanes, diverged, mask=first)
-    tl.store(par_ptr + pa, wa, mask=ma & first)
-    tl.store(par_ptr + qa, ba, mask=na & first)
+    tl.store(par_ptr + pa, wa, mask=ma)
+    tl.store(par_ptr + qa, ba, mask=na)
     if DEPTH >= 1:
-        tl.store(par_ptr + pb, wb, mask=mb & first)
-        tl.store(par_ptr + qb, bb, mask=nb & first)
+        tl.store(par_ptr + pb, wb, mask=mb)
+        tl.store(par_ptr + qb, bb, mask=nb)
     if DEPTH >= 2:
-        tl.store(par_ptr + pc, wc, mask=mc & first)
-        tl.store(par_ptr + qc, bc, mask=nc & first)
+        tl.store(par_ptr + pc, wc, mask=mc)
+        tl.store(par_ptr + qc, bc, mask=nc)
     if BN:
-        tl.store(par_ptr + qg, gam, mask=ng & first)
-        tl.store(par_ptr + qn, bet, mask=nn & first)
-        tl.store(rmean_ptr + qr, rmean, mask=nr & first)
-        tl.store(rvar_ptr + qr, rvar, mask=nr & first)
+        tl.store(par_ptr + qg, gam, mask=ng)
+        tl.store(par_ptr + qn, bet, mask=nn)
+        tl.store(rmean_ptr + qr, rmean, mask=nr)
+        tl.store(rvar_ptr + qr, rvar, mask=nr)

@@ -24,8 +24,8 @@ zero. Rows of a tile past the batch's end read zeros and get no gradient.
 import triton
 import triton.language as tl
 
-from .mlp import (BN_EPS, BN_MOMENTUM, _act, _act_grad, _epoch_lr, _finite, _hit, _loss,
-                  _loss_grad, _step_factors, _targets, _update)
+from .mlp import (BN_EPS, BN_MOMENTUM, PER_LAUNCH, _act, _act_grad, _epoch_lr, _finite, _hit,
+                  _loss, _loss_grad, _step_factors, _targets, _update, curve_offset)
 
 
 @triton.jit
@@ -108,8 +108,7 @@ def _tile_rows(xe, pos, valid, d, d_in, D):
 
 
 # As train_kernel: per-launch integers are not specialized.
-@triton.jit(do_not_specialize=["o_e0", "o_epochs", "col", "n_cols", "n", "n_val", "e0", "e1",
-                               "eval_every"])
+@triton.jit(do_not_specialize=PER_LAUNCH)
 def train_wide_kernel(
         # state, one row per run (trainer/triton_backend.py's tiles of one run): [RS, P]
         # parameters and optimizer state m and v, [RS, D] running statistics; [RS] steps
@@ -265,28 +264,35 @@ def train_wide_kernel(
                     g_bet += tl.sum(dh0, axis=0)
 
             # ---- the optimizer step -------------------------------------------------------
+            # The weights, biases, m and v are replicated across the program's warps, and
+            # one copy of each entry stores it. Nothing else orders that store before
+            # another warp's load at the next step (the barriers that tl.dot and the
+            # reductions happen to emit are not promised), so: a barrier here, after the
+            # previous step's stores, and one in _update between the loads and the stores
+            # (SHARED). About 9 barriers a step, against thousands of instructions.
+            tl.debug_barrier()
             scale = 1.0 / tl.maximum(cnt, 1).to(tl.float32)
             decay = 1.0 - lr * wd_d
             step_size, bc2s = _step_factors(lr, steps, log2b1, log2b2, OPT)
-            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma, True, True, scale, lr, wd_c,
-                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na, True, True, scale, lr, wd_c,
-                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+            wa = _update(wa, g_wa, m_ptr + pa, v_ptr + pa, ma, True, scale, lr, wd_c,
+                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
+            ba = _update(ba, g_ba, m_ptr + qa, v_ptr + qa, na, True, scale, lr, wd_c,
+                         decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
             if DEPTH >= 1:
-                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb, True, True, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb, True, True, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                wb = _update(wb, g_wb, m_ptr + pb, v_ptr + pb, mb, True, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
+                bb = _update(bb, g_bb, m_ptr + qb, v_ptr + qb, nb, True, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
             if DEPTH >= 2:
-                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc, True, True, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc, True, True, scale, lr, wd_c,
-                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                wc = _update(wc, g_wc, m_ptr + pc, v_ptr + pc, mc, True, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
+                bc = _update(bc, g_bc, m_ptr + qc, v_ptr + qc, nc, True, scale, lr, wd_c,
+                             decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
             if BN:
-                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng, True, True, scale, lr,
-                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
-                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn, True, True, scale, lr,
-                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT)
+                gam = _update(gam, g_gam, m_ptr + qg, v_ptr + qg, ng, True, scale, lr,
+                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
+                bet = _update(bet, g_bet, m_ptr + qn, v_ptr + qn, nn, True, scale, lr,
+                              wd_c, decay, b1, b2, eps, step_size, bc2s, mom, nest, OPT, True)
                 unbiased = bvar * (cnt.to(tl.float32) / tl.maximum(cnt - 1, 1).to(tl.float32))
                 rmean = rmean * (1.0 - BN_MOMENTUM) + bmean * BN_MOMENTUM
                 rvar = rvar * (1.0 - BN_MOMENTUM) + unbiased * BN_MOMENTUM
@@ -320,10 +326,11 @@ def train_wide_kernel(
                 hits += tl.where(valid[:, None], _hit(z, y, kk, LOSS, K, KP, 1), 0.0)
         if rows > 0:
             mean_loss = tl.sum(loss_sum) / rows
-            cptr = curve_ptr + split * RS * n_cols + base * n_cols + col
-            tl.store(cptr, mean_loss, mask=evaluated)
+            tl.store(curve_ptr + curve_offset(split, RS, n_cols, base, col), mean_loss,
+                     mask=evaluated)
             if LOSS != 0:
-                tl.store(cptr + 2 * RS * n_cols, tl.sum(hits) / rows, mask=evaluated)
+                tl.store(curve_ptr + curve_offset(2 + split, RS, n_cols, base, col),
+                         tl.sum(hits) / rows, mask=evaluated)
             if split == 0:   # non-finite loss or weights: the run stops here
                 ok = _finite(mean_loss) & tl.min(_finite(wa)) & tl.min(_finite(ba))
                 if DEPTH >= 1:

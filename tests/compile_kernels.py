@@ -2,6 +2,7 @@
 test_triton_backend.py in a process where TRITON_INTERPRET is off.
 
     python tests/compile_kernels.py '{"DEPTH": 1, "OA": 16, ...}'   # train_kernel constexprs
+    python tests/compile_kernels.py --specialization   # how each kernel's ints specialize
 """
 
 import json
@@ -27,6 +28,30 @@ def compile_for_h100(fn, constexprs: dict, num_warps: int = 1):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
+def specializations() -> dict:
+    """{kernel: {int argument: [its specialization bound at 1, 16, 17]}}, read from the
+    binder that Triton's launcher builds for sm_90 (no GPU needed): an argument that
+    specializes (the value 1 or a multiple of 16) makes a new compile per value class."""
+    import torch
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    backend = make_backend(GPUTarget("cuda", 90, 32))
+    out = {}
+    for fn in (mlp.train_kernel, wide.train_wide_kernel, mlp.order_kernel):
+        binder = create_function_from_signature(fn.signature, fn.params, backend)
+        args = {p.name: 1 if p.is_constexpr else torch.zeros(4) if p.name.endswith("_ptr")
+                else 7 for p in fn.params}
+        ints = [i for i, p in enumerate(fn.params)
+                if not p.is_constexpr and not p.name.endswith("_ptr")]
+        seen = {}
+        for i in ints:
+            name = fn.params[i].name
+            seen[name] = [repr(binder(**{**args, name: value})[1][i]) for value in (1, 16, 17)]
+        out[fn.__name__] = seen
+    return out
+
+
 def main(spec: dict) -> None:
     """spec: train_kernel's constexprs, or with "wide": true, train_wide_kernel's."""
     is_wide = spec.pop("wide", False)
@@ -44,4 +69,7 @@ def main(spec: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    if sys.argv[1] == "--specialization":
+        print(json.dumps(specializations()))
+    else:
+        main(json.loads(sys.argv[1]))

@@ -23,6 +23,8 @@ from tinysweep.trainer.errors import UserError
 from conftest import MIXED, assert_same_runs, optimizer_sweep
 
 triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+from tinysweep.kernels.mlp import curve_offset  # noqa: E402  (needs triton)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -381,3 +383,117 @@ def test_a_slow_first_launch_says_it_is_compiling(monkeypatch, capsys):
     triton_backend.launch(kernel, (4,), spec, "2-64-64-1, mse", "x", num_warps=4)
     triton_backend.launch(kernel, (4,), {"DEPTH": 1}, "1-16-1, mse", "x", num_warps=4)
     assert len(calls) == 3 and capsys.readouterr().err == ""
+
+
+# ---- issue 30: what the interpreter cannot show on its own ------------------------------
+@pytest.mark.parametrize("split, input_norm", [(4, "batchnorm"), (8, "none")])
+def test_the_lanes_of_a_run_end_with_bitwise_identical_state(write_config, monkeypatch,
+                                                             split, input_norm):
+    """Every lane of a run keeps its own copy of the run's state (weights, m, v, running
+    statistics) and takes the same steps: at the end the copies are equal bit for bit,
+    shuffled and not, with short last batches, sgd with momentum and adam."""
+    from tinysweep.trainer import triton_backend
+    monkeypatch.setattr(triton_backend, "SPLIT", split)
+    seen = []
+    unload = triton_backend._TritonGroup.unload
+
+    def spy(group):
+        seen.append({name: triton_backend.lane_copies(group.state[name], group.split)
+                     for name in ("par", "m", "v", "rmean", "rvar") if group.state[name].dim() == 3})
+        unload(group)
+    monkeypatch.setattr(triton_backend._TritonGroup, "unload", spy)
+    path = write_config(
+        data={"source": "moons", "params": {"n": 23}, "seed": 1, "val_fraction": 0.2},
+        model={"hidden": [3], "activation": "tanh", "loss": "bce_with_logits"},
+        train={"epochs": 3, "lr": 0.05, "momentum": 0.9, "input_norm": input_norm},
+        sweep={"params": {"optimizer": ["sgd", "adam"], "batch_size": [5, 18],
+                          "shuffle": [True, False], "seed": [0, 1]}})
+    triton_res, ref = both(path)
+    assert_same_runs(triton_res, ref)
+    assert len(seen) == 2 and all(len(state) == (5 if input_norm == "batchnorm" else 3)
+                                  for state in seen)
+    for state in seen:
+        for name, copies in state.items():
+            assert copies.shape[0] == split
+            for c in range(1, split):
+                assert torch.equal(copies[c], copies[0]), f"{name}: lane copy {c} differs"
+    # the check sees a lane that strays by one bit
+    copies = seen[0]["par"].clone()
+    copies[split - 1, 0, 0] = torch.nextafter(copies[split - 1, 0, 0], torch.tensor(1.0))
+    assert not torch.equal(copies[split - 1], copies[0])
+
+
+@triton.jit
+def offset_kernel(out_ptr, metric, RS, n_cols, run, col):
+    tl.store(out_ptr, curve_offset(metric, RS, n_cols, run, col))
+
+
+def test_curve_offsets_are_int64_past_2_31():
+    """curves[metric, run, col] at 2,000,000 runs x 1,100 columns is 8.8e9 floats in: the
+    offset the kernels store to, computed on scalars by the interpreter, has no wrap."""
+    out = torch.zeros(1, dtype=torch.int64)
+    runs, cols = 2_000_000, 1_100
+    for metric, run, col in [(0, 0, 0), (1, 12_345, 7), (3, runs - 1, cols - 1)]:
+        offset_kernel[(1,)](out, metric, runs, cols, run, col)
+        assert int(out[0]) == (metric * runs + run) * cols + col
+
+
+def test_the_order_kernel_loops_when_rows_pass_the_grid_limit(monkeypatch):
+    """Past 65,535 blocks of rows (67,107,840 rows at 1,024 a block) the grid's second axis
+    is capped and each program loops: with the cap set to 3, 5,000 rows in blocks of 256
+    (20 blocks) give the reference permutations."""
+    from tinysweep.kernels import mlp
+    from tinysweep.trainer.order import half_bits, permutations, round_keys
+
+    assert mlp.order_grid(4, 67_107_840, 1024) == (4, 65_535)
+    assert mlp.order_grid(4, 67_107_841, 1024) == (4, 65_535)
+    assert mlp.order_grid(2, 1, 1024) == (2, 1)
+    monkeypatch.setattr(mlp, "ORDER_GRID_Y", 3)
+    n, seeds, epochs = 5_000, np.array([0, 7]), np.array([2, 0])
+    grid = mlp.order_grid(len(seeds), n, 256)
+    assert grid == (2, 3)
+    keys = torch.tensor(round_keys(seeds, epochs).astype(np.int64), device=DEVICE)
+    out = torch.full((len(seeds), n), -1, dtype=torch.int32, device=DEVICE)
+    half = half_bits(n)
+    mlp.order_kernel[grid](keys, out, n, half, (1 << half) - 1, BLOCK=256)
+    np.testing.assert_array_equal(out.cpu().numpy(), permutations(seeds, epochs, n))
+
+
+def test_no_per_launch_integer_specializes_the_kernels():
+    """Triton specializes an int argument equal to 1 or a multiple of 16 unless told not
+    to: each value class would compile the kernel again (8 to 13 s a variant on the H100's
+    host) with no notice. Every int argument of the three kernels, bound at 1, 16 and 17
+    by the launcher's own binder for sm_90, specializes the same way."""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("compile_kernels.py")),
+                           "--specialization"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout)
+    assert set(seen) == {"train_kernel", "train_wide_kernel", "order_kernel"}
+    assert "RS" in seen["train_kernel"] and "n" in seen["order_kernel"]
+    for kernel, ints in seen.items():
+        for name, bound in ints.items():
+            assert len(set(bound)) == 1, f"{kernel}({name}=...) specializes: {bound}"
+
+
+def test_auto_sends_models_that_would_spill_a_lane_to_torch(write_config, monkeypatch):
+    """More than 64 inputs: no wide kernel, and a lane of 300 features and one output holds
+    512 padded weights (spills). auto gives it to the torch backend on CUDA; --backend
+    triton still takes it; 65 features and one output (128 weights) stay on triton."""
+    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.sweep import prepare, resolve_backend
+    assert triton_backend.padded_weights(300, [], 1) == 512
+    assert triton_backend.kernel_for(300, [], False, 1) == "lanes"
+    chunks = {}
+    for d in (300, 65):
+        x = np.random.default_rng(0).normal(size=(20, d)).astype(np.float32)
+        y = (x[:, 0] > 0).astype(np.float32)
+        path = write_config(f"d{d}.yaml", model={"hidden": [], "loss": "bce_with_logits"})
+        chunks[d] = prepare(path, backend="torch", device="cpu", data=(x, y)).chunk
+    assert "300 features, hidden [] and 1 output pad to 512 weights" in triton_backend.spills(
+        chunks[300])
+    assert triton_backend.spills(chunks[65]) is None
+    monkeypatch.setattr(triton_backend, "interpreted", lambda: True)
+    assert resolve_backend("auto", "cuda", chunks[300]) == "torch"
+    assert resolve_backend("triton", "cuda", chunks[300]) == "triton"
+    assert resolve_backend("auto", "cuda", chunks[65]) == "triton"

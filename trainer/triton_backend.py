@@ -33,9 +33,14 @@ MAX_DEPTH = 2
 # H100's host), and past 384 parameters the weights spill (bench/sass.py, kernels/NOTES.md).
 # Larger models go to the wide kernel (kernels/wide.py: one run per program, a batch's rows
 # through tl.dot; 2 to 7 s for any shape), whose layers may be up to WIDE_MAX wide, inputs
-# and outputs included; a model too wide for it stays in a lane up to MAX_PARAMS.
+# and outputs included; a model too wide for it stays in a lane up to MAX_PARAMS. Past
+# LANE_SPILL padded weights, though, a lane spills: more than 64 inputs pad far (300
+# features and one output are 512 weights a thread: bench/sass.py --shape inputs:300 gives
+# the figures in kernels/NOTES.md), so ``--backend auto`` sends such a model to the torch
+# backend (``spills``); ``--backend triton`` still trains it, slowly.
 LANE_WEIGHTS = 128
 MAX_PARAMS = 384
+LANE_SPILL = 384
 WIDE_MAX = 64
 WIDE_WARPS = 4          # warps per program of the wide kernel (one run)
 WIDE_ROWS = 16          # rows per tile of the wide kernel (tl.dot's smallest)
@@ -91,13 +96,31 @@ def kernel_for(n_features: int, hidden, batchnorm: bool, n_outputs: int) -> str 
     """The kernel that trains this model: "lanes" (mlp.py, one lane per run) while its
     padded layers hold at most LANE_WEIGHTS weights, else "wide" (wide.py) while every layer
     is at most WIDE_MAX wide, else "lanes" up to MAX_PARAMS parameters; None past that."""
-    dims = [_pow2(m) for m in (n_features, *hidden, n_outputs)]
-    if sum(a * b for a, b in zip(dims, dims[1:])) <= LANE_WEIGHTS:
+    if padded_weights(n_features, hidden, n_outputs) <= LANE_WEIGHTS:
         return "lanes"
     if max(n_features, *hidden, n_outputs) <= WIDE_MAX:
         return "wide"
     params = torch_backend.Layout.of(n_features, hidden, batchnorm, n_outputs).size
     return "lanes" if params <= MAX_PARAMS else None
+
+
+def padded_weights(n_features: int, hidden, n_outputs: int) -> int:
+    """The weights a lane holds: each layer's inputs and outputs padded to a power of two."""
+    dims = [_pow2(m) for m in (n_features, *hidden, n_outputs)]
+    return sum(a * b for a, b in zip(dims, dims[1:]))
+
+
+def spills(chunk: Chunk) -> str | None:
+    """Why auto should not give this sweep to the triton backend although it can train it:
+    a model that only a lane takes, with more than LANE_SPILL padded weights."""
+    d, k = chunk.data.n_features, chunk.data.n_outputs
+    batchnorm = bool((chunk.runs.input_norm == "batchnorm").any())
+    for hidden in chunk.runs.architectures():
+        weights = padded_weights(d, hidden, k)
+        if kernel_for(d, hidden, batchnorm, k) == "lanes" and weights > LANE_SPILL:
+            return (f"{d} features, hidden {list(hidden)} and {k} output{'s' * (k > 1)} pad to "
+                    f"{weights} weights a lane (over {LANE_SPILL}: they spill)")
+    return None
 
 
 def interpreted() -> bool:
@@ -184,7 +207,7 @@ class _TritonGroup(_Group):
         def rows(t: torch.Tensor, pad: float = 0.0) -> torch.Tensor:   # [R, k] -> tiles
             out = torch.full((padded, t.shape[1]), pad, dtype=t.dtype, device=dev)
             out[:n_runs] = t[idx]
-            return to_tiles(out, runs_per_program)
+            return to_tiles(out, runs_per_program, self.split)
 
         opt = [rows(v) for v in self.opt_state.values()]
         m, v = (opt[0], torch.zeros_like(opt[0])) if self.sgd else opt
@@ -269,14 +292,14 @@ class _TritonGroup(_Group):
 
     def unload(self):
         """Copies the lanes' state back into the group's tensors and the result's curves."""
-        s, lanes = self.state, self.lanes
+        s, lanes, split = self.state, self.lanes, self.split
         idx, n_runs = torch.from_numpy(lanes).to(self.device), len(lanes)
-        self.params[idx] = from_tiles(s["par"])[:n_runs]
+        self.params[idx] = from_tiles(s["par"], split)[:n_runs]
         for full, part in zip(self.opt_state.values(), [s["m"], s["v"]]):
-            full[idx] = from_tiles(part)[:n_runs]
+            full[idx] = from_tiles(part, split)[:n_runs]
         if self.running is not None:
-            self.running[0][idx] = from_tiles(s["rmean"])[:n_runs].unsqueeze(1)
-            self.running[1][idx] = from_tiles(s["rvar"])[:n_runs].unsqueeze(1)
+            self.running[0][idx] = from_tiles(s["rmean"], split)[:n_runs].unsqueeze(1)
+            self.running[1][idx] = from_tiles(s["rvar"], split)[:n_runs].unsqueeze(1)
         self.steps[lanes] = s["steps"][:n_runs].cpu().numpy()
         self.diverged[lanes] = s["div"][:n_runs].cpu().numpy() != 0
         curves = self.curves[:, :n_runs].cpu().numpy()
@@ -346,7 +369,7 @@ class _TritonGroup(_Group):
         keys = torch.tensor(keys.astype(np.int64), device=dev)
         table = torch.empty(len(keys), n, dtype=torch.int32, device=dev)
         half = half_bits(n)
-        mlp.order_kernel[(len(keys), cdiv(n, ORDER_BLOCK))](
+        mlp.order_kernel[mlp.order_grid(len(keys), n, ORDER_BLOCK)](
             keys, table, n, half, (1 << half) - 1, BLOCK=ORDER_BLOCK)
         index = table.view(-1)
         copies = []
@@ -373,15 +396,26 @@ def launch(kernel, grid: tuple, spec: dict, shape: str, *args, **kwargs):
     return out
 
 
-def to_tiles(rows: torch.Tensor, runs: int) -> torch.Tensor:
-    """[programs * runs, k] -> [programs, k, runs]: each program's state one tile in which
-    an entry of its runs is consecutive floats (constant strides in-kernel)."""
-    return rows.view(-1, runs, rows.shape[1]).transpose(1, 2).contiguous()
+def to_tiles(rows: torch.Tensor, runs: int, split: int = 1) -> torch.Tensor:
+    """[programs * runs, k] -> [programs, k, split * runs]: each program's state one tile in
+    which an entry of its lanes is consecutive floats (constant strides in-kernel), a copy
+    per lane: lane j = c * runs + r holds copy c of run r (kernels/mlp.py)."""
+    tiles = rows.view(-1, runs, rows.shape[1]).transpose(1, 2)
+    return tiles.repeat(1, 1, split).contiguous()
 
 
-def from_tiles(tiles: torch.Tensor) -> torch.Tensor:
-    """The inverse of to_tiles."""
-    return tiles.transpose(1, 2).reshape(-1, tiles.shape[1])
+def from_tiles(tiles: torch.Tensor, split: int = 1) -> torch.Tensor:
+    """The inverse of to_tiles: each run's state from its first lane's copy."""
+    runs = tiles.shape[2] // split
+    return tiles[:, :, :runs].transpose(1, 2).reshape(-1, tiles.shape[1])
+
+
+def lane_copies(tiles: torch.Tensor, split: int) -> torch.Tensor:
+    """[programs, k, split * runs] -> [split, programs * runs, k]: every lane's copy of its
+    run's state (all equal, bit for bit, when the lanes of a run stayed in step)."""
+    programs, k, lanes = tiles.shape
+    return tiles.view(programs, k, split, lanes // split).permute(2, 0, 3, 1).reshape(
+        split, -1, k)
 
 
 def cdiv(a: int, b: int) -> int:
