@@ -157,23 +157,31 @@ def main(argv=None) -> int:
                    [(32, 1, 1, 8), (64, 2, 1, None), (32, 1, 2, None)] if args.variants else []),
                "mlp_1k": [(32, 1, 1, split) for split in (1, 2, 4, 8)],
                "line_scale": [(32, 1, 1, None)]}
-    for name in WORKLOADS:
-        for block_r, num_warps, unroll, split in layouts[name]:
-            try:
-                row = time_kernel(name, block_r, num_warps, unroll, split)
-            except Exception as e:   # keep the other numbers
-                row = {"workload": name, "block_r": block_r, "num_warps": num_warps,
-                       "unroll": unroll, "split": split, "error": repr(e)[:300]}
-            report["kernels"].append(row)
-            print(json.dumps(row), flush=True)
-    if not args.skip_torch_func:
-        for mode in (None, "reduce-overhead"):
-            try:
-                row = torch_func_mlp(mode=mode)
-            except Exception as e:
-                row = {"contender": f"torch.func+compile(mode={mode})", "error": repr(e)[:300]}
-            report["contenders"].append(row)
-            print(json.dumps(row), flush=True)
+    # Each figure is printed and saved as soon as it is measured: a device call's time
+    # limit (SIGINT, bench/gpu_check.sh) keeps what was done and still prints the table.
+    try:
+        for name in WORKLOADS:
+            for block_r, num_warps, unroll, split in layouts[name]:
+                try:
+                    row = time_kernel(name, block_r, num_warps, unroll, split)
+                except Exception as e:   # keep the other numbers
+                    row = {"workload": name, "block_r": block_r, "num_warps": num_warps,
+                           "unroll": unroll, "split": split, "error": repr(e)[:300]}
+                report["kernels"].append(row)
+                print(json.dumps(row), flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(report, indent=1))
+        if not args.skip_torch_func:
+            for mode in (None, "reduce-overhead"):
+                try:
+                    row = torch_func_mlp(mode=mode)
+                except Exception as e:
+                    row = {"contender": f"torch.func+compile(mode={mode})",
+                           "error": repr(e)[:300]}
+                report["contenders"].append(row)
+                print(json.dumps(row), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: the figures so far", flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     print(f"\n{report['device']}, torch {report['torch']}, triton {report['triton']}")

@@ -1,7 +1,7 @@
 """The fused kernels' machine code for an H100, and the time it predicts, without a GPU.
 
     python bench/sass.py [--workloads b c d] [--wide] [--sizes] [--shape [12,12] ...]
-                         [--split N] [--json OUT]
+                         [--inputs 300 ...] [--split N] [--json OUT]
 
 For each workload of bench/run.py, the triton backend's kernel for its first group is
 compiled for sm_90 (Triton's compiler and ptxas, which run on any machine), and cuobjdump
@@ -52,6 +52,8 @@ def kernel_of(key: str):
 
     if key in WORKLOADS:
         config = HERE / "workloads" / WORKLOADS[key]
+    elif key.startswith("inputs:"):
+        config = inputs_config(int(key.split(":")[1]))
     else:
         from sizes import config_for
         config = config_for(json.loads(key))
@@ -64,6 +66,18 @@ def kernel_of(key: str):
     if group.wide:
         return wide.train_wide_kernel, group.spec, triton_backend.WIDE_WARPS, chunk, group
     return mlp.train_kernel, group.spec, triton_backend.NUM_WARPS, chunk, group
+
+
+def inputs_config(features: int) -> dict:
+    """A linear model on ``features`` inputs (two blobs, one logit), swept as bench/sizes.py
+    sweeps a shape: what a lane holds when the inputs are many (issue 30)."""
+    return {"name": f"inputs_{features}",
+            "data": {"source": "blobs", "params": {"n": 1000, "classes": 2,
+                                                    "features": features}},
+            "model": {"hidden": [], "loss": "bce_with_logits"},
+            "train": {"epochs": 10, "optimizer": "adam", "batch_size": 100, "eval_every": 10},
+            "sweep": {"params": {"lr": {"logspace": [-4, -1, 32]},
+                                 "seed": {"linspace": [0, 31, 32], "int": True}}}}
 
 
 def sass_of(fn, spec: dict, warps: int) -> tuple[str, str, float]:
@@ -153,6 +167,8 @@ def main(argv=None) -> None:
                         help="bench/sizes.py's model shapes instead of the workloads")
     parser.add_argument("--shape", action="append", type=json.loads,
                         help="a bench/sizes.py sweep of this hidden-layer shape (repeatable)")
+    parser.add_argument("--inputs", action="append", type=int,
+                        help="a linear model on this many features (repeatable)")
     parser.add_argument("--split", type=int,
                         help="lanes per run of the lane kernel (default: one, as on the CPU)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
@@ -165,7 +181,8 @@ def main(argv=None) -> None:
     results = []
     from sizes import SHAPES
     shapes = (args.shape or []) + (SHAPES if args.sizes else [])
-    keys = [json.dumps(shape) for shape in shapes] or args.workloads
+    keys = ([json.dumps(shape) for shape in shapes] + [f"inputs:{d}" for d in args.inputs or []]
+            or args.workloads)
     for key in keys:
         r = predict(key, peaks)
         results.append(r)
