@@ -476,9 +476,10 @@ def test_no_per_launch_integer_specializes_the_kernels():
             assert len(set(bound)) == 1, f"{kernel}({name}=...) specializes: {bound}"
 
 
-def test_auto_sends_models_that_would_spill_a_lane_to_torch(write_config, monkeypatch):
+def test_auto_sends_models_too_large_for_a_lane_to_torch(write_config, monkeypatch):
     """More than 64 inputs: no wide kernel, and a lane of 300 features and one output holds
-    512 padded weights (spills). auto gives it to the torch backend on CUDA; --backend
+    512 padded weights (2 min to compile for sm_90 here, its rows through shared memory).
+    auto gives it to the torch backend on CUDA; --backend
     triton still takes it; 65 features and one output (128 weights) stay on triton."""
     from tinysweep.trainer import triton_backend
     from tinysweep.trainer.sweep import prepare, resolve_backend
@@ -490,9 +491,9 @@ def test_auto_sends_models_that_would_spill_a_lane_to_torch(write_config, monkey
         y = (x[:, 0] > 0).astype(np.float32)
         path = write_config(f"d{d}.yaml", model={"hidden": [], "loss": "bce_with_logits"})
         chunks[d] = prepare(path, backend="torch", device="cpu", data=(x, y)).chunk
-    assert "300 features, hidden [] and 1 output pad to 512 weights" in triton_backend.spills(
+    assert "300 features, hidden [] and 1 output pad to 512 weights" in triton_backend.oversized_lane(
         chunks[300])
-    assert triton_backend.spills(chunks[65]) is None
+    assert triton_backend.oversized_lane(chunks[65]) is None
     monkeypatch.setattr(triton_backend, "interpreted", lambda: True)
     assert resolve_backend("auto", "cuda", chunks[300]) == "torch"
     assert resolve_backend("triton", "cuda", chunks[300]) == "triton"

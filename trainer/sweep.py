@@ -167,9 +167,10 @@ def resolve_device(device: str | None) -> str:
 
 def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
     """The backend that trains the sweep. ``auto``: on a CUDA device triton when the fused
-    kernels can train the model without spilling (triton_backend.spills), else torch; on
-    the CPU numba when it is installed and can train the model, else torch. Raises
-    UserError when the backend asked for cannot run."""
+    kernels can train the model in a lane of reasonable size or a wide program
+    (triton_backend.oversized_lane), else torch; on the CPU numba when it is installed and
+    can train the model, else torch. Raises UserError when the backend asked for cannot
+    run."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numba" or (backend == "auto" and device == "cpu"):
@@ -187,7 +188,8 @@ def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
     if device == "cpu" and not triton_backend.interpreted():
         why = why or "the triton backend needs --device cuda (or TRITON_INTERPRET=1 on the CPU)"
     if backend == "auto":
-        return "torch" if why or device != "cuda" or triton_backend.spills(chunk) else "triton"
+        too_large = triton_backend.oversized_lane(chunk)
+        return "torch" if why or device != "cuda" or too_large else "triton"
     if why:
         raise UserError(f"--backend triton: {why}; use --backend torch")
     return backend

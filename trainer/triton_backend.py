@@ -34,10 +34,12 @@ MAX_DEPTH = 2
 # Larger models go to the wide kernel (kernels/wide.py: one run per program, a batch's rows
 # through tl.dot; 2 to 7 s for any shape), whose layers may be up to WIDE_MAX wide, inputs
 # and outputs included; a model too wide for it stays in a lane up to MAX_PARAMS. Past
-# LANE_SPILL padded weights, though, a lane spills: more than 64 inputs pad far (300
-# features and one output are 512 weights a thread: bench/sass.py --shape inputs:300 gives
-# the figures in kernels/NOTES.md), so ``--backend auto`` sends such a model to the torch
-# backend (``spills``); ``--backend triton`` still trains it, slowly.
+# LANE_SPILL padded weights, though, a lane's tensors go through shared memory at every
+# row and its compile takes minutes: more than 64 inputs pad far (300 features and one
+# output, 512 weights a lane: 2 min to compile on the 2-core CPU, a row loop of 5,946
+# instructions with 276 LDS/STS against 997 and 84 at 65 features; bench/sass.py
+# --inputs 300, kernels/NOTES.md), so ``--backend auto`` sends such a model to the torch
+# backend (``oversized_lane``); ``--backend triton`` still trains it, slowly.
 LANE_WEIGHTS = 128
 MAX_PARAMS = 384
 LANE_SPILL = 384
@@ -110,16 +112,17 @@ def padded_weights(n_features: int, hidden, n_outputs: int) -> int:
     return sum(a * b for a, b in zip(dims, dims[1:]))
 
 
-def spills(chunk: Chunk) -> str | None:
+def oversized_lane(chunk: Chunk) -> str | None:
     """Why auto should not give this sweep to the triton backend although it can train it:
-    a model that only a lane takes, with more than LANE_SPILL padded weights."""
+    a model that only a lane takes, with more than LANE_SPILL padded weights; else None."""
     d, k = chunk.data.n_features, chunk.data.n_outputs
     batchnorm = bool((chunk.runs.input_norm == "batchnorm").any())
     for hidden in chunk.runs.architectures():
         weights = padded_weights(d, hidden, k)
         if kernel_for(d, hidden, batchnorm, k) == "lanes" and weights > LANE_SPILL:
             return (f"{d} features, hidden {list(hidden)} and {k} output{'s' * (k > 1)} pad to "
-                    f"{weights} weights a lane (over {LANE_SPILL}: they spill)")
+                    f"{weights} weights a lane (over {LANE_SPILL}: a compile of minutes, and "
+                    f"the rows through shared memory)")
     return None
 
 
