@@ -342,7 +342,15 @@ class MLPRegressor(RegressorMixin, _TinyMLP):
 # ---------------------------------------------------------------- the search
 
 
-def _assignment(cv, X, y, groups, classifier: bool) -> np.ndarray:
+def _cv_name(cv) -> str:
+    """How messages name ``cv``: its value, or its kind for a list of splits (whose repr
+    prints every index)."""
+    if isinstance(cv, numbers.Integral) or hasattr(cv, "split"):
+        return f"cv={cv!r}"
+    return f"cv ({type(cv).__name__} of (train, test) splits)"
+
+
+def _assignment(cv, X, y, groups, classifier: bool, classes=None) -> np.ndarray:
     """``cv`` (an int, a splitter or an iterable of (train, test) splits) as the fold of
     every row per repeat, int32 [R, n], for ``data.cv.assignment``.
 
@@ -365,25 +373,28 @@ def _assignment(cv, X, y, groups, classifier: bool) -> np.ndarray:
             labels, counts = np.unique(y, return_counts=True)
             if counts.min() < cv:
                 c = int(np.argmin(counts))
-                raise ValueError(f"cv={cv}: class {labels[c]!r} has only {counts[c]} rows; "
+                label = labels[c] if classes is None else classes[labels[c]]
+                label = label.item() if isinstance(label, np.generic) else label
+                raise ValueError(f"cv={cv}: class {label!r} has only {counts[c]} rows; "
                                  f"stratified folds need at least {cv} rows of each class")
+    name = _cv_name(cv)
     splitter = check_cv(cv, y, classifier=classifier)
     try:
         splits = list(splitter.split(X, y, groups))
     except ValueError as e:
-        raise ValueError(f"cv={cv!r}: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"{name}: {str(e).splitlines()[0]}") from None
     tables, current, k = [], np.full(n, -1, np.int32), 0
     for i, (train, test) in enumerate(splits):
         train, test = np.asarray(train), np.asarray(test)
         in_test = np.zeros(n, bool)
         in_test[test] = True
         if (current[test] >= 0).any() or in_test.sum() != len(test):
-            raise ValueError(f"cv={cv!r}: split {i}'s test rows overlap an earlier fold of "
+            raise ValueError(f"{name}: split {i}'s test rows overlap an earlier fold of "
                              f"the same repeat; tinysweep needs folds that partition the rows")
         in_train = np.zeros(n, bool)
         in_train[train] = True
         if len(train) != n - len(test) or (in_train == in_test).any():
-            raise ValueError(f"cv={cv!r}: split {i} trains on {len(train)} rows and tests on "
+            raise ValueError(f"{name}: split {i} trains on {len(train)} rows and tests on "
                              f"{len(test)} of {n}; tinysweep needs each split to train on "
                              f"every row outside its test fold")
         current[test] = k
@@ -393,14 +404,14 @@ def _assignment(cv, X, y, groups, classifier: bool) -> np.ndarray:
             current, k = np.full(n, -1, np.int32), 0
     if k or not tables:
         left = int((current < 0).sum()) if k else n
-        raise ValueError(f"cv={cv!r}: {left} of {n} rows are in no test fold; tinysweep needs "
+        raise ValueError(f"{name}: {left} of {n} rows are in no test fold; tinysweep needs "
                          f"folds that cover every row")
     folds = {int(t.max()) + 1 for t in tables}
     if len(folds) > 1:
-        raise ValueError(f"cv={cv!r}: its repeats have {sorted(folds)} folds; tinysweep needs "
+        raise ValueError(f"{name}: its repeats have {sorted(folds)} folds; tinysweep needs "
                          f"the same number in each")
     if folds.pop() < 2:
-        raise ValueError(f"cv={cv!r}: a single fold holds every row; expected at least 2 folds")
+        raise ValueError(f"{name}: a single fold holds every row; expected at least 2 folds")
     return np.stack(tables)
 
 
@@ -597,8 +608,9 @@ class SweepSearchCV(BaseEstimator):
         else:
             target = np.asarray(y, np.float64)
         self.loss_function_ = loss
-        table = _assignment(self.cv, X, codes if classifier else target, groups, classifier)
-        self.n_splits_ = table.size // len(target)
+        table = _assignment(self.cv, X, codes if classifier else target, groups, classifier,
+                            self.classes_ if classifier else None)
+        self.n_splits_ = len(table) * (int(table.max()) + 1)
 
         self._fit_time = 0.0
         parts, self.results_ = [], None
