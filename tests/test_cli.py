@@ -269,3 +269,27 @@ def test_best_and_worst_runs_and_medians_are_a_sorts(n, nan_share):
         finite = x[~np.isnan(x)]
         if len(finite):
             assert cli._median(finite) == np.median(finite)
+
+
+def test_with_a_validation_split_the_headline_is_by_validation_loss(write_config, tmp_path,
+                                                                     capsys):
+    """val_fraction: the groups and the best and worst runs are by final_val_loss; seeds are
+    replicates, summed up per setting (Results.summary), not a group of their own; floats
+    in the groups print short."""
+    path = write_config(data={"source": "line", "params": {"n": 40}, "val_fraction": 0.3},
+                        train={"epochs": 3, "optimizer": "sgd"},
+                        sweep={"params": {"lr": {"logspace": [-3.5, -0.5, 4]},
+                                          "batch_size": [4, 16], "seed": [0, 1]}})
+    out = tmp_path / "out"
+    assert run_cli("run", path, "--out", out) == 0
+    stdout = capsys.readouterr().out
+    assert "final_val_loss by lr" in stdout and "final_val_loss by batch_size" in stdout
+    assert "final_train_loss by" not in stdout and "by seed" not in stdout
+    assert "0.0003162 " in stdout and "0.00031622776601683794" not in stdout
+    res = tinysweep.load(out)
+    best = stdout.split("best 5 runs:\n", 1)[1].split("\nworst", 1)[0].splitlines()[1:]
+    expected = res.table.sort_values("final_val_loss", kind="stable").run_id[:5].tolist()
+    assert [int(line.split()[0]) for line in best] == expected
+    settings = stdout.split("rank 1: within noise of the best):\n", 1)[1].splitlines()
+    top = res.summary().iloc[0]
+    assert settings[1].split()[:3] == [f"{top.lr:.4g}", str(top.batch_size), "2"]

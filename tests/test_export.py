@@ -94,6 +94,21 @@ def test_best_picks_the_lowest_non_diverged_loss(line, tmp_path):
         pick_run(Results(res.config, table, res.curves, res.params), None, True)
 
 
+def test_best_is_by_validation_loss_when_there_is_a_validation_split(line, tmp_path):
+    """With final_val_loss in the table, --best is its lowest, not the training loss's."""
+    out, res = line
+    table = res.table.copy()
+    table["final_val_loss"] = [0.5, float("nan"), 0.1, 0.9]
+    table["final_train_loss"] = [0.01, float("nan"), 0.5, 0.02]      # train says run 0
+    picked = Results(res.config, table, res.curves, res.params)
+    assert picked.default_metric() == "final_val_loss"
+    assert pick_run(picked, None, best=True) == 2
+    picked.save(tmp_path / "val")
+    _, meta = export_run(tmp_path / "val", tmp_path / "best.pt", best=True)
+    described = json.loads(meta.read_text())
+    assert described["run_id"] == 2 and described["final_val_loss"] == 0.1
+
+
 def _strict_json(text: str) -> dict:
     def refuse(name):
         raise AssertionError(f"not strict JSON: {name}")

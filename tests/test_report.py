@@ -278,3 +278,34 @@ def test_log_axes_are_labelled_in_plain_text_with_minor_ticks_over_few_decades()
     assert len(narrow.yaxis.get_minorticklocs()) > 0
     minor = {t.get_text() for t in narrow.get_yticklabels(minor=True)} - {""}
     assert minor and {"2×10⁰", "5×10⁰"} & minor and not any("$" in t for t in minor)
+
+
+def test_seeds_and_folds_are_replicates_not_parameters(write_config, tmp_path):
+    """With folds and seeds, what mattered ranks lr and batch_size by the median final val
+    loss, says how far the replicates alone move it (the median over settings of largest /
+    smallest), compares each factor with that, and lists the best settings from summary."""
+    out = sweep(write_config, tmp_path,
+                data={"source": "line", "params": {"n": 40}, "cv": 3},
+                train={"epochs": 3, "optimizer": "sgd"},
+                sweep={"params": {"lr": [0.003, 0.03, 0.3], "batch_size": [4, 16],
+                                  "seed": [0, 1]}})
+    table = pd.read_csv(out / "results.csv")
+    text = (out / "report.md").read_text()
+    ranked = re.findall(r"^\d+\. \*\*(\w+)\*\* moves the median final val loss from .*?, a "
+                        r"factor of (\S+), (beyond|within) the replicates' own (\S+)\.$",
+                        text, re.M)
+    assert sorted(p for p, *_ in ranked) == ["batch_size", "lr"]           # no seed, no fold
+    per_setting = table.groupby(["lr", "batch_size"]).final_val_loss
+    spread = (per_setting.max() / per_setting.min()).median()
+    assert (f"Replicates, not parameters: seed (2 values), fold (3 values). Between the "
+            f"replicates of one setting the final val loss moves by a factor of "
+            f"{spread:.3g}") in text
+    for _, factor, verdict, noise in ranked:
+        assert noise == f"{spread:.3g}"
+        assert verdict == ("beyond" if float(factor) > float(noise) else "within")
+    best = markdown_rows(text, "## Best settings over their replicates (6 settings)")
+    summary = tinysweep.load(out).summary()
+    assert best.lr.astype(float).tolist() == summary.lr.tolist()
+    assert best["rank"].astype(int).tolist() == summary["rank"].tolist()
+    assert best.n.astype(int).tolist() == [6] * 6
+    assert "heatmap_lr_batch_size.png" in text        # seed is never a heatmap's axis

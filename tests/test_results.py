@@ -137,3 +137,71 @@ def test_evaluation_epochs(epochs, every, expected):
     runs = Runs.from_rows([RunParams(epochs=e).resolved() for e in epochs])
     assert list(evaluation_epochs(runs, every)) == expected
     assert count_evaluation_epochs(runs, every) == len(expected)
+
+
+# ---- Results.summary: one row per setting over its replicates --------------------------
+def _replicated(values: dict[float, list[float]], metric="final_val_loss"):
+    """A Results whose table holds, for each lr, one run per value (seeds 0, 1, ...); NaN
+    values are diverged runs."""
+    import pandas as pd
+    rows = [(lr, seed, v) for lr, vs in values.items() for seed, v in enumerate(vs)]
+    table = pd.DataFrame({"run_id": np.arange(len(rows)),
+                          "lr": [r[0] for r in rows], "batch_size": 8,
+                          "seed": [r[1] for r in rows],
+                          "final_train_loss": 1.0, metric: [r[2] for r in rows]})
+    table["diverged"] = table[metric].isna()
+    table["steps"] = 10
+    return tinysweep.Results({"name": "s"}, table, {}, {})
+
+
+T975_2 = 4.302652729911275        # Student's t, 97.5%, 2 degrees of freedom (scipy's value)
+
+
+def test_summary_is_mean_std_and_a_t_interval_per_setting_best_first():
+    res = _replicated({0.1: [1.0, 2.0, 3.0], 0.01: [4.0, 4.0, 7.0], 0.3: [10.0, 10.1, 9.9],
+                       1.0: [np.nan, 0.5, 0.6], 3.0: [0.2]})
+    s = res.summary()                   # final_val_loss: the table has a validation loss
+    assert s.lr.tolist() == [3.0, 0.1, 0.01, 0.3, 1.0]           # NaN (diverged) last
+    assert s.batch_size.tolist() == [8] * 5 and "seed" not in s          # constants kept
+    assert s.n.tolist() == [1, 3, 3, 3, 3] and s.diverged.tolist() == [0, 0, 0, 0, 1]
+    m = "final_val_loss"
+    np.testing.assert_allclose(s[f"{m}_mean"], [0.2, 2.0, 5.0, 10.0, np.nan])
+    np.testing.assert_allclose(s[f"{m}_std"], [np.nan, 1.0, 3 ** 0.5, 0.1, np.nan])
+    np.testing.assert_allclose(s[f"{m}_sem"], [np.nan, 1 / 3 ** 0.5, 1.0, 0.1 / 3 ** 0.5,
+                                               np.nan])
+    half = T975_2 * np.array([1 / 3 ** 0.5, 1.0, 0.1 / 3 ** 0.5])
+    np.testing.assert_allclose(s[f"{m}_ci_low"], [0.2, *(np.array([2, 5, 10]) - half), np.nan])
+    np.testing.assert_allclose(s[f"{m}_ci_high"], [0.2, *(np.array([2, 5, 10]) + half), np.nan])
+    # one run, 0.2: the best mean, its interval a point; lr 0.1's interval [-0.48, 4.48]
+    # holds it (rank 1), 0.01's [0.70, 9.30] does not; the diverged setting ties last
+    assert s["rank"].tolist() == [1, 1, 3, 4, 5]
+
+
+def test_summary_ranks_accuracies_high_first_and_within_noise_of_the_best():
+    res = _replicated({0.1: [0.90, 0.92, 0.94], 0.01: [0.80, 0.95, 0.98], 1.0: [0.5, 0.51, 0.52]},
+                      metric="final_val_accuracy")
+    s = res.summary("final_val_accuracy")
+    assert s.lr.tolist() == [0.1, 0.01, 1.0]
+    # 0.01's interval (0.91 +- 4.30 * 0.055) overlaps 0.1's (0.92 +- 0.050): within noise
+    assert s["rank"].tolist() == [1, 1, 3]
+    assert res.default_metric() == "final_train_loss"       # no final_val_loss column
+    with pytest.raises(tinysweep.UserError, match="metric: no column 'final_val_los'"):
+        res.summary("final_val_los")
+
+
+def test_summary_files_are_written_beside_the_results(write_config, tmp_path):
+    import pandas as pd
+    path = write_config(data={"source": "line", "params": {"n": 37}, "val_fraction": 0.3},
+                        sweep={"params": {"lr": [0.01, 0.1], "seed": [0, 1, 2]}})
+    out = tmp_path / "out"
+    res = tinysweep.run(path, backend="torch", out=out)
+    summary = res.summary()
+    assert len(summary) == 2 and summary.n.tolist() == [3, 3]
+    csv = pd.read_csv(out / "summary.csv")
+    pd.testing.assert_frame_equal(tables.read_parquet(out / "summary.parquet"), csv)
+    assert list(csv.columns) == list(summary.columns)
+    np.testing.assert_allclose(csv.final_val_loss_ci_high, summary.final_val_loss_ci_high)
+    lr_01 = res.table[res.table.lr == 0.1].final_val_loss
+    row = summary[summary.lr == 0.1].iloc[0]
+    assert row.final_val_loss_mean == pytest.approx(lr_01.mean())
+    assert row.final_val_loss_std == pytest.approx(lr_01.std(ddof=1))
