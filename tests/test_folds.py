@@ -299,3 +299,17 @@ def test_an_assignment_is_the_folds_it_names():
         logits = res.model(4)(torch.as_tensor(x[val], dtype=torch.float32))
     loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y[val])).item()
     assert res.table.final_val_loss[4] == pytest.approx(loss, rel=1e-5)
+
+
+def test_commands_that_train_no_folds_refuse_cv(tmp_path, capsys, wine_csv):
+    """tune and diagnose train no folds yet: data.cv is one line there, not ignored."""
+    config = {"name": "bad", "data": {"source": "csv", "cv": 3,
+                                      "params": {"path": "wine.csv", "target": "label"}},
+              "model": {"hidden": [2], "loss": "cross_entropy"}, "train": {"epochs": 1},
+              "sweep": {"params": {}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["diagnose", str(path), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinysweep: error: data.cv: only `tinysweep run`") and \
+        err.count("\n") == 1
