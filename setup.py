@@ -21,15 +21,20 @@ setup(
     # numba, auto's choice on the CPU). Both are optional at run time: without them auto
     # falls back to the torch backend and their tests skip.
     install_requires=["torch>=2.4", "numpy", "pandas", "pyarrow", "pyyaml", "tqdm", "matplotlib",
-                      "triton>=3.2; platform_system == 'Linux'", "numba>=0.60"],
+                      "triton>=3.2; platform_system == 'Linux'", "numba>=0.60",
+                      # plotly: only its offline bundle, plotly.min.js, inlined in report.html
+                      "plotly>=5"],
+    package_data={"tinysweep.trainer": ["report_assets/*.js", "report_assets/*.css"]},
     # ray: --executor ray (the tests start a local instance, so they need it too); polars
     # and duckdb: the tests read results.parquet with them; lightning: the doctor's Lightning
     # callback (a 0.85 MB wheel, 7.5 s to install with its dependencies beside torch);
     # optuna: tinysweep tune; scikit-learn: tinysweep.sklearn (SweepSearchCV and the
-    # single-model estimators; `import tinysweep` never imports it)
+    # single-model estimators; `import tinysweep` never imports it); tensorboard: export
+    # --to tensorboard (optuna, export --to optuna, is the tune extra's); selenium: the
+    # test that opens report.html in the system's Chromium
     extras_require={"ray": ["ray"], "lightning": ["lightning"], "tune": ["optuna"],
-                    "sklearn": ["scikit-learn>=1.6"],
+                    "sklearn": ["scikit-learn>=1.6"], "tensorboard": ["tensorboard"],
                     "test": ["pytest", "pytest-benchmark", "hypothesis", "ray", "polars",
-                             "duckdb", "lightning", "optuna", "scikit-learn>=1.6"]},
+                             "duckdb", "lightning", "optuna", "scikit-learn>=1.6", "tensorboard", "selenium"]},
     entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
 )

@@ -373,8 +373,10 @@ def format_findings(d: Diagnosis) -> str:
 def write_diagnosis(d: Diagnosis, out: str | Path) -> Path:
     """Saves the diagnostic sweep's results, plots and diagnose.md into ``out``."""
     from .report import _figure, _log_y, _save
+    from .report_html import write_html
     out = Path(out)
     d.results.save(out)
+    write_html(d.results, out)      # report.html: the diagnostic sweep, interactive
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     # the median final loss of every change, the setup's as a line

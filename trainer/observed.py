@@ -299,9 +299,11 @@ def _one_change(config: Config, runs: Runs, values: np.ndarray, metrics: list[st
 def write_observed(d: ObservedDiagnosis, out: str | Path) -> Path:
     """Writes the sweep's results, plots/observed.png and diagnose.md into ``out``."""
     from .report import _save
+    from .report_html import write_html
     from .results import atomic_write
     out = Path(out)
     d.results.save(out)
+    write_html(d.results, out)      # report.html: the diagnostic sweep, interactive
     (out / "plots").mkdir(parents=True, exist_ok=True)
     figure = _save(_figure(d), out / "plots" / "observed.png")
     text = [f"# {d.results.config['name']}: which code reproduces what you saw", "",

@@ -653,7 +653,11 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
         path = plots / f"heatmap_{grid[0]}_{grid[1]}.png"
         figures.append((f"{grid[0]} x {grid[1]}", path, 2, functools.partial(
             plot_heatmap, medians, grid[0], grid[1], path, metric)))
-    _draw_all([(panels, draw) for _, _, panels, draw in figures], alongside)
+    # report.html (report_html.py) is written beside the drawing, as the results files are
+    from .report_html import write_html
+    html = functools.partial(write_html, res, out, columns)
+    side = html if alongside is None else (lambda: (alongside(), html()))
+    _draw_all([(panels, draw) for _, _, panels, draw in figures], side)
 
     spec = res.config["model"]
     n_div = int(table.diverged.sum())
