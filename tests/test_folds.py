@@ -313,3 +313,17 @@ def test_commands_that_train_no_folds_refuse_cv(tmp_path, capsys, wine_csv):
     err = capsys.readouterr().err
     assert err.startswith("tinysweep: error: data.cv: only `tinysweep run`") and \
         err.count("\n") == 1
+
+
+@pytest.mark.parametrize("cv", [4, {"folds": 3, "repeats": 2, "shuffle_seed": 9},
+                                {"assignment": [[0, 1] * 89, [1, 0] * 89]}])
+def test_the_resolved_config_reads_back_to_the_same_folds(cv, tmp_path):
+    """config.yaml records data.cv so that --resume and a rerun find the same folds."""
+    from tinysweep.trainer.config import load_config
+    x, y = wine()
+    res = tinysweep.run(cv_config(cv), backend="torch", data=(x, y), out=tmp_path / "o",
+                        save_data=True)
+    again = load_config(tmp_path / "o" / "config.yaml")
+    assert again.to_dict() == res.config
+    rerun = tinysweep.run(tmp_path / "o" / "config.yaml", backend="torch")
+    assert_same_runs(rerun, res, rtol=0, atol=0)

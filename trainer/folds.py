@@ -63,15 +63,18 @@ def check_cv(value: Any, val_fraction: float) -> dict | None:
         raise UserError(f"data.cv and data.val_fraction ({val_fraction!r}): each fold is "
                         f"the validation split of its runs; drop val_fraction")
     if "assignment" in value:
-        for key in ("repeats", "shuffle_seed"):
-            if key in value:
-                raise UserError(f"data.cv.{key}: not used with data.cv.assignment, which "
-                                f"gives every repeat's folds")
+        if "shuffle_seed" in value:
+            raise UserError("data.cv.shuffle_seed: not used with data.cv.assignment, which "
+                            "gives every repeat's folds")
         table = check_assignment(value["assignment"])
         folds = int(table.max()) + 1
+        # folds and repeats may be given (a resolved config records them): they must agree
         if "folds" in value and _whole(value["folds"], "data.cv.folds", 2) != folds:
             raise UserError(f"data.cv.folds: {value['folds']!r}, but data.cv.assignment "
                             f"holds folds 0..{folds - 1}")
+        if "repeats" in value and _whole(value["repeats"], "data.cv.repeats", 1) != len(table):
+            raise UserError(f"data.cv.repeats: {value['repeats']!r}, but data.cv.assignment "
+                            f"holds {len(table)}")
         return {"folds": folds, "repeats": len(table), "assignment": table.tolist()}
     if "folds" not in value:
         raise UserError("data.cv.folds: required (an integer >= 2), e.g. data.cv: {folds: 5}")
