@@ -229,16 +229,19 @@ def test_unscaled_inputs_and_saturated_sigmoids(tmp_path, capsys):
             for i in range(0, 512, 32):
                 opt.zero_grad()
                 logits = model(rate[i:i + 32])  # MODEL
-                loss = loss_fn(logits, label[i:i + 32])
+                loss = loss_fn(logits, label[i:i + 32])  # LOSS
                 loss.backward()
                 opt.step()
     """)
     code, md = run_doctor(script, out=tmp_path)
     assert code == 0
     where = f"{script}:{line_of(script, 'MODEL')}"
-    # 80 calls, sampled: the first 20, then every 10th (30, ..., 80): 26; windows of 20
+    # 80 calls, sampled: the first 20, then every 10th (30, ..., 80): 26; windows of 20;
+    # and with its units saturated the model learns nothing: the loss stays at chance's
     assert findings_of(md) == ["1. " + heading("input_scale", where, 26),
-                               "2. " + heading("saturated", where, 2)]
+                               "2. " + heading("saturated", where, 2),
+                               "3. " + heading("stuck_at_chance",
+                                               f"{script}:{line_of(script, 'LOSS')}", 1)]
     assert ("the model's first layer (Linear(in_features=1, out_features=16, bias=True)) gets "
             "inputs far from unit scale: feature 0 with mean 9") in md
     assert ("of 16 sigmoid units are saturated: within 0.01 of 0 or 1 on 95% or more of 640 "
@@ -304,13 +307,18 @@ def test_dead_relus(tmp_path, capsys):
                 pred = model(x[i:i + 32])  # MODEL
                 loss = nn.functional.mse_loss(pred, y[i:i + 32])
                 loss.backward()
-                opt.step()
+                opt.step()  # STEP
     """)
     code, md = run_doctor(script, out=tmp_path)
     assert code == 0
     where = f"{script}:{line_of(script, 'MODEL')}"
-    # 48 calls, 28 sampled: one full window of 20 and the rest at the end (8 x 32 rows)
-    assert findings_of(md) == ["1. " + heading("dead_relu", where, 2)]
+    # 48 calls, 28 sampled: one full window of 20 and the rest at the end (8 x 32 rows);
+    # dead units pass no gradient back: the first layer's weights never change
+    assert findings_of(md) == ["1. " + heading("dead_relu", where, 2),
+                               "2. " + heading("not_updated",
+                                               f"{script}:{line_of(script, 'STEP')}", 1)]
+    assert ("2 parameter tensors in the optimizer (Sequential.0.weight, Sequential.2.weight) "
+            "have the same values after 40 steps") in md
     assert "32 of 32 ReLU units output 0 on every one of 640 rows (20 calls)" in md
     assert "nn.LeakyReLU" in doctor.FIXES["dead_relu"]
 
@@ -336,8 +344,9 @@ def test_diverging_loss_is_growing_then_not_finite(tmp_path, capsys):
     assert code == 0
     where = f"{script}:{line_of(script, 'BACKWARD')}"
     found = findings_of(md)
-    assert [f.split(" at ")[0] for f in found] == ["1. nonfinite_loss", "2. growing_loss"]
-    assert all(f"at `{where}`" in f for f in found)
+    assert [f.split(" at ")[0] for f in found] == ["1. nonfinite_loss", "2. growing_loss",
+                                                   "3. exploding_gradient"]
+    assert all(f"at `{where}`" in f for f in found[:2])
     finite = int(md.split(" finite before it")[0].rsplit("(", 1)[1])
     assert 20 <= finite < 200 and found[0].endswith(f"({200 - finite} times)")
     assert f"is inf at its call {finite + 1} from this line" in md or \

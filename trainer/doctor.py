@@ -60,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import doctor_checks
+from .doctor_checks import LoopChecks
 from .errors import UserError, WriteError
 
 FIXES = {
@@ -80,6 +82,7 @@ FIXES = {
                       "or x / 0 in the loss; clip gradients (torch.nn.utils.clip_grad_norm_)",
     "growing_loss": "lower the learning rate (try 10x lower); check that the loss is minimized, "
                     "not maximized (its sign)",
+    **doctor_checks.FIXES,
 }
 
 # The elementwise losses, checked for shapes that broadcast; cross_entropy only for a softmax
@@ -268,7 +271,7 @@ class _LastStep:
 
 
 # ---- the doctor --------------------------------------------------------------------------
-class Doctor:
+class Doctor(LoopChecks):
     """The findings of one watch(): ``findings`` (one per kind and line, in the order first
     seen), what it watched (``steps``, ``backwards``, ``forwards``, ``loss_calls``) and
     ``errors`` (checks of its own that failed, and were switched off: tinysweep's bugs)."""
@@ -294,7 +297,9 @@ class Doctor:
         self._inputs: dict = {}         # id(first layer) -> [sum, sum of squares, rows]
         self._losses: dict[str, _Losses] = {}
         self._last_step: dict[int, _LastStep] = {}
+        self._in_scheduler = False
         self._zeroed: set[int] = set()  # ids of parameters that Module.zero_grad cleared
+        self._lc_init()                 # the training loop's checks (doctor_checks.py)
 
     # -- findings --
     def _record(self, kind: str, where: str, message: str, count: int = 1) -> None:
@@ -307,14 +312,14 @@ class Doctor:
         if self.live:
             print(f"tinysweep doctor: {where}: [{kind}] {message}", file=sys.stderr, flush=True)
 
-    def _guard(self, check, *args) -> None:
+    def _guard(self, check, *args):
         """Runs one of the doctor's checks; one that raises is switched off and named in
         ``errors``, and the user's script goes on as it would without the doctor."""
         name = check.__name__
         if name in self._broken:
             return
         try:
-            check(*args)
+            return check(*args)
         except Exception as e:          # noqa: BLE001 -- the script must not pay for our bug
             self._broken.add(name)
             self.errors.append(f"{name}: {type(e).__name__}: {e}")
@@ -335,13 +340,16 @@ class Doctor:
 
     def _install(self) -> None:
         from torch.nn.modules import module as module_hooks
-        from torch.optim.optimizer import register_optimizer_step_pre_hook
+        from torch.optim import lr_scheduler
+        from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                           register_optimizer_step_pre_hook)
 
         self._undo.append(module_hooks.register_module_forward_pre_hook(self._pre_forward).remove)
         self._undo.append(module_hooks.register_module_forward_hook(
             self._post_forward, always_call=True).remove)
         self._undo.append(register_optimizer_step_pre_hook(self._before_step).remove)
-        for name in (*ELEMENTWISE_LOSSES, "cross_entropy"):
+        self._undo.append(register_optimizer_step_post_hook(self._after_step).remove)
+        for name in (*ELEMENTWISE_LOSSES, "cross_entropy", "nll_loss"):
             self._patch(F, name, functools.partial(self._loss_wrapper, name))
         for owner, name, kind in ((torch, "sigmoid", "sigmoid"), (torch, "tanh", "tanh"),
                                   (torch, "relu", "relu"), (torch, "relu_", "relu"),
@@ -351,6 +359,13 @@ class Doctor:
         self._patch(torch.autograd, "backward", self._backward_wrapper)
         self._patch(torch.optim.Optimizer, "zero_grad", self._optimizer_zero_grad_wrapper)
         self._patch(nn.Module, "zero_grad", self._module_zero_grad_wrapper)
+        self._patch(torch.optim.Optimizer, "__init__", self._optimizer_init_wrapper)
+        # schedulers: the base class's step and the subclasses that define their own
+        for cls in {lr_scheduler.LRScheduler, *(
+                c for c in vars(lr_scheduler).values() if isinstance(c, type)
+                and issubclass(c, lr_scheduler.LRScheduler) and "step" in vars(c))}:
+            self._patch(cls, "step", self._scheduler_step_wrapper)
+        self._patch(torch.utils.data.DataLoader, "__iter__", self._loader_iter_wrapper)
 
     def _uninstall(self) -> None:
         while self._undo:
@@ -360,17 +375,58 @@ class Doctor:
     def _loss_wrapper(self, name, original):
         def loss(*args, **kwargs):
             self._guard(self._check_loss, name, args, kwargs)
+            where = self._guard(self._before_loss, name, args, kwargs)
             pred, target = _loss_inputs(args, kwargs)
             if not (name in ELEMENTWISE_LOSSES and isinstance(pred, torch.Tensor)
                     and isinstance(target, torch.Tensor) and pred.shape != target.shape):
-                return original(*args, **kwargs)
-            # torch warns about the sizes with stacklevel=2, which would name this wrapper:
-            # called through a frame that has the caller's file, line and globals, the
-            # warning names the caller's line and counts in its registry, as without us.
-            caller = sys._getframe(1)
-            call = _call_from(caller.f_code.co_filename, caller.f_lineno, caller.f_globals)
-            return call(original, args, kwargs)
+                out = original(*args, **kwargs)
+            else:
+                # torch warns about the sizes with stacklevel=2, which would name this
+                # wrapper: called through a frame that has the caller's file, line and
+                # globals, the warning names the caller's line and counts in its registry,
+                # as without us.
+                caller = sys._getframe(1)
+                call = _call_from(caller.f_code.co_filename, caller.f_lineno,
+                                  caller.f_globals)
+                out = call(original, args, kwargs)
+            if where is not None:
+                self._guard(self._lc_loss, name, pred, target, kwargs, out, where)
+            return out
         return loss
+
+    def _before_loss(self, name, args, kwargs) -> str:
+        where = user_line()
+        if self._due(("loss", where)):
+            pred, target = _loss_inputs(args, kwargs)
+            self._lc_loss_before(name, pred, target, kwargs, where)
+        return where
+
+    def _optimizer_init_wrapper(self, original):
+        def __init__(optimizer, *args, **kwargs):
+            original(optimizer, *args, **kwargs)
+            self._guard(self._lc_optimizer_built, optimizer, user_line())
+        return __init__
+
+    def _scheduler_step_wrapper(self, original):
+        def step(scheduler, *args, **kwargs):
+            # LRScheduler.__init__ steps once itself (_initial_step); SequentialLR steps the
+            # schedulers it holds: only the user's own calls count
+            if self._in_scheduler or sys._getframe(1).f_code.co_name == "_initial_step":
+                return original(scheduler, *args, **kwargs)
+            self._in_scheduler = True
+            try:
+                return original(scheduler, *args, **kwargs)
+            finally:
+                self._in_scheduler = False
+                self._guard(self._lc_scheduler_step, user_line())
+        return step
+
+    def _loader_iter_wrapper(self, original):
+        def __iter__(loader):
+            self._guard(self._lc_loader_iter, loader, user_line())
+            return original(loader)
+        return __iter__
+
 
     def _activation_wrapper(self, kind, original):
         def activation(*args, **kwargs):
@@ -439,8 +495,10 @@ class Doctor:
         if isinstance(tensors, (list, tuple)) and len(tensors) == 1:
             tensors = tensors[0]
         if not isinstance(tensors, torch.Tensor) or tensors.numel() != 1:
+            self._lc_backward(tensors, user_line())
             return
         where = user_line()
+        self._lc_backward(tensors, where)
         series = self._losses.get(where)
         if series is None:
             series = self._losses[where] = _Losses()
@@ -489,6 +547,7 @@ class Doctor:
             self.forwards += 1
             # the model's checks (input scale, activations) run on sampled calls only
             self._sampled = self._due(id(module))
+            self._guard(self._lc_forward, module, args, user_line)
         if not self._sampled:
             return
         if not self._linear_seen and isinstance(module, nn.Linear):
@@ -591,6 +650,14 @@ class Doctor:
     # -- optimizers --
     def _before_step(self, optimizer, args, kwargs) -> None:
         self._guard(self._check_step, optimizer)
+        self._guard(self._lc_before_step, optimizer, self._step_where)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self._guard(self._lc_after_step, optimizer, self._step_where)
+
+    @property
+    def _step_where(self) -> str:
+        return user_line()
 
     def _check_step(self, optimizer) -> None:
         """Flags a step whose .grad tensors are the ones of the previous step, with no
@@ -630,6 +697,7 @@ class Doctor:
         for w in self._units.values():
             if w.calls:
                 self._guard(self._close_window, w)
+        self._lc_finish()
 
     # -- reporting --
     def _watched(self) -> str:
