@@ -6,6 +6,7 @@
     tinysweep diagnose CONFIG [--observed FILE] [--out DIR] [--backend ...] [--device ...]
     tinysweep report DIR                          plots and report.md, again
     tinysweep export DIR (--run ID | --best) --out model.pt
+    tinysweep export DIR --to optuna|tensorboard [--top N] [--out PATH]   the best settings
     tinysweep tune CONFIG --trials N --batch B [--sampler tpe|random|cmaes] [--metric ...]
                           [--out DIR] [--resume]        an Optuna study, trials in batches
     tinysweep doctor [--out DIR] SCRIPT [ARGS...]   your training script, watched for bugs
@@ -63,15 +64,21 @@ def _parser() -> argparse.ArgumentParser:
                            "(correct, or a known bug) reproduces it")
     report = sub.add_parser("report", help="write the plots and report.md of a results directory")
     report.add_argument("dir", help="a results directory")
-    export = sub.add_parser("export", help="save one run's model: a state_dict and its JSON")
+    export = sub.add_parser("export", help="save one run's model (a state_dict and its JSON), "
+                            "or the settings for optuna or tensorboard")
     export.add_argument("dir", help="a results directory")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--run", type=int, metavar="ID", help="the run_id to export")
     which.add_argument("--best", action="store_true",
                        help="the finished run with the lowest final validation loss (with "
                             "a validation split or folds), else final train loss")
-    export.add_argument("--out", required=True, help="the state_dict file (e.g. model.pt); "
-                        "the architecture goes beside it as .json")
+    which.add_argument("--to", metavar="TOOL", help="the best settings for optuna "
+                       "(a SQLite study) or tensorboard (an HParams log directory)")
+    export.add_argument("--out", help="the state_dict file (e.g. model.pt); the architecture "
+                        "goes beside it as .json. With --to: the study file or log directory "
+                        "(default: in DIR)")
+    export.add_argument("--top", type=int, metavar="N", help="with --to: the N best settings "
+                        "(default: 1000 for optuna, 250 for tensorboard)")
     tune = sub.add_parser("tune", help="an Optuna study whose trials train in batches, one "
                           "sweep each")
     tune.add_argument("config", help="a config whose sweep params are a random search space")
@@ -366,6 +373,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.to is not None:
+        from .export_tools import export_to
+        print(export_to(args.dir, args.to, args.out, args.top))
+        return 0
+    if args.out is None or args.top is not None:
+        raise UserError("export: --run ID or --best takes --out FILE.pt (and no --top)")
     from .export import export_run
     weights, spec = export_run(args.dir, args.out, run_id=args.run, best=args.best)
     print(f"exported: {weights} (state_dict) and {spec} (architecture); load it with "
