@@ -553,11 +553,11 @@ def page_info(res: Results, factorized: dict | None = None) -> dict:
                                f"{_words(s.metric)} to plot. Try a smaller learning rate.")
     elif not np.isfinite(s.means.get(s.metric, np.array([np.nan]))).any():
         info["notices"].append(f"No setting has a final {_words(s.metric)} on every replicate.")
-    if s.n_runs and not s.params:
+    if s.n_runs == 1:
+        info["notices"].append("A single run: the page shows it, with nothing to compare.")
+    elif s.n_runs and not s.params:
         info["notices"].append("Nothing was swept: one setting, so no axes to compare; its "
                                "numbers and learning curves are below.")
-    elif s.n_runs == 1:
-        info["notices"].append("A single run: the page shows it, with nothing to compare.")
     shown = shown_settings(s)
     info["shown"] = len(shown)
     info["shown_label"] = (f"{len(shown):,} of {n_set:,} settings shown"
