@@ -35,7 +35,8 @@ def test_run_writes_the_results_directory(write_config, tmp_path, capsys):
     assert "final_train_loss by batch_size" in stdout and "final_train_loss by shuffle" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted([*RESULT_FILES, "results.parquet",
                                                             "summary.csv", "summary.parquet",
-                                                            "plots", "report.md", ".lock"])
+                                                            "plots", "report.md", "report.html",
+                                                            ".lock"])
     res = tinysweep.load(out)
     assert list(res.table.run_id) == [0, 1, 2, 3]
     assert list(res.table.batch_size) == [4, 4, 9, 9]
