@@ -110,7 +110,7 @@ def _distributions(res: Results, params: list[str]):
     return out
 
 
-def _attrs(row: dict, metric: str) -> dict:
+def _attrs(row: dict) -> dict:
     attrs = {}
     for key, value in row.items():
         v = _plain(value)
@@ -135,7 +135,7 @@ def _to_optuna(res: Results, table: pd.DataFrame, params: list[str], metric: str
         ok = value is not None and math.isfinite(value)
         trials.append(optuna.trial.create_trial(
             params={p: _plain(row[p]) for p in params}, distributions=dists,
-            value=value if ok else None, user_attrs=_attrs({c: row[c] for c in spread}, metric),
+            value=value if ok else None, user_attrs=_attrs({c: row[c] for c in spread}),
             state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -158,14 +158,19 @@ def _to_tensorboard(res: Results, table: pd.DataFrame, params: list[str], metric
     """An HParams log directory at ``path`` (replacing one there): a folder per setting."""
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
-    discrete = {p: sorted({_plain(v) for v in pd.unique(res.table[p])}, key=str)
+    # torch writes a bool as the number 1 or 0: booleans go as "true"/"false", a choice
+    def hp_value(v):
+        v = _plain(v)
+        return str(v).lower() if isinstance(v, bool) else v
+
+    discrete = {p: sorted({hp_value(v) for v in pd.unique(res.table[p])}, key=str)
                 for p in params if np.asarray(res.table[p]).dtype.kind not in "iuf"}
     metrics = [c for c in table.columns if c.startswith(metric) or c in ("n", "diverged")]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         for i, row in enumerate(table.to_dict("records")):
-            hp = {p: _plain(row[p]) for p in params}
+            hp = {p: hp_value(row[p]) for p in params}
             values = {f"hparams/{c}": float(_plain(row[c])) for c in metrics}
             exp, ssi, sei = hparams(hp, values, hparam_domain_discrete=discrete)
             writer = SummaryWriter(log_dir=str(tmp / f"setting_{i:05d}"))
