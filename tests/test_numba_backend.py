@@ -333,3 +333,40 @@ def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(writ
                         sweep={"params": {"lr": [0.01, 0.1]}})
     tinysweep.run(path, backend="numba", progress=True)
     assert len(numba_mlp.train_blocks(1, False).signatures) == 1
+
+
+@pytest.mark.parametrize("error", ["lowering", "disk full"])
+def test_a_kernel_that_cannot_compile_falls_back_to_torch_in_one_line(write_config, monkeypatch,
+                                                                      capsys, error):
+    """numba or LLVM refusing the kernel, or a cache whose disk is full (the compile's save
+    raises OSError): the sweep trains on the torch backend, says so in one line on stderr,
+    and its results are the torch backend's (both match the reference)."""
+    import errno
+
+    from numba.core.errors import LoweringError
+
+    from tinysweep.kernels import numba_mlp
+    from tinysweep.trainer import numba_backend
+
+    def refuse(kernel, signature):
+        if error == "lowering":
+            raise LoweringError("Failed in nopython mode pipeline (step: native lowering)")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(numba_backend, "_compile", refuse)
+    # fresh dispatchers, none compiled in this process yet (another test may have compiled
+    # this variant: it would never compile again)
+    monkeypatch.setattr(numba_mlp, "_VARIANTS", {})
+    path = write_config(data={"source": "blobs", "params": {"n": 40, "features": 3}},
+                        model={"hidden": [2, 2], "activation": "relu", "loss": "cross_entropy"},
+                        train={"epochs": 2, "eps": 3e-8},
+                        sweep={"params": {"lr": [0.01, 0.1], "batch_size": [7, 40]}})
+    capsys.readouterr()
+    res = tinysweep.run(path, backend="numba")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("tinysweep: the numba kernels could not be compiled here (")
+    assert ("LoweringError" if error == "lowering" else "No space left") in err[0]
+    assert err[0].endswith("training on the torch backend")
+    torch_res = tinysweep.run(path, backend="torch")
+    assert res.table.equals(torch_res.table)
+    assert_same_runs(res, tinysweep.run(path, backend="reference"))

@@ -27,6 +27,7 @@ config or importing tinysweep never loads it.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -92,12 +93,25 @@ def prepare(kernel, args: tuple, kwargs: dict, variant: str) -> None:
 _PREPARING = threading.Lock()
 
 
+class CompileFailed(Exception):
+    """A kernel variant could not be compiled or cached here (numba or LLVM refused it, the
+    cache's disk was full): the chunk trains on the torch backend instead."""
+
+
 def _prepare(kernel, signature: tuple, variant: str) -> None:
     if signature in kernel.overloads:
         return
     with said_if_slow(COMPILE_NOTICE_S, f"tinysweep: compiling the numba kernel for {variant}, "
                                         f"once per machine (about 10 s)"):
-        kernel.compile(signature)
+        try:
+            _compile(kernel, signature)
+        except Exception as e:  # numba's and LLVM's errors have no common base; OSError too
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise CompileFailed(f"{type(e).__name__}: {first}") from e
+
+
+def _compile(kernel, signature: tuple) -> None:
+    kernel.compile(signature)
 
 
 def available() -> str | None:
@@ -249,8 +263,9 @@ class _NumbaGroup(_Group):
         args = lambda lo, hi: (lo, hi, self.ws_state, self.fhp, self.ihp, x, y, xv, yv, order,
                                e0, *self.curves, eval_epochs, self.chunk.eval_every)
         kwargs = dict(e0=e0, e1=e1, **self.spec)
-        if self.progress is not None:           # someone watches: say what a compile waits for
-            prepare(self.kernel, args(0, 0), kwargs, self._variant())
+        # compiled (or loaded) here, before the threads call it: a compile that takes long
+        # is said above the progress bar, and one that fails raises CompileFailed
+        prepare(self.kernel, args(0, 0), kwargs, self._variant())
         parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks, self.threads)
         if self.progress is not None:
             c = self.c
@@ -285,7 +300,19 @@ def _train_without_grad(group: _NumbaGroup) -> None:
 
 def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
     """Trains every run of the chunk with the compiled kernels on the CPU (``device`` is
-    ignored: numba runs on the CPU). A group with a block of lanes for every thread trains
+    ignored: numba runs on the CPU); where a kernel cannot be compiled or cached here, on
+    the torch backend, with one line on stderr saying so (its results match the reference
+    as these do)."""
+    try:
+        return _train(chunk, progress)
+    except CompileFailed as e:
+        print(f"tinysweep: the numba kernels could not be compiled here ({e}); training on the "
+              f"torch backend", file=sys.stderr, flush=True)
+        return torch_backend.train(chunk, "cpu", progress)
+
+
+def _train(chunk: Chunk, progress) -> ChunkResult:
+    """numba's training of the chunk. A group with a block of lanes for every thread trains
     on all of them, one group after the other; the groups with fewer blocks (a sweep of
     many architectures with a few runs each) train side by side, a thread each, so that no
     thread waits while one group's only block trains. A run's arithmetic is its lane's
