@@ -174,15 +174,23 @@ _BCE_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
 _REGRESSION_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
 
 
-def _sensitive(model: nn.Module) -> list[nn.Module]:
-    """The model's Dropout (p > 0) and BatchNorm (tracking statistics) modules."""
+def _sensitive(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """The model's Dropout (p > 0) and BatchNorm (tracking statistics) modules, each with
+    the module that holds it (its parent: the model itself at the top)."""
     out = []
+    parents = {id(c): m for m in model.modules() for c in m.children()}
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            out.append(m)
-        elif isinstance(m, _MODE_SENSITIVE) and getattr(m, "p", 0) > 0:
-            out.append(m)
+        if (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                or not isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and isinstance(m, _MODE_SENSITIVE) and getattr(m, "p", 0) > 0):
+            out.append((m, parents.get(id(m), model)))
     return out
+
+
+def _trains(parent: nn.Module) -> bool:
+    """Whether any parameter of parent trains: a frozen part (a backbone with
+    requires_grad False, kept in eval mode on purpose) does not."""
+    return any(p.requires_grad for p in parent.parameters())
 
 
 def _kinds(modules) -> str:
@@ -207,7 +215,7 @@ class _Model:
     ref: weakref.ref
     name: str
     where: str                          # its first forward's line
-    sensitive: list                     # weakrefs to its Dropout / BatchNorm modules
+    sensitive: list                     # (weakref module, weakref parent): Dropout, BatchNorm
     eval_where: str = ""                # the first forward with grad in eval mode
     train_forward: bool = False         # since the last backward(): a grad forward in train
     eval_forward: bool = False          #   ... or in eval mode
@@ -291,11 +299,13 @@ class LoopChecks:
                 return                                  # a loss module, an activation
             model = self._models[id(module)] = _Model(
                 weakref.ref(module), type(module).__name__, where_fn(),
-                [weakref.ref(m) for m in _sensitive(module)])
+                [(weakref.ref(m), weakref.ref(parent)) for m, parent in _sensitive(module)])
         grad = torch.is_grad_enabled()
-        if model.sensitive:
-            mods = [m() for m in model.sensitive]
-            training = [m.training for m in mods if m is not None]
+        if model.sensitive and self._sampled:
+            pairs = [(m(), parent()) for m, parent in model.sensitive]
+            mods = [m for m, parent in pairs if m is not None and parent is not None
+                    and (not grad or _trains(parent))]
+            training = [m.training for m in mods]
             if grad:
                 if any(training):
                     model.train_forward = True
@@ -304,7 +314,7 @@ class LoopChecks:
                     if not model.eval_where:
                         model.eval_where = where_fn()
             elif any(training):
-                on = [m for m in mods if m is not None and m.training]
+                on = [m for m in mods if m.training]
                 self._record("train_mode_eval", where_fn(),
                              f"{model.name} ran under no_grad (an evaluation) with "
                              f"{_kinds(on)} in training mode: Dropout drops units at random "
@@ -677,8 +687,11 @@ class LoopChecks:
         for pid, (model, pname, numel, ref) in self._had_grad.items():
             if pid not in self._opt_params and ref() is not None:
                 missing.setdefault(model, []).append((pname, numel))
+        # at the optimizer's construction when there is one, else the model's first call
+        built = [o.where for o in self._optims.values() if o.ref() is not None]
         for model, params in missing.items():
-            where = next(m.where for m in self._models.values() if m.name == model)
+            where = built[0] if len(built) == 1 else next(
+                m.where for m in self._models.values() if m.name == model)
             names = ", ".join(n for n, _ in params[:6]) + (", ..." if len(params) > 6 else "")
             self._record("not_updated", where,
                          f"{len(params)} parameter tensors of {model} ({names}; "
@@ -702,7 +715,7 @@ class LoopChecks:
             if model.backwards:
                 self._stat("eval_backward_share", model.eval_backwards / model.backwards)
             if model.eval_backwards >= 3 and model.eval_backwards >= 0.1 * model.backwards:
-                mods = [m() for m in model.sensitive if m() is not None]
+                mods = [m() for m, _ in model.sensitive if m() is not None]
                 self._record("eval_mode_training", model.eval_where,
                              f"{model.name} was in eval mode ({_kinds(mods)} all off) in the "
                              f"forward passes behind {model.eval_backwards} of its "

@@ -1,0 +1,17 @@
+"""Classes numbered 1..3 into a 3-output cross_entropy: torch raises on the 3."""
+import torch
+from torch import nn
+
+from _data import blobs
+
+torch.manual_seed(0)
+x, y = blobs()
+y = y + 1                                           # the bug: 1-based labels
+model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+opt = torch.optim.Adam(model.parameters(), lr=0.01)
+for epoch in range(4):
+    for i in range(0, len(x), 32):
+        opt.zero_grad()
+        loss = nn.CrossEntropyLoss()(model(x[i:i + 32]), y[i:i + 32])  # BUG
+        loss.backward()
+        opt.step()

@@ -1,0 +1,17 @@
+"""One-hot integer rows where nll_loss expects one class index per row."""
+import torch
+from torch import nn
+
+from _data import blobs
+
+torch.manual_seed(0)
+x, y = blobs()
+onehot = nn.functional.one_hot(y, 3)               # the bug: kept one-hot
+model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3), nn.LogSoftmax(dim=1))
+opt = torch.optim.Adam(model.parameters(), lr=0.01)
+for epoch in range(4):
+    for i in range(0, len(x), 32):
+        opt.zero_grad()
+        loss = nn.NLLLoss()(model(x[i:i + 32]), onehot[i:i + 32])  # BUG
+        loss.backward()
+        opt.step()

@@ -1,0 +1,21 @@
+"""model.eval() once for a first check of the untrained model, and never train() again."""
+import torch
+from torch import nn
+
+from _data import blobs, split
+
+torch.manual_seed(0)
+x, y = blobs(n=400)
+xt, yt, xv, yv = split(x, y)
+model = nn.Sequential(nn.Linear(2, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3),
+                      nn.Linear(32, 3))
+model.eval()
+with torch.no_grad():
+    print(f"untrained val loss {nn.functional.cross_entropy(model(xv), yv):.3f}")
+opt = torch.optim.Adam(model.parameters(), lr=0.01)
+for epoch in range(4):                              # the bug: no model.train()
+    for i in range(0, len(xt), 32):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xt[i:i + 32]), yt[i:i + 32])  # BUG
+        loss.backward()
+        opt.step()

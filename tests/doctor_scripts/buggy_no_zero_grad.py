@@ -1,0 +1,15 @@
+"""optimizer.zero_grad() forgotten: the gradients add up over the steps."""
+import torch
+from torch import nn
+
+from _data import regression
+
+torch.manual_seed(0)
+x, y = regression()
+model = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for epoch in range(3):
+    for i in range(0, len(x), 32):
+        loss = nn.functional.mse_loss(model(x[i:i + 32]), y[i:i + 32])
+        loss.backward()
+        opt.step()  # BUG
