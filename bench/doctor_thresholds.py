@@ -242,9 +242,11 @@ def main() -> None:
     stats: dict[str, list] = {}
     flagged, flagged_learned = Counter(), Counter()
     flagged_runs = learned = 0
+    runs = []                               # (learned, stats) per healthy run
     for i in range(args.healthy):
         cfg = draw(rng, 1000 + i)
         d = watched(cfg, None)
+        runs.append((d.learned, d.stats))
         for name, values in d.stats.items():
             stats.setdefault(name, []).extend(values)
         kinds = {f.kind for f in d.findings}
@@ -263,6 +265,17 @@ def main() -> None:
     print("\nhealthy statistics (min, 1%, median, 99%, max):")
     for name, values in sorted(stats.items()):
         print(f"  {name:24s} n={len(values):5d}  {quantiles(values)}")
+    print("\nthresholds tried on the healthy runs that learned (share of those flagged):")
+    learned_runs = [st for ok, st in runs if ok]
+    for name, test, tries in (
+            ("loss_over_chance", lambda v, t: abs(v - 1) <= t, (0.02, 0.05, 0.1)),
+            ("overfit_rise", lambda v, t: v >= t, (1.2, 1.3, 1.5, 2.0)),
+            ("update_ratio", lambda v, t: v > t, (0.1, 0.2, 0.5)),
+            ("grad_first_last", lambda v, t: v < t, (1e-2, 1e-3, 1e-4)),
+            ("grad_growth", lambda v, t: v > t, (1e2, 1e3, 1e4))):
+        shares = [sum(any(test(v, t) for v in st.get(name, [])) for st in learned_runs)
+                  / max(len(learned_runs), 1) for t in tries]
+        print(f"  {name:18s} " + "  ".join(f"{t:g}: {sh:.1%}" for t, sh in zip(tries, shares)))
     print("\nbuggy runs: caught / runs (the statistic's quantiles over them)")
     for bug in BUGS:
         caught, bstats = 0, {}

@@ -591,3 +591,117 @@ def test_lightning_script_and_callback(tmp_path, capsys):
         ("broadcast_loss", where, 20)]
     assert "tinysweep doctor: 1 problem found" in capsys.readouterr().err
     assert _hooks_and_patches()[0] == [0, 0, 0]
+
+
+# ---- the second generation's findings, through watch() and the Lightning callback ------------
+def _train_with_three_bugs():
+    """An optimizer on the head only, labels {1, 2} into BCE-with-logits, and a model in
+    eval mode while it trains."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 2)
+    y = (x.sum(1, keepdim=True) > 0).float() + 1
+    body = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.2))
+    head = nn.Linear(16, 1)
+    model = nn.Sequential(body, head).eval()
+    opt = torch.optim.Adam(head.parameters(), lr=0.01)
+    lines = {"opt": inspect.currentframe().f_lineno - 1}
+    for epoch in range(3):
+        for i in range(0, 256, 32):
+            opt.zero_grad()
+            lines["loss"] = inspect.currentframe().f_lineno + 1
+            loss = F.binary_cross_entropy_with_logits(model(x[i:i + 32]), y[i:i + 32])
+            loss.backward()
+            opt.step()
+    return lines
+
+
+def test_watch_sees_the_new_findings():
+    with doctor.watch(live=False) as d:
+        lines = _train_with_three_bugs()
+    found = {(f.kind, f.where) for f in d.findings}
+    assert ("not_updated", f"{__file__}:{lines['opt']}") in found
+    assert ("bce_target_range", f"{__file__}:{lines['loss']}") in found
+    assert ("eval_mode_training", f"{__file__}:{lines['loss']}") in found
+    assert d.errors == []
+    message = next(f.message for f in d.findings if f.kind == "bce_target_range")
+    assert "targets with values [1.0, 2.0], outside [0, 1]" in message
+    message = next(f.message for f in d.findings if f.kind == "not_updated")
+    assert message.startswith("2 parameter tensors of Sequential (0.0.weight, 0.0.bias; 48 "
+                              "values) get gradients but are in no optimizer's param groups")
+
+
+def test_no_optimizer_step_and_several_optimizers_are_said():
+    model = nn.Linear(2, 1)
+    x, y = torch.randn(64, 2), torch.randn(64, 1)
+    with doctor.watch(live=False) as d:
+        with torch.no_grad():
+            model(x)
+    assert str(d) == ("tinysweep doctor: no problem found, but no optimizer step either (0 "
+                      "optimizer steps, 0 backward passes, 1 module calls): nothing was "
+                      "trained")
+    encoder, decoder = nn.Linear(2, 3), nn.Linear(3, 2)
+    opts = [torch.optim.SGD(encoder.parameters(), lr=0.1),
+            torch.optim.SGD(decoder.parameters(), lr=0.1)]
+    with doctor.watch(live=False) as d:
+        for _ in range(12):
+            for o in opts:
+                o.zero_grad()
+            F.mse_loss(decoder(encoder(x)), x).backward()
+            for o in opts:
+                o.step()
+    assert d.findings == []
+    assert "(24 optimizer steps, 12 backward passes, 24 module calls, 2 optimizers, 2 models)" \
+        in str(d)
+    del y
+
+
+LIGHTNING_BUGS = """
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(2, 16), nn.ReLU())
+        self.head = nn.Linear(16, 3)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.nll_loss(self.head(self.body(x)), y)  # LOSS
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.head.parameters(), lr=0.01)  # OPT
+
+
+def fit(callbacks=()):
+    torch.manual_seed(0)
+    x = torch.randn(192, 2)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=list(callbacks))
+    trainer.fit(Classifier(), DataLoader(TensorDataset(x, y), batch_size=32,  # FIT
+                                         shuffle=True))
+"""
+
+
+def test_lightning_callback_sees_the_new_findings(tmp_path, capsys):
+    pytest.importorskip("lightning")
+    script = write_script(tmp_path, LIGHTNING_BUGS, name="lightning_bugs.py")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import lightning_bugs
+        callback = doctor.LightningDoctor(live=False)
+        lightning_bugs.fit([callback])
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("lightning_bugs", None)
+    found = {(f.kind, f.where) for f in callback.findings}
+    assert ("nll_no_log_softmax", f"{script}:{line_of(script, 'LOSS')}") in found
+    # the optimizer was built before fit() started the watch: the finding names fit()'s line
+    assert ("not_updated", f"{script}:{line_of(script, 'FIT')}") in found
+    assert callback.doctor.errors == []
+    assert _hooks_and_patches()[0] == [0, 0, 0]

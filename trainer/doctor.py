@@ -703,8 +703,13 @@ class Doctor(LoopChecks):
 
     # -- reporting --
     def _watched(self) -> str:
+        """What it watched; several optimizers or models are each checked on their own."""
+        optimizers = sum(o.ref() is not None or o.steps > 0 for o in self._optims.values())
+        models = len(self._models)
+        several = (f", {optimizers} optimizers" if optimizers > 1 else "") + \
+            (f", {models} models" if models > 1 else "")
         return (f"{self.steps} optimizer steps, {self.backwards} backward passes, "
-                f"{self.forwards} module calls")
+                f"{self.forwards} module calls{several}")
 
     def __str__(self) -> str:
         """The findings, one per kind: the first line it was seen at and how often, as
@@ -715,6 +720,9 @@ class Doctor(LoopChecks):
                 lines.append("tinysweep doctor: saw no training (no module call, loss, "
                              "backward pass or optimizer step while it watched): nothing to "
                              "check")
+            elif not self.steps:
+                lines.append(f"tinysweep doctor: no problem found, but no optimizer step "
+                             f"either ({self._watched()}): nothing was trained")
             else:
                 lines.append(f"tinysweep doctor: no problem found ({self._watched()})")
         else:
@@ -742,8 +750,10 @@ class Doctor(LoopChecks):
             lines += [f"`{command}` exited with code {exit_code}.", ""]
         lines += [f"Watched {self._watched()}.", ""]
         if not self.findings:
-            lines += ["No problem found." if self.steps or self.backwards or self.forwards
-                      or self.loss_calls else "Saw no training: nothing to check.", ""]
+            lines += ["Saw no training: nothing to check." if not (
+                self.steps or self.backwards or self.forwards or self.loss_calls) else
+                "No problem found." if self.steps else
+                "No problem found, but no optimizer step either: nothing was trained.", ""]
         for i, f in enumerate(self.findings, 1):
             lines += [f"## {i}. {f.kind} at `{f.where}` ({_times(f.count)})", "", f.message, "",
                       f"**Fix:** {f.fix}", ""]

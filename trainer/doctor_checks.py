@@ -123,7 +123,7 @@ EXPLODE_GROWTH = 1e4
 # last 1-2% of steps; StepLR(30, 0.1) over 90 epochs ends at 1e-2).
 LR_DEAD = 1e-3
 LR_DEAD_SHARE = 0.25
-LR_MIN_STEPS = 20
+LR_MIN_STEPS = 10
 
 # Stuck at chance: the median of the last third of the training losses at a loss line within
 # STUCK_WITHIN (relative) of the best constant predictor's loss: the entropy of the class
@@ -419,6 +419,11 @@ class LoopChecks:
         o.before = []
         if o.steps in CHECK_STEPS and o.steps >= MIN_STEPS_STATIC:
             self._check_static(o)
+        elif o.steps == 2:
+            # an optimizer's second step: every optimizer of an alternating loop (a GAN's
+            # two) has stepped once by then
+            self._note_gradients()
+            self._check_missing()
 
     def _note_gradients(self) -> None:
         """Which parameters of the models seen have a gradient (used, reached by a loss)."""
