@@ -135,7 +135,8 @@ def test_axes_log_and_categorical(res):
     lr = dims["lr"]
     assert lr["log"] and lr["label"] == "lr (log)"
     np.testing.assert_allclose(sorted(set(lr["values"])), np.linspace(-3, 1, 5))
-    assert lr["ticktext"][0] == "1e-3" and lr["ticktext"][-1] == "10"
+    assert lr["ticktext"] == ["0.001", "0.01", "0.1", "1", "10"]     # a tick at each value
+    assert "tickvals" not in dims["final_val_loss"]   # continuous: brushes must not snap
     assert not dims["batch_size"]["log"]
     opt = dims["optimizer"]
     assert opt["ticktext"] == ["adam", "sgd"] and set(opt["values"]) == {0.0, 1.0}

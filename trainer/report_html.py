@@ -374,10 +374,18 @@ def shown_settings(s: Settings, max_lines: int = MAX_LINES, best: int = BEST_LIN
     return np.sort(np.concatenate([top, sample]))
 
 
+ORDINAL_VALUES = 20        # a numeric axis with at most this many values: a tick at each
+
+
 def _axis(name: str, label: str, plotted: np.ndarray, log: bool,
           ticks: tuple[np.ndarray, list[str]] | None = None, bad_end: str | None = None) -> dict:
     """One parcoords dimension: values as drawn (log10 for a log axis, codes for choices),
-    tick positions and labels; NaN put past ``bad_end`` ("top"/"bottom") as "diverged"."""
+    tick positions and labels; NaN put past ``bad_end`` ("top"/"bottom"), said in the label.
+
+    plotly.js treats an axis with tickvals as ordinal: a brush snaps to its ticks. So ticks
+    go only where that is right: choices, and grids of at most ORDINAL_VALUES values (a
+    tick at each value); a continuous axis (the metrics, a random search) has plotly's
+    own ticks, in log10 units on a log axis."""
     v = plotted.astype(np.float64)
     finite = np.isfinite(v)
     dim = {"name": name, "label": label, "log": log}
@@ -386,10 +394,12 @@ def _axis(name: str, label: str, plotted: np.ndarray, log: bool,
         lo, hi = (float(ticks[0].min()), float(ticks[0].max())) if len(ticks[0]) else (0, 1)
     elif finite.any():
         lo, hi = float(v[finite].min()), float(v[finite].max())
-        if log:
-            decades = np.arange(math.floor(lo), math.ceil(hi) + 1)
-            dim["tickvals"] = [float(d) for d in decades]
-            dim["ticktext"] = [_power(d) for d in decades]
+        distinct = np.unique(v[finite])
+        if bad_end is None and len(distinct) <= ORDINAL_VALUES:
+            dim["tickvals"] = distinct.tolist()
+            dim["ticktext"] = [_fmt(10 ** t if log else t) for t in distinct]
+        elif log:
+            dim["label"] = label.replace("(log)", "(log10)")
     else:
         lo, hi = 0.0, 1.0
     if hi == lo:
@@ -398,11 +408,7 @@ def _axis(name: str, label: str, plotted: np.ndarray, log: bool,
         pad = 0.08 * (hi - lo)
         spot = hi + pad if bad_end == "top" else lo - pad
         v = np.where(finite, v, spot)
-        if "tickvals" not in dim:
-            dim["tickvals"] = [float(t) for t in np.linspace(lo, hi, 5)]
-            dim["ticktext"] = [_fmt(10 ** t if log else t) for t in dim["tickvals"]]
-        dim["tickvals"] = [*dim["tickvals"], spot]
-        dim["ticktext"] = [*dim["ticktext"], "diverged"]
+        dim["label"] += f" ({bad_end}: diverged)"
         lo, hi = min(lo, spot), max(hi, spot)
     dim["range"] = [lo, hi]
     dim["values"] = v

@@ -53,10 +53,14 @@
     hide("pc-section");
   }
 
-  function inRange(v, cr) {
+  // A brush that reaches an axis end takes in everything past it: the values are written
+  // with 5 digits, the axis range with all of them (plotly draws no brush past the range).
+  function inRange(v, cr, range) {
     if (!cr) return true;
-    if (Array.isArray(cr[0])) return cr.some(function (r) { return v >= r[0] && v <= r[1]; });
-    return v >= cr[0] && v <= cr[1];
+    var eps = 1e-9 * (range[1] - range[0]);
+    return (Array.isArray(cr[0]) ? cr : [cr]).some(function (r) {
+      return (v >= r[0] || r[0] <= range[0] + eps) && (v <= r[1] || r[1] >= range[1] - eps);
+    });
   }
 
   function selection() {
@@ -66,7 +70,7 @@
     for (var j = 0; j < n; j++) {
       var ok = true;
       for (var i = 0; i < constraints.length && ok; i++) {
-        if (constraints[i]) ok = inRange(pc.dims[i].values[j], constraints[i]);
+        if (constraints[i]) ok = inRange(pc.dims[i].values[j], constraints[i], pc.dims[i].range);
       }
       if (ok) keep.push(j);
     }
@@ -135,9 +139,10 @@
         customdata: ps.map(function (r) { return r.noise_share === null ? null : 100 * r.noise_share; }) });
     }
     drawn.push(Plotly.newPlot("importance", traces, layout({
-      height: 80 + 34 * ps.length, margin: { l: 110, r: 30, t: 20, b: 50 },
+      height: 100 + 34 * ps.length,
       xaxis: { title: { text: "% of the variance of the settings' " + imp.transform } },
-      legend: { orientation: "h", y: -0.35 }, showlegend: traces.length > 1 }), CONFIG));
+      legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" },
+      margin: { l: 110, r: 30, t: 40, b: 50 }, showlegend: traces.length > 1 }), CONFIG));
     var note = "Functional ANOVA's main effects, computed on the settings (means over replicates).";
     if (imp.noise_std !== null) note += " Replicates (seeds, folds) differ by a std of " +
       fmt(imp.noise_std) + " in " + imp.transform + "; grey bars are within 4x of what that noise alone explains.";
@@ -174,7 +179,8 @@
       colorbar: { title: { text: (h.zlog ? "log10 " : "") + D.metric_label }, thickness: 12 },
       hovertemplate: h.x + " %{x}<br>" + h.y + " %{y}<br>mean " + D.metric_label +
         " %{customdata[0]}<br>%{customdata[1]} settings, %{customdata[2]} without a number<extra></extra>" }],
-      layout({ title: { text: h.x + " x " + h.y + " (blank: every setting diverged)", font: { size: 13 } },
+      layout({ title: { text: h.x + " x " + h.y + " (blank: no finished setting)", font: { size: 13 },
+                        x: 0.02, xanchor: "left" },
         height: 420, xaxis: { title: { text: h.x }, type: "category" },
         yaxis: { title: { text: h.y }, type: "category" } }), CONFIG));
   });
