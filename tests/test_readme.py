@@ -21,7 +21,7 @@ def python_blocks(section: str) -> list[str]:
 
 def test_the_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
     blocks = python_blocks("### Python")
-    assert len(blocks) == 4
+    assert len(blocks) == 5                  # the first: tinysweep.sklearn (scikit-learn)
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
@@ -31,6 +31,7 @@ def test_the_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "final_train_loss" in out and "final_train_accuracy" in out
     assert "the setup" in out                                   # diagnose's findings
     assert isinstance(scope["res"].table, pd.DataFrame)
+    assert scope["search"].best_score_ > 0.9 and len(scope["search"].results_.table) == 40
     for d in ("runs/heart", "runs/line_batch_size", "runs/copy"):
         assert (tmp_path / d / "results.csv").is_file(), d
     assert (tmp_path / "runs/heart/data.npz").is_file()

@@ -19,8 +19,8 @@ sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone                                          # noqa: E402
 from sklearn.datasets import load_diabetes, load_digits, load_iris, load_wine  # noqa: E402
 from sklearn.metrics import r2_score                                    # noqa: E402
-from sklearn.model_selection import (GridSearchCV, KFold, RepeatedStratifiedKFold,  # noqa: E402
-                                     ShuffleSplit, StratifiedKFold, TimeSeriesSplit,
+from sklearn.model_selection import (GridSearchCV, GroupKFold, KFold,  # noqa: E402
+                                     RepeatedStratifiedKFold, ShuffleSplit, StratifiedKFold, TimeSeriesSplit,
                                      cross_val_score)
 from sklearn.pipeline import make_pipeline                              # noqa: E402
 from sklearn.preprocessing import StandardScaler                       # noqa: E402
@@ -176,6 +176,18 @@ def test_pipeline_cross_val_score_clone(wine, diabetes):
                            SweepSearchCV({"lr": [0.01, 0.03]}, cv=3, epochs=10))
     assert search.fit(X, y).score(X, y) > 0.85
     assert clone(search[-1]).get_params()["param_grid"] == {"lr": [0.01, 0.03]}
+
+
+def test_group_folds_and_a_list_of_grids(wine):
+    X, y = wine
+    groups = np.arange(len(y)) % 4
+    search = SweepSearchCV([{"lr": [0.01]}, {"lr": [0.03], "hidden": [(4,)]}], cv=GroupKFold(4),
+                           epochs=3, refit=False).fit(X, y, groups=groups)
+    res = search.cv_results_
+    assert search.n_splits_ == 4 and len(res["params"]) == 2
+    assert list(res["param_hidden"].mask) == [True, False]
+    table = search.results_.table
+    assert sorted(table["fold"].unique()) == [0, 1, 2, 3]
 
 
 def test_diverged_candidate_scores_nan_and_ranks_last(diabetes):

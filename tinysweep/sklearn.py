@@ -492,7 +492,8 @@ class SweepSearchCV(BaseEstimator):
     mean_fit_time, std_fit_time, mean_score_time, std_score_time), best_index_,
     best_params_, best_score_, best_estimator_ and refit_time_ (refit only), n_splits_,
     classes_ (classifiers), n_features_in_, loss_function_, results_ (the search sweep's
-    tinysweep Results: results_.summary() gives each setting's mean, spread and interval).
+    tinysweep Results: results_.summary() gives each setting's mean, spread and interval;
+    with a list of dicts, the first dict's sweep).
     fit_time: one sweep trains every run, so mean_fit_time is its wall time shared
     equally by the (candidate, split) pairs, and std_fit_time is 0; the scores are part
     of the sweep, so the score times are 0.
