@@ -414,8 +414,11 @@ class Doctor(LoopChecks):
             if self._in_scheduler or sys._getframe(1).f_code.co_name == "_initial_step":
                 return original(scheduler, *args, **kwargs)
             self._in_scheduler = True
+            # torch's own warnings (stepped before the optimizer) name the caller's line
+            caller = sys._getframe(1)
+            call = _call_from(caller.f_code.co_filename, caller.f_lineno, caller.f_globals)
             try:
-                return original(scheduler, *args, **kwargs)
+                return call(original, (scheduler, *args), kwargs)
             finally:
                 self._in_scheduler = False
                 self._guard(self._lc_scheduler_step, user_line())
