@@ -102,8 +102,10 @@ MIN_STEPS_STATIC = 10
 # starts agree to float32 rounding (1e-7 relative).
 SYMMETRIC_TOL = 1e-5
 
-# Update-to-weight ratio |w_after - w_before| / |w_before| per weight matrix, per sampled step:
-# the median over the run far from ~1e-3 (Karpathy's rule of thumb). Measured on healthy
+# Update-to-weight ratio |w_after - w_before| / |w_before| per weight matrix, per sampled step,
+# far from ~1e-3 (Karpathy's rule of thumb): its median over the run above the high mark, or
+# its 90th percentile below the low mark (a warm-up's first steps and a converged model's
+# last ones are small on purpose). Measured on healthy
 # runs (Adam and SGD, lr in each's converging range, 2- to 4-layer MLPs): medians 2e-5 to
 # 0.09. Flagged below 1e-6 (30x under the lowest healthy one: the weights hardly move) and
 # above 0.5 (each step rewrites half of the weight: 5x over the highest healthy one).
@@ -124,6 +126,9 @@ EXPLODE_GROWTH = 1e4
 LR_DEAD = 1e-3
 LR_DEAD_SHARE = 0.25
 LR_MIN_STEPS = 10
+# ... when a scheduler was stepped at least this many times per optimizer step (per batch,
+# not per epoch: ReduceLROnPlateau stepped per epoch may end low after a long run, on purpose)
+LR_PER_BATCH = 0.5
 
 # Stuck at chance: the median of the last third of the training losses at a loss line within
 # STUCK_WITHIN (relative) of the best constant predictor's loss: the entropy of the class
@@ -631,7 +636,8 @@ class LoopChecks:
         if o.steps >= LR_MIN_STEPS:
             share = o.dead_steps / o.steps
             self._stat("lr_dead_share", share)
-            if share >= LR_DEAD_SHARE:
+            # stepped about once per batch: the schedule's unit is then the batch
+            if share >= LR_DEAD_SHARE and self._sched_steps >= LR_PER_BATCH * o.steps:
                 sched = (f"; scheduler.step() ran {self._sched_steps} times for {o.steps} "
                          f"optimizer steps{' (once per batch)' if self._sched_steps >= 0.9 * o.steps else ''}"
                          if self._sched_steps else "")
@@ -652,7 +658,11 @@ class LoopChecks:
                 return
             layers = gn.shape[1]
             med_ratio = float(ratio.median(0).values.median())
+            # the low side from the larger steps: a warm-up's first steps and a converged
+            # model's last ones are small on purpose; an lr 1000x too low is small throughout
+            high_ratio = float(ratio.quantile(0.9, dim=0).median())
             self._stat("update_ratio", med_ratio)
+            self._stat("update_ratio_p90", high_ratio)
             if gn.shape[0] >= 5:
                 k = min(5, gn.shape[0])
                 start = gn[:k].median(0).values.clamp_min(1e-30)
@@ -676,16 +686,19 @@ class LoopChecks:
                                          f" x the last's (median over {r.numel()} sampled "
                                          f"steps, {layers} weight matrices; under "
                                          f"{VANISH_RATIO:g}): the first layers barely train")
-                if ratio.abs().max() > 0 and (med_ratio < UPDATE_RATIO_LOW
+                if ratio.abs().max() > 0 and (high_ratio < UPDATE_RATIO_LOW
                                               or med_ratio > UPDATE_RATIO_HIGH):
+                    low = high_ratio < UPDATE_RATIO_LOW
+                    shown = high_ratio if low else med_ratio
                     side = ("too small: the weights hardly move; raise the learning rate"
-                            if med_ratio < UPDATE_RATIO_LOW else
+                            if low else
                             "too large: each step rewrites much of the weights; lower the "
                             "learning rate")
                     self._record("update_ratio", o.step_where,
-                                 f"{name}'s steps change the weight matrices by {med_ratio:.3g}"
-                                 f" of their norm (median over {gn.shape[0]} sampled steps and "
-                                 f"{layers} matrices, lr {o.peak_lr:.3g}), far from ~1e-3 "
+                                 f"{name}'s steps change the weight matrices by {shown:.3g} of "
+                                 f"their norm ({'90th percentile' if low else 'median'} over "
+                                 f"{gn.shape[0]} sampled steps, median over {layers} "
+                                 f"matrices; lr {o.peak_lr:.3g}), far from ~1e-3 "
                                  f"(flagged under {UPDATE_RATIO_LOW:g} or over "
                                  f"{UPDATE_RATIO_HIGH:g}): {side}")
 
