@@ -13,6 +13,9 @@ import yaml
 # is first imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# auto on the CPU would train a small sweep on the torch backend where numba's kernels are
+# not compiled yet (a fresh clone): tests that need that choice set it themselves.
+os.environ["TINYSWEEP_COLD_COMPILE_S"] = "0"
 
 
 @pytest.fixture

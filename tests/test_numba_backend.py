@@ -370,3 +370,52 @@ def test_a_kernel_that_cannot_compile_falls_back_to_torch_in_one_line(write_conf
     torch_res = tinysweep.run(path, backend="torch")
     assert res.table.equals(torch_res.table)
     assert_same_runs(res, tinysweep.run(path, backend="reference"))
+
+
+def test_auto_trains_a_small_sweep_on_torch_where_the_kernels_are_not_compiled(
+        write_config, monkeypatch, capsys):
+    """On a fresh machine (a variant not in numba's cache) auto trains on the torch backend
+    when that is predicted to end before the compile would, and says so once; a sweep
+    predicted to take longer on torch compiles; a compiled variant is always used."""
+    from tinysweep.trainer import numba_backend, torch_backend
+    from tinysweep.trainer.sweep import prepare
+    path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
+                        sweep={"params": {"lr": [0.01, 0.1]}})
+    tinysweep.run(path, backend="numba")
+    chunk = prepare(path, backend="numba", device="cpu").chunk
+    assert numba_backend.variants(chunk) == [(1, False)]
+    assert numba_backend.cached(1, False) is True       # the signature auto checks is the real one
+    monkeypatch.setattr(numba_backend, "COLD_COMPILE_S", 8.0)
+    assert prepare(path, backend="auto", device="cpu").backend == "numba"
+    monkeypatch.setattr(numba_backend, "cached", lambda depth, multi: False)
+    capsys.readouterr()
+    assert prepare(path, backend="auto", device="cpu").backend == "torch"
+    assert prepare(path, backend="auto", device="cpu").backend == "torch"
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("tinysweep: training on the torch backend (")
+    assert "rather than compiling the numba kernels for this model first (about 8 s" in err[0]
+    monkeypatch.setattr(torch_backend, "predicted_seconds", lambda chunk: 9.0)
+    assert prepare(path, backend="auto", device="cpu").backend == "numba"
+    assert prepare(path, backend="numba", device="cpu").backend == "numba"
+
+
+def test_an_empty_numba_cache_is_seen_as_not_compiled(tmp_path):
+    """cached() reads numba's disk cache: in a process whose cache directory is empty no
+    variant is compiled, and auto trains a small sweep on the torch backend."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import tinysweep\n"
+            "from tinysweep.trainer import numba_backend\n"
+            "from tinysweep.trainer.sweep import prepare\n"
+            "print(numba_backend.cached(1, False))\n"
+            "cfg = {'data': {'source': 'line', 'params': {'n': 20}}, 'model': {'hidden': [2]},\n"
+            "       'train': {'epochs': 2}}\n"
+            "print(prepare(cfg, backend='auto', device='cpu').backend)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+           "TINYSWEEP_COLD_COMPILE_S": "8"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "torch"]
+    assert "rather than compiling the numba kernels" in done.stderr

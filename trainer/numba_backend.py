@@ -27,6 +27,7 @@ config or importing tinysweep never loads it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from . import torch_backend
-from .backend import Chunk, ChunkResult, fused_unsupported, said_if_slow
+from .backend import Chunk, ChunkResult, fused_unsupported, said_if_slow, stepped_lr
 from .order import half_bits, round_keys
 from .torch_backend import _Group
 
@@ -55,6 +56,11 @@ RANGES_PER_THREAD = 4
 # numba's cache loads in about 0.5: past this many seconds of preparing a kernel, the
 # progress bar's reader is told what the wait is.
 COMPILE_NOTICE_S = 2.0
+# A variant's first compile on this machine, for auto's choice on a fresh machine
+# (cold_compile_instead): 6 to 10 s measured on the 2-core CPU (bench/NOTES.md).
+# TINYSWEEP_COLD_COMPILE_S overrides it; 0 never trades the compile for the torch backend
+# (the tests set that, so that auto's choice does not depend on what ran before).
+COLD_COMPILE_S = float(os.environ.get("TINYSWEEP_COLD_COMPILE_S", "8"))
 
 
 def threads() -> int:
@@ -114,6 +120,67 @@ def _compile(kernel, signature: tuple) -> None:
     kernel.compile(signature)
 
 
+def variants(chunk: Chunk) -> list[tuple[int, bool]]:
+    """The kernel variants (depth, multi) that train the chunk: one per depth of its
+    architectures."""
+    multi = chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1
+    return sorted({(len(hidden), multi) for hidden in chunk.runs.architectures()})
+
+
+def _signature(kernel, depth: int, multi: bool) -> tuple:
+    """The numba types a variant's kernel is called with (train_window's arguments: the
+    types, not the sizes, matter)."""
+    import inspect
+
+    import numba
+    f32 = lambda *shape: np.zeros(shape, np.float32)
+    args = (0, 1, f32(1, 1, 1), np.zeros((1, 1)), np.zeros((1, 1), np.int64), f32(1, 1),
+            f32(1, 1), f32(1, 1), f32(1, 1), np.zeros((1, 1, 1), np.int32), 0,
+            f32(1, 1), f32(1, 1), f32(1, 1), f32(1, 1), np.zeros(1, np.int64), 1)
+    kwargs = dict(e0=0, e1=1, layers=np.zeros((depth + 1, 6), np.int64), d=1, n_par=1,
+                  gamma=0, act=0, loss=0, opt=0, bn=False)
+    bound = inspect.signature(kernel.py_func).bind(*args, **kwargs)
+    return tuple(numba.typeof(value) for value in bound.arguments.values())
+
+
+def cached(depth: int, multi: bool) -> bool | None:
+    """Whether this machine has the variant compiled: in this process, or in numba's disk
+    cache for this CPU (its first call then loads it, about half a second, instead of
+    compiling it, 6 to 13 s). None where numba's cache cannot be read this way (its index
+    is numba's own, not a public API): counted as compiled, the behaviour before the
+    check."""
+    from ..kernels import numba_mlp as nk
+    kernel = nk.train_blocks(depth, multi)
+    try:
+        signature = _signature(kernel, depth, multi)
+        if signature in kernel.overloads:
+            return True
+        cache = kernel._cache
+        key = cache._index_key(signature, kernel.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:       # another numba's cache layout
+        return None
+
+
+def cold_compile_instead(chunk: Chunk) -> str | None:
+    """Why ``auto`` should train this chunk on the torch backend rather than compile the
+    numba kernels first: where a variant it needs is not compiled on this machine yet and
+    the torch backend is predicted to finish before that compile would (a small sweep on
+    a fresh machine); else None."""
+    if COLD_COMPILE_S <= 0:
+        return None
+    cold = [v for v in variants(chunk) if cached(*v) is False]
+    if not cold:
+        return None
+    compile_s = COLD_COMPILE_S * len(cold)
+    torch_s = torch_backend.predicted_seconds(chunk)
+    if torch_s >= compile_s:
+        return None
+    return (f"tinysweep: training on the torch backend (predicted {torch_s:.1f} s) rather than "
+            f"compiling the numba kernels for this model first (about {compile_s:.0f} s, once "
+            f"per machine; --backend numba compiles them)")
+
+
 def available() -> str | None:
     """Why numba cannot run here, or None when it can (without importing it)."""
     if importlib.util.find_spec("numba") is None:
@@ -145,7 +212,7 @@ class _NumbaGroup(_Group):
     def train(self):
         from ..kernels import numba_mlp as nk
         self.load(nk)
-        e0, last = 0, int(self.c.epochs.max())
+        e0, last = self.chunk.start_epoch(), int(self.c.epochs.max())
         while e0 < last:
             e1 = self._window(e0, last)
             self.train_window(nk, e0, e1)
@@ -192,7 +259,13 @@ class _NumbaGroup(_Group):
         fhp[nk.F_MOM] = per_lane(c.momentum, np.float64, 0.0)
         fhp[nk.F_WDC] = per_lane(c.wd_coupled, np.float64, 0.0)
         fhp[nk.F_WDD] = per_lane(c.wd_decoupled, np.float64, 0.0)
-        fhp[nk.F_B1T] = fhp[nk.F_B2T] = 1.0
+        # where the runs start (Chunk.start; else epoch 0, no step): the lr StepLR gave the
+        # epoch before (the kernel steps it as each epoch begins), Adam's beta ** steps
+        e0, k0 = self.chunk.start_epoch(), self.steps
+        fhp[nk.F_LR] = per_lane(stepped_lr(c.lr, c.gamma, c.step_size, c.scheduled, e0 - 1),
+                                np.float64, 0.0)
+        fhp[nk.F_B1T] = per_lane(c.beta1 ** k0, np.float64, 1.0)
+        fhp[nk.F_B2T] = per_lane(c.beta2 ** k0, np.float64, 1.0)
         ihp = np.zeros((nk.I_ROWS, padded), np.int64)
         ihp[nk.I_BS] = per_lane(c.batch, np.int64, 1)
         ihp[nk.I_EPOCHS] = per_lane(c.epochs, np.int64, 0)      # padding: never trains
@@ -201,6 +274,7 @@ class _NumbaGroup(_Group):
         ihp[nk.I_ORDER] = -1
         ihp[nk.I_ROW] = per_lane(self.rows, np.int64, 0)
         ihp[nk.I_ACTIVE] = per_lane(np.ones(n_runs), np.int64, 0)
+        ihp[nk.I_STEPS] = per_lane(k0, np.int64, 0)
         self.fhp, self.ihp = fhp, ihp
 
         # the kernel writes the chunk's curves in place ([1, 1] stand-ins for those the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -165,19 +166,36 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+_SAID = set()
+
+
+def said_once(line: str) -> None:
+    """``line`` on stderr, once per process (a tune study prepares many sweeps)."""
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
 def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
     """The backend that trains the sweep. ``auto``: on a CUDA device triton when the fused
     kernels can train the model in a lane of reasonable size or a wide program
     (triton_backend.oversized_lane), else torch; on the CPU numba when it is installed and
-    can train the model, else torch. Raises UserError when the backend asked for cannot
-    run."""
+    can train the model, unless its kernels are not compiled on this machine yet and the
+    torch backend would finish first (numba_backend.cold_compile_instead), else torch.
+    Raises UserError when the backend asked for cannot run."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numba" or (backend == "auto" and device == "cpu"):
         from . import numba_backend
         why = numba_backend.available() or numba_backend.unsupported(chunk)
         if backend == "auto":
-            return "torch" if why else "numba"
+            if why:
+                return "torch"
+            instead = numba_backend.cold_compile_instead(chunk)
+            if instead:
+                said_once(instead)
+                return "torch"
+            return "numba"
         if why:
             raise UserError(f"--backend numba: {why}; use --backend torch")
         return backend

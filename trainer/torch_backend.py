@@ -5,8 +5,10 @@ Every run's parameters live in one row of a flat ``[R, P]`` tensor (views give e
 too, and every per-run hyperparameter is an ``[R, 1]`` tensor, so one optimizer step of all
 runs is a handful of ops whatever the depth.
 
-Runs step in lockstep: global step ``t`` is every active run's step ``t + 1``. Run ``r``'s
-step ``t`` is batch ``t % spe_r`` of epoch ``t // spe_r`` (``spe_r = ceil(n / batch_size_r)``),
+Runs step in lockstep: global step ``t`` is every active run's step ``t + 1`` (counted from
+where it starts: epoch ``e0_r``, after ``k0_r`` steps, for a chunk with a start state; 0
+otherwise). Run ``r``'s step ``t`` is batch ``u % spe_r`` of epoch ``u // spe_r``, ``u = t +
+e0_r spe_r`` (``spe_r = ceil(n / batch_size_r)``), and Adam's step ``k0_r + t + 1``,
 so runs with different batch sizes and shuffles share each launch: each run's batch is
 gathered into a ``[R, B]`` slab padded to the widest batch ``B``, with per-row weights
 ``1 / rows_in_batch`` (0 on padding), so the padded rows add nothing to any gradient. A run
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backend import Chunk, ChunkResult, put_rows, steps_per_epoch
+from .backend import Chunk, ChunkResult, RunState, corner, put_rows, steps_per_epoch
 from .model import (Standardize, accuracy, layer_sizes, linear_names, pointwise_loss,
                     predictions, seeded_model)
 from .order import permutations
@@ -249,12 +251,16 @@ class Net:
 class _Runs:
     """Per-run constants of a group of runs: numpy arrays [R], device tensors [R, 1]."""
 
-    def __init__(self, runs: Runs, n_train: int, device):
+    def __init__(self, runs: Runs, n_train: int, device, start: RunState | None = None):
         col = lambda name, dtype=np.float64: np.array(getattr(runs, name), dtype)
         self.batch = col("batch_size", np.int64)
         self.epochs = col("epochs", np.int64)
         self.spe = steps_per_epoch(n_train, self.batch)
-        self.total = self.epochs * self.spe             # steps of the whole run
+        # where each run starts: its epoch's first step (begin) and the steps it took before
+        zero = np.zeros(len(self.batch), np.int64)
+        self.begin = zero if start is None else np.asarray(start.epoch, np.int64) * self.spe
+        self.k0 = zero if start is None else np.asarray(start.steps, np.int64)
+        self.total = np.maximum(self.epochs * self.spe - self.begin, 0)   # steps to train
         self.seed = col("seed", np.int64)
         # the distinct seeds, sorted, and each run's: initial weights and batch orders
         self.seeds, self.seed_index = np.unique(self.seed, return_inverse=True)
@@ -278,10 +284,10 @@ class _Runs:
             "momentum": tensor(self.momentum), "wd": tensor(self.wd_coupled),
             "nesterov": torch.from_numpy(self.nesterov).to(device).unsqueeze(1)}
 
-    def lr_at(self, steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Learning rate [S, R'] of runs ``rows`` at global steps ``steps`` [S] (StepLR:
-        lr * gamma ** (epoch // step_size))."""
-        epoch = steps[:, None] // self.spe[rows]
+    def lr_at(self, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Learning rate [S, R'] of runs ``rows`` at their steps ``u`` [S, R'] since epoch 0
+        (StepLR: lr * gamma ** (epoch // step_size))."""
+        epoch = u // self.spe[rows]
         decays = np.where(self.scheduled[rows], epoch // self.step_size[rows], 0)
         return self.lr[rows] * self.gamma[rows] ** decays
 
@@ -320,7 +326,8 @@ class _Group:
         self.net = Net(chunk, self.input_norm, self.bug, self.hidden, self.activation)
         data = chunk.data
         self.n = data.n_train
-        self.c = _Runs(runs, self.n, device)
+        start = None if chunk.start is None else chunk.start.take(rows)
+        self.c = _Runs(runs, self.n, device, start)
         self.stats = data.standardization() if self.input_norm == "standardize" else None
         x_train, x_val = data.x_train, data.x_val
         if self.stats is not None:   # the exported model's own module, so the same values
@@ -345,6 +352,35 @@ class _Group:
         self.grad_sum = zeros() if self.bug == "no_zero_grad" else None
         self.steps = np.zeros(len(runs), dtype=np.int64)
         self.diverged = np.zeros(len(runs), dtype=bool)
+        if start is not None:
+            self._load_state(start)
+
+    def _load_state(self, start: RunState) -> None:
+        """Replaces the seeded initial state by ``start``'s (this group's rows): weights,
+        optimizer state (0 where a run has none yet), running statistics, gradient sums."""
+        n, layout, dev = len(self.rows), self.net.layout, self.device
+
+        def flat(part: dict, key: str) -> torch.Tensor | None:
+            if f"{key}{layout.names[0]}" not in part:
+                return None
+            pieces = [part[f"{key}{name}"][(slice(None), *corner(shape))].reshape(n, -1)
+                      for name, shape in zip(layout.names, layout.shapes)]
+            return torch.from_numpy(np.nan_to_num(np.concatenate(pieces, 1), nan=0.0)
+                                    if key else np.concatenate(pieces, 1)).to(dev)
+
+        self.params = flat(start.model, "").contiguous()
+        for key, value in self.opt_state.items():
+            loaded = flat(start.optim, f"{key}.")
+            if loaded is not None:
+                value.copy_(loaded)
+        if self.grad_sum is not None and flat(start.optim, "grad_sum.") is not None:
+            self.grad_sum.copy_(flat(start.optim, "grad_sum."))
+        if self.running is not None:
+            d = self.chunk.data.n_features
+            self.running = tuple(
+                torch.from_numpy(np.ascontiguousarray(start.model[f"0.{name}"][:, :d]))
+                .unsqueeze(1).to(dev) for name in ("running_mean", "running_var"))
+        self.steps = np.asarray(start.steps, np.int64).copy()
 
     def _initial_states(self) -> dict[str, torch.Tensor]:
         """The runs' initial state_dicts, stacked [R, ...]: nn.Linear's init from each
@@ -392,11 +428,11 @@ class _Group:
         [S, A, 1].
         """
         c, dev, n = self.c, self.device, self.n
-        steps = np.arange(t0, t1)
+        u = np.arange(t0, t1)[:, None] + c.begin[act]                  # [S, A]
         spe, batch = c.spe[act], c.batch[act]
         width = int(min(batch.max(), n))
-        epoch = steps[:, None] // spe                                   # [S, A]
-        start = (steps[:, None] % spe) * batch
+        epoch = u // spe                                                # [S, A]
+        start = (u % spe) * batch
         count = np.minimum(n - start, batch)
         # The block of the permuted table each (step, run) reads: 0 = unshuffled.
         block = np.zeros(epoch.shape, dtype=np.int64)
@@ -430,7 +466,7 @@ class _Group:
 
     # ---- training -----------------------------------------------------------------------
     def train(self):
-        c, act = self.c, np.arange(len(self.rows))
+        c, act = self.c, np.flatnonzero(self.c.total > 0)
         t = 0
         while act.size:
             state = self._take(act)
@@ -439,7 +475,7 @@ class _Group:
             t_end = min(t + block, int(c.total[act].min()))
             snaps = self._run_block(state, act, t, t_end)
             self._put(act, state)
-            self.steps[act] = t_end
+            self.steps[act] = c.k0[act] + t_end
             self._check_divergence(snaps)
             if self.progress is not None:
                 self.progress(int(len(act) * (t_end - t)))
@@ -456,7 +492,7 @@ class _Group:
             j = first[k]                          # its first bad snapshot
             self.diverged[k] = True
             epoch = self.chunk.eval_epochs[snap["cols"][j]]
-            self.steps[k] = epoch * self.c.spe[k]
+            self.steps[k] = self.c.k0[k] + epoch * self.c.spe[k] - self.c.begin[k]
             self.params[k] = snap["params"][j]
             for name, value in self.opt_state.items():
                 value[k] = snap["opt"][name][j]
@@ -495,11 +531,11 @@ class _Group:
         """Per-step optimizer factors, each a list over steps of [A, 1] tensors (computed
         in float64 from the float hyperparameters, as torch.optim does)."""
         c, steps = self.c, np.arange(t0, t1)
-        k = (steps + 1)[:, None]                                   # the optimizer's step count
+        k = steps[:, None] + 1 + c.k0[act]                         # the optimizer's step count
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(
             self.device).unsqueeze(-1).unbind(0)
         with np.errstate(over="ignore"):       # lr 1e300 is inf in float32: the run diverges
-            lr = c.lr_at(steps, act)                               # [S, A]
+            lr = c.lr_at(steps[:, None] + c.begin[act], act)       # [S, A]
             out = {"decay": to(1 - lr * c.wd_decoupled[act])}
             if self.sgd:
                 out["neg_lr"] = to(-lr)
@@ -512,8 +548,9 @@ class _Group:
     def _eval_points(self, t0: int, t1: int, act: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """step -> (active positions, curve columns) of the runs evaluated after that step."""
         c, steps = self.c, np.arange(t0, t1)
-        done = (steps[:, None] + 1) % c.spe[act] == 0
-        epoch = (steps[:, None] + 1) // c.spe[act]
+        u = steps[:, None] + c.begin[act]
+        done = (u + 1) % c.spe[act] == 0
+        epoch = (u + 1) // c.spe[act]
         is_eval = done & ((epoch % self.chunk.eval_every == 0) | (epoch == c.epochs[act]))
         points = {}
         for s in np.nonzero(is_eval.any(axis=1))[0]:
@@ -645,6 +682,9 @@ class _Group:
                 value = value.cpu().numpy().copy()
                 value[~has_state] = np.nan     # torch.optim.SGD keeps no buffer without momentum
                 optim[f"{key}.{name}"] = value
+        if self.grad_sum is not None:      # no_zero_grad's accumulated gradients: state too
+            for name, value in net.layout.views(self.grad_sum).items():
+                optim[f"grad_sum.{name}"] = value.cpu().numpy()
         for target, source in ((res.init, init), (res.final, final), (res.optim, optim)):
             for name, value in source.items():
                 value = value.numpy() if torch.is_tensor(value) else value
@@ -668,6 +708,42 @@ def group_rows(chunk: Chunk) -> list[np.ndarray]:
     starts = np.flatnonzero(np.diff(key[order], prepend=-1))
     groups = np.split(order, starts[1:])
     return sorted(groups, key=lambda rows: rows[0])
+
+
+# The torch backend's cost on the CPU, for auto's choice against a first numba compile
+# (numba_backend.cold_compile_instead): a group's runs step in lockstep, each step a few
+# dozen ops on small tensors (TORCH_STEP_S: 40 us for the line model, 100 to 140 us for
+# digits' 64-16-10 and 64-16-16-10, one run, measured), plus its arithmetic (TORCH_FLOPS:
+# digits' 72-run grid did 7.4e10 flops in 3.6 s on 2 threads, 6.8 s on one), plus
+# the shuffled epochs' permutations (PERMUTATION_S a row: trainer/order.py in numpy).
+# A prediction for a choice, not a promise (bench/NOTES.md).
+TORCH_STEP_S = 1e-4
+TORCH_FLOPS = 1.5e10
+PERMUTATION_S = 2e-7
+
+
+def predicted_seconds(chunk: Chunk) -> float:
+    """The torch backend's predicted training time for the chunk on the CPU: per group,
+    its longest run's steps times TORCH_STEP_S, plus the forward and backward arithmetic
+    of every sample-step and evaluation (6 and 2 flops a weight) at TORCH_FLOPS, plus
+    the permutations of the shuffled runs' (seed, epoch) pairs."""
+    runs, n = chunk.runs, chunk.data.n_train
+    rows_eval = n + chunk.data.n_val
+    d, k = chunk.data.n_features, chunk.data.n_outputs
+    seconds = 0.0
+    for rows in group_rows(chunk):
+        epochs = runs.epochs[rows].astype(np.float64)
+        steps = epochs * steps_per_epoch(n, runs.batch_size[rows])
+        dims = [d, *runs.row(int(rows[0])).hidden, k]
+        weights = sum(a * b for a, b in zip(dims, dims[1:]))
+        evaluations = epochs / chunk.eval_every + 1
+        flops = weights * (6.0 * n * epochs + 2.0 * rows_eval * evaluations).sum()
+        seconds += steps.max() * TORCH_STEP_S + flops / TORCH_FLOPS
+    shuffled = runs.shuffle.astype(bool)
+    if shuffled.any():
+        seeds = len(np.unique(runs.seed[shuffled]))
+        seconds += seeds * float(runs.epochs[shuffled].max()) * n * PERMUTATION_S
+    return float(seconds)
 
 
 def train(chunk: Chunk, device="cpu", progress=None, group_class=None) -> ChunkResult:
