@@ -298,6 +298,7 @@ class Doctor(LoopChecks):
         self._losses: dict[str, _Losses] = {}
         self._last_step: dict[int, _LastStep] = {}
         self._in_scheduler = False
+        self._step_where = "unknown"    # the user's line of the optimizer step under way
         self._zeroed: set[int] = set()  # ids of parameters that Module.zero_grad cleared
         self._lc_init()                 # the training loop's checks (doctor_checks.py)
 
@@ -654,15 +655,12 @@ class Doctor(LoopChecks):
 
     # -- optimizers --
     def _before_step(self, optimizer, args, kwargs) -> None:
+        self._step_where = user_line()
         self._guard(self._check_step, optimizer)
         self._guard(self._lc_before_step, optimizer, self._step_where)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         self._guard(self._lc_after_step, optimizer, self._step_where)
-
-    @property
-    def _step_where(self) -> str:
-        return user_line()
 
     def _check_step(self, optimizer) -> None:
         """Flags a step whose .grad tensors are the ones of the previous step, with no
@@ -683,7 +681,7 @@ class Doctor(LoopChecks):
                 else:
                     replaced += 1
             if kept and not replaced:
-                self._record("no_zero_grad", user_line(),
+                self._record("no_zero_grad", self._step_where,
                              f"{type(optimizer).__name__}.step() ran with the previous step's "
                              f"gradients still in .grad (no zero_grad() since): backward() adds "
                              f"to them, so each step follows the sum of all gradients so far")

@@ -96,7 +96,7 @@ STEP_EVERY = 10
 # schedule: a run of any length is seen at a step within 2x of its end). Fewer than
 # MIN_STEPS_STATIC steps say nothing: a layer can sit still for a few steps under Adam's
 # warm-up of its moments, or momentum that has not built up.
-CHECK_STEPS = tuple(10 * 2 ** k for k in range(40))
+CHECK_STEPS = frozenset(10 * 2 ** k for k in range(40))
 MIN_STEPS_STATIC = 10
 
 # Symmetric units: every row of a Linear weight (and its bias) within this of the first row,
@@ -175,6 +175,7 @@ CLASS_MSE_MIN_ROWS = 50
 # rows (xor's 4 points) there is nothing to hold out, and it is not judged. At most ROWS_CAP
 # training rows are remembered.
 LEAK_SHARE = 0.95
+LEAK_KNOWN_BATCHES = 20     # training batches all seen before, in a row: an epoch went by
 LEAK_MIN_ROWS = 20
 LEAK_MIN_DISTINCT = 64
 ROWS_CAP = 1_000_000
@@ -297,7 +298,9 @@ class LoopChecks:
         self._sched_steps = 0
         self._loader_info: dict[int, tuple] = {}    # id(dataset) -> (where, sampler name)
         self._probes: dict = {}                     # (features, device) -> projection
+        self._not_models = weakref.WeakSet()        # top-level modules without parameters
         self._train_rows: set[int] = set()          # fingerprints of the rows trained on
+        self._known_batches = 0                     # training batches in a row seen before
         self._eval_rows: list = []                  # (step, rows in _train_rows, rows)
         self._last_backward_where = ""
         self._eval_where = ""
@@ -310,8 +313,11 @@ class LoopChecks:
         """A top-level forward: mode checks, and the data source (train or evaluation)."""
         model = self._models.get(id(module))
         if model is None or model.ref() is not module:
+            if module in self._not_models:
+                return
             if next(module.parameters(), None) is None:
-                return                                  # a loss module, an activation
+                self._not_models.add(module)            # a loss module, an activation
+                return
             model = self._models[id(module)] = _Model(
                 weakref.ref(module), type(module).__name__, where_fn(),
                 [(weakref.ref(m), weakref.ref(parent)) for m, parent in _sensitive(module)])
@@ -340,8 +346,15 @@ class LoopChecks:
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 2 \
                 and x.numel():
             if grad:
-                if len(self._train_rows) < ROWS_CAP:
-                    self._train_rows.update(self._fingerprints(x))
+                # every batch until the training rows repeat (an epoch has gone by), then
+                # the sampled calls only
+                if len(self._train_rows) < ROWS_CAP and (
+                        self._known_batches < LEAK_KNOWN_BATCHES or self._sampled):
+                    rows = self._fingerprints(x)
+                    n = len(self._train_rows)
+                    self._train_rows.update(rows)
+                    self._known_batches = (self._known_batches + 1
+                                           if len(self._train_rows) == n else 0)
             elif self._train_rows:
                 rows = self._fingerprints(x)
                 self._eval_rows.append((self.steps, sum(r in self._train_rows for r in rows),
@@ -395,8 +408,11 @@ class LoopChecks:
     def _lc_before_step(self, optimizer, where: str) -> None:
         o = self._optim(optimizer, where)
         o.steps += 1
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        if o.steps == 1 or o.steps in CHECK_STEPS:
+        sampled = o.steps <= STEP_FIRST or o.steps % STEP_EVERY == 0
+        check = o.steps == 1 or o.steps in CHECK_STEPS
+        params = ([p for g in optimizer.param_groups for p in g["params"]]
+                  if sampled or check else [])
+        if check:
             self._opt_params.update(id(p) for p in params)
         lr = max((g.get("lr", 0.0) for g in optimizer.param_groups), default=0.0)
         lr = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.max())
@@ -410,14 +426,16 @@ class LoopChecks:
             if numel <= 50_000_000:
                 o.snapshot = {id(p): (weakref.ref(p), p.detach().clone()) for p in params
                               if p.requires_grad}
-        if o.steps <= STEP_FIRST or o.steps % STEP_EVERY == 0:
+        if sampled:
             o.before = [(p, p.detach().clone()) for p in params
                         if p.requires_grad and p.dim() >= 2]
 
     def _lc_after_step(self, optimizer, where: str) -> None:
         o = self._optim(optimizer, where)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
         sampled = o.steps <= STEP_FIRST or o.steps % STEP_EVERY == 0
+        if not (sampled or o.steps in CHECK_STEPS or o.steps == 2):
+            return
+        params = [p for g in optimizer.param_groups for p in g["params"]]
         if sampled or o.steps in CHECK_STEPS:
             with_grad = [p for p in params if p.grad is not None]
             if not with_grad and any(p.requires_grad for p in params):
