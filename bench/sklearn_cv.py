@@ -76,7 +76,8 @@ def child(contender: str, epochs: int, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     scores = search.cv_results_["mean_test_score"]
     import numpy as np
-    return {"first_s": times[0], "warm_s": float(np.median(times[1:])) if repeats else None, "warm_all_s": times[1:], "best_cv_accuracy": float(search.best_score_),
+    return {"first_s": times[0], "warm_s": float(np.median(times[1:])) if repeats else None,
+            "warm_all_s": times[1:], "best_cv_accuracy": float(search.best_score_),
             "mean_cv_accuracy": float(scores.mean()), "best_params": str(search.best_params_),
             "candidates": len(scores)}
 

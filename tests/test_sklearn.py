@@ -20,7 +20,8 @@ from sklearn.base import clone                                          # noqa: 
 from sklearn.datasets import load_diabetes, load_digits, load_iris, load_wine  # noqa: E402
 from sklearn.metrics import r2_score                                    # noqa: E402
 from sklearn.model_selection import (GridSearchCV, GroupKFold, KFold,  # noqa: E402
-                                     RepeatedStratifiedKFold, ShuffleSplit, StratifiedKFold, TimeSeriesSplit,
+                                     RepeatedStratifiedKFold, ShuffleSplit, StratifiedKFold,
+                                     TimeSeriesSplit,
                                      cross_val_score)
 from sklearn.pipeline import make_pipeline                              # noqa: E402
 from sklearn.preprocessing import StandardScaler                       # noqa: E402
@@ -151,6 +152,15 @@ def test_string_labels_and_binary(wine):
     assert m.loss_function_ == "bce_with_logits" and m.decision_function(X).shape == (len(X),)
     assert np.array_equal(m.predict(X), m.decision_function(X) > 0)
     np.testing.assert_allclose(m.predict_proba(X).sum(axis=1), 1)
+
+
+def test_dataframe_columns_reach_the_refitted_model():
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # no feature-name or read-only warnings
+        search = SweepSearchCV({"lr": [0.01]}, cv=3, epochs=3, input_norm="standardize")
+        search.fit(X, y).predict(X.iloc[:3])
+    assert list(search.best_estimator_.feature_names_in_) == list(X.columns)
 
 
 def test_loss_auto_follows_type_of_target(wine, diabetes):

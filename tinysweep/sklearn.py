@@ -238,8 +238,8 @@ class _TinyMLP(BaseEstimator):
         # float64 inference: the same weights, and a row's output does not depend on
         # the other rows of X (float32 matmuls differ in the last bit by batch size).
         model = copy.deepcopy(self.model_).double().eval()
-        with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(X))).numpy()
+        with torch.no_grad():           # a copy: a DataFrame's X may be read-only
+            return model(torch.from_numpy(np.array(X, np.float64, order="C"))).numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -588,6 +588,7 @@ class SweepSearchCV(BaseEstimator):
         and with ``refit``, refits the best candidate on every row. Returns self."""
         grids = self._grids()
         seeds = self._seed_list()
+        X_given, y_given = X, y          # the refit sees them as given (DataFrame columns)
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -628,7 +629,7 @@ class SweepSearchCV(BaseEstimator):
         if self.refit:
             t0 = time.perf_counter()
             self.best_estimator_ = self._estimator(self.best_params_, classifier)
-            self.best_estimator_._fit_seeds(X, y, seeds)
+            self.best_estimator_._fit_seeds(X_given, y_given, seeds)
             self.refit_time_ = time.perf_counter() - t0
         return self
 
