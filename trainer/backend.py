@@ -57,6 +57,27 @@ class Chunk:
     # the runs of the whole sweep (or halving stage) that ``runs`` is a part of, for choices
     # a backend must make alike in every chunk; None: ``runs`` is the whole
     sweep: Runs | None = None
+    # where each run goes on from (a row per run of ``runs``), trained from its epoch to the
+    # run's ``epochs``; None: from epoch 0 and the seeded initial weights
+    start: RunState | None = None
+
+    def start_epoch(self) -> int:
+        """The epoch the chunk's runs start from: 0, or the start state's (the fused
+        backends train every run of a chunk through the same epochs: one start epoch)."""
+        if self.start is None or not len(self.start.epoch):
+            return 0
+        epochs = np.unique(self.start.epoch)
+        if len(epochs) > 1:
+            raise ValueError(f"a chunk's runs start from one epoch, got {epochs.tolist()}")
+        return int(epochs[0])
+
+    def take(self, rows) -> Chunk:
+        """The chunk of runs ``rows`` (a slice or an index array), start state included,
+        as part of this chunk's sweep."""
+        import dataclasses
+        return dataclasses.replace(
+            self, runs=self.runs[rows], sweep=self.whole(),
+            start=None if self.start is None else self.start.take(rows))
 
     def whole(self) -> Runs:
         """The runs of the sweep this chunk is part of."""
@@ -105,6 +126,64 @@ class ChunkResult:
     init: dict[str, np.ndarray]
     final: dict[str, np.ndarray]
     optim: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+    def state(self, epoch) -> RunState:
+        """Where the runs stand after ``epoch`` (int or int [R]), the epochs they were trained
+        to: what a chunk whose ``start`` it is goes on from."""
+        epoch = np.broadcast_to(np.asarray(epoch, np.int64), self.steps.shape).copy()
+        return RunState(epoch=epoch, steps=self.steps.copy(), model=self.final,
+                        optim=self.optim)
+
+
+@dataclass
+class RunState:
+    """Runs as they stand after ``epoch`` epochs, to go on training from there (Chunk.start):
+    what a backend needs to train epochs ``epoch``.. of a run as if it had never stopped.
+
+    epoch: int64 [R], epochs trained; the schedule's position (StepLR's lr in epoch e is the
+        run's lr times gamma at each multiple of step_size up to e, chained as torch's
+        StepLR does: ``stepped_lr``) and the shuffle order of the next epoch follow from it.
+    steps: int64 [R], optimizer steps taken (Adam's step count, its bias corrections).
+    model: state_dict name -> [R, ...] (ChunkResult.final: weights, batchnorm's running
+        statistics, standardize's buffers), NaN outside a run's own entries.
+    optim: 'STATE.NAME' -> [R, ...] (ChunkResult.optim: exp_avg, exp_avg_sq,
+        momentum_buffer; grad_sum for no_zero_grad's accumulated gradients), NaN rows for
+        runs without that state.
+    """
+
+    epoch: np.ndarray
+    steps: np.ndarray
+    model: dict[str, np.ndarray]
+    optim: dict[str, np.ndarray]
+
+    def take(self, rows) -> RunState:
+        """The state of runs ``rows`` (a slice, an index array or a bool mask)."""
+        pick = lambda d: {k: v[rows] for k, v in d.items()}
+        return RunState(self.epoch[rows], self.steps[rows], pick(self.model), pick(self.optim))
+
+    def entry(self, part: str, name: str, i: int, shape: tuple) -> np.ndarray | None:
+        """Run i's entry ``name`` of ``part`` (model or optim) in its own ``shape``; None
+        where the state has no such entry, or (optim) it is NaN for this run: no state kept."""
+        table = getattr(self, part).get(name)
+        if table is None:
+            return None
+        value = np.ascontiguousarray(table[(i, *corner(shape))])
+        return None if part == "optim" and np.isnan(value).all() else value
+
+
+def stepped_lr(lr, gamma, step_size, scheduled, epoch) -> np.ndarray:
+    """The learning rate torch's StepLR gives after ``epoch`` of its steps: lr multiplied by
+    gamma at each multiple of step_size up to ``epoch``, one float64 product at a time as
+    StepLR chains them (bit for bit). All arguments arrays [R] (or scalars); float64 [R]."""
+    lr, gamma, step_size, scheduled, epoch = np.broadcast_arrays(
+        *(np.atleast_1d(a) for a in (np.asarray(lr, np.float64), np.asarray(gamma, np.float64),
+                                     step_size, scheduled, epoch)))
+    decays = np.where(scheduled, np.maximum(epoch, 0) // np.maximum(step_size, 1), 0)
+    lr = lr.copy()
+    for k in range(int(decays.max(initial=0))):
+        lr = np.where(decays > k, lr * gamma, lr)
+    return lr
 
 
 def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:

@@ -10,6 +10,9 @@ it run by run. Keep it short and obviously right:
   on the whole training split (and the validation split);
 - a run whose weights or evaluated training loss are non-finite at an evaluation is marked
   diverged and trained no further; ``steps`` counts the steps it took up to then;
+- a chunk with a ``start`` state (backend.RunState) goes on from it: its weights, buffers and
+  optimizer state loaded, its step count Adam's, StepLR at its epoch (``_load_state``),
+  epochs ``start.epoch``..``epochs`` trained as above; 0->E1 then E1->E2 is 0->E2 bit for bit;
 - a run's ``bug`` (config.BUGS) trains it as code with that mistake would: the buggy line
   is written out in ``train_run``. Evaluations stay the task's true loss (and accuracy).
 """
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backend import Chunk, ChunkResult, stack_rows
+from .backend import Chunk, ChunkResult, RunState, stack_rows, stepped_lr
 from .config import RunParams
 from .model import accuracy, pointwise_loss, predictions, seeded_model
 from .order import epoch_order
@@ -52,10 +55,39 @@ def _finite(model: nn.Module) -> bool:
     return all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 
-def train_run(chunk: Chunk, run: RunParams, device="cpu"):
-    """Trains one run on ``device`` (the CPU, except for bench/run.py's per-run loop on a
-    GPU). Returns (init state, final state, optimizer state, curves, diverged, steps), on
-    the CPU."""
+def _load_state(start: RunState, i: int, run: RunParams, model: nn.Module, opt, sched) -> int:
+    """Puts run i of ``start`` into a fresh model, optimizer and scheduler: the state_dict,
+    the optimizer's state (Adam's step as the float32 tensor torch.optim keeps), the
+    accumulated gradients of no_zero_grad, StepLR at the start epoch. Returns its steps."""
+    own = model.state_dict()
+    model.load_state_dict({name: torch.from_numpy(start.entry("model", name, i, value.shape))
+                           for name, value in own.items()})
+    steps = int(start.steps[i])
+    for name, p in model.named_parameters():
+        state = {}
+        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+            value = start.entry("optim", f"{key}.{name}", i, p.shape)
+            if value is not None:
+                state[key] = torch.from_numpy(value.copy()).to(p.device)
+        if run.optimizer != "sgd" and steps > 0:
+            state["step"] = torch.tensor(float(steps))
+        if state:
+            opt.state[p] = state
+        grad = start.entry("optim", f"grad_sum.{name}", i, p.shape)
+        if grad is not None:
+            p.grad = torch.from_numpy(grad.copy()).to(p.device)
+    if sched is not None:       # as if stepped at the end of each epoch so far
+        epoch = int(start.epoch[i])
+        sched.last_epoch = epoch
+        for group in opt.param_groups:
+            group["lr"] = float(stepped_lr(run.lr, run.gamma, run.step_size, True, epoch)[0])
+    return steps
+
+
+def train_run(chunk: Chunk, run: RunParams, device="cpu", i: int = 0):
+    """Trains one run (run ``i`` of the chunk, whose ``start`` state it goes on from, if
+    any) on ``device`` (the CPU, except for bench/run.py's per-run loop on a GPU). Returns
+    (init state, final state, optimizer state, curves, diverged, steps), on the CPU."""
     data, spec = chunk.data, chunk.model
     stats = data.standardization() if run.input_norm == "standardize" else None
     k = data.n_outputs
@@ -69,9 +101,12 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
     sched = (torch.optim.lr_scheduler.StepLR(opt, run.step_size, run.gamma)
              if run.lr_schedule == "step" else None)
     curves = {m: np.full(len(chunk.eval_epochs), np.nan, np.float32) for m in chunk.metrics()}
-    n, steps, diverged = data.n_train, 0, False
+    n, steps, diverged, first = data.n_train, 0, False, 0
+    if chunk.start is not None:
+        steps = _load_state(chunk.start, i, run, model, opt, sched)
+        first = int(chunk.start.epoch[i])
 
-    for epoch in range(run.epochs):
+    for epoch in range(first, run.epochs):
         model.train()
         order = torch.from_numpy(epoch_order(run.seed, epoch, n, run.shuffle)).to(device)
         for start in range(0, n, run.batch_size):
@@ -112,6 +147,10 @@ def train_run(chunk: Chunk, run: RunParams, device="cpu"):
         for key, value in state.items():
             if key != "step":
                 optim[f"{key}.{names[p]}"] = value.cpu()
+    if run.bug == "no_zero_grad":       # the gradients' running sum: state to go on from
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                optim[f"grad_sum.{name}"] = p.grad.cpu()
     final = {k: v.cpu() for k, v in model.state_dict().items()}
     return init, final, optim, curves, diverged, steps
 
@@ -121,7 +160,7 @@ def train(chunk: Chunk, progress=None) -> ChunkResult:
     inits, finals, optims, curves, diverged, steps = [], [], [], [], [], []
     for i in range(len(chunk.runs)):         # the reference is the per-run loop
         run = chunk.runs.row(i)
-        init, final, optim, curve, div, n_steps = train_run(chunk, run)
+        init, final, optim, curve, div, n_steps = train_run(chunk, run, i=i)
         inits.append(init)
         finals.append(final)
         optims.append(optim)

@@ -173,8 +173,8 @@ class _TritonGroup(_Group):
 
     def train_intervals(self):
         """Trains the loaded group through every evaluation interval."""
-        e0 = 0
-        for e1 in self.boundaries:
+        e0 = self.chunk.start_epoch()
+        for e1 in self.boundaries[self.boundaries > e0]:
             self.train_interval(e0, int(e1))
             e0 = int(e1)
 
@@ -223,7 +223,7 @@ class _TritonGroup(_Group):
             no_adam = np.zeros(n_runs)
             self.state = dict(
                 par=rows(self.params), m=m, v=v, rmean=rmean, rvar=rvar,
-                steps=i32(np.zeros(n_runs)), div=i32(np.zeros(n_runs), 1),
+                steps=i32(self.steps), div=i32(np.zeros(n_runs), 1),   # steps: Chunk.start's
                 bs=i32(c.batch, 1), ep=i32(c.epochs), lr=f32(c.lr), log2g=f32(log2(c.gamma)),
                 ssize=i32(np.where(c.scheduled, c.step_size, 0)),
                 b1=f32(c.beta1), b2=f32(c.beta2),
