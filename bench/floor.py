@@ -48,6 +48,41 @@ def floor_seconds(c: dict[str, float], peaks: dict[str, float]) -> dict[str, flo
     return out
 
 
+# On the CPU an exp or a reciprocal square root is a polynomial on the FMA pipes, not a
+# pipe of its own: kernels/numba_mlp.py's _exp is a Cody-Waite reduction and a degree-5
+# polynomial, about 16 FMA-pipe operations a lane.
+CPU_SFU_COST = 16
+
+
+def measure_cpu_peaks() -> dict[str, float]:
+    """This CPU's FP32 FMA rate on every core torch uses (a 2048^3 fp32 matmul, the best of
+    5: MKL/oneDNN reach near the FMA pipes' peak at that size), its special-function rate
+    (CPU_SFU_COST FMA slots each), and its copy bandwidth (a 256 MB numpy copy, read +
+    written, the best of 5): the floor of a CPU workload, as measure_peaks is a GPU's."""
+    import time
+
+    import numpy as np
+    import torch
+
+    a = torch.randn(2048, 2048)
+    a @ a                                   # warm: threads started, pages touched
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t)
+    fma_per_s = 2048 ** 3 / best
+    big = np.ones(1 << 26, np.float32)
+    dst = np.empty_like(big)
+    copy = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(dst, big)
+        copy = min(copy, time.perf_counter() - t)
+    return {"fp32_per_s": fma_per_s, "sfu_per_s": fma_per_s / CPU_SFU_COST,
+            "bytes_per_s": 2 * big.nbytes / copy}
+
+
 def measure_peaks() -> dict[str, float]:
     """The CUDA device's FP32 FMA rate (an 8192^3 fp32 matmul, TF32 off), its special-
     function rate (1/8 of it: 16 SFU lanes against 128 FP32 lanes per SM on Hopper and

@@ -1,4 +1,4 @@
-"""The throughput report: tinysweep against its peers and, on a GPU, the hardware floor.
+"""The throughput report: tinysweep against its peers and the hardware floor.
 
     python bench/run.py                      # every workload, this machine's device
     python bench/run.py --workload a         # one workload: a | b | c | d | e (repeatable)
@@ -534,7 +534,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peaks = floor.measure_peaks() if device == "cuda" else None
+    # the floor: the GPU's peaks, or this CPU's (a matmul's FMA rate on every core, a
+    # copy's bandwidth), taken before the workloads, on a quiet machine
+    peaks = floor.measure_peaks() if device == "cuda" else floor.measure_cpu_peaks()
     report = {"device": device_name(), "date": datetime.date.today().isoformat(),
               "torch": torch.__version__, "tinysweep": tinysweep.__version__,
               "quick": args.quick, "peaks": peaks, "workloads": []}

@@ -50,6 +50,9 @@ def test_quick_report_runs_and_guards(tmp_path):
         if "seconds" in fig:
             assert fig["seconds"] > 0 and fig["peak_mb"] > 0
     assert "| tinysweep torch |" in next(tmp_path.glob("*-quick.md")).read_text()
+    # the CPU's floor: its measured peaks, and each contender's share of the floor
+    assert report["peaks"]["fp32_per_s"] > 1e9 and report["peaks"]["bytes_per_s"] > 1e8
+    assert 0 < c["tinysweep torch"]["of_floor"] < 1
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS is read from /proc")

@@ -162,18 +162,19 @@ def cached(depth: int, multi: bool) -> bool | None:
         return None
 
 
-def cold_compile_instead(chunk: Chunk) -> str | None:
+def cold_compile_instead(chunk: Chunk, launches: int = 1) -> str | None:
     """Why ``auto`` should train this chunk on the torch backend rather than compile the
     numba kernels first: where a variant it needs is not compiled on this machine yet and
     the torch backend is predicted to finish before that compile would (a small sweep on
-    a fresh machine); else None."""
+    a fresh machine); else None. ``launches``: the parts the chunk trains in (the
+    splits of cross-validation)."""
     if COLD_COMPILE_S <= 0:
         return None
     cold = [v for v in variants(chunk) if cached(*v) is False]
     if not cold:
         return None
     compile_s = COLD_COMPILE_S * len(cold)
-    torch_s = torch_backend.predicted_seconds(chunk)
+    torch_s = torch_backend.predicted_seconds(chunk, launches)
     if torch_s >= compile_s:
         return None
     return (f"tinysweep: training on the torch backend (predicted {torch_s:.1f} s) rather than "

@@ -176,7 +176,7 @@ def said_once(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
+def resolve_backend(backend: str, device: str, chunk: Chunk, launches: int = 1) -> str:
     """The backend that trains the sweep. ``auto``: on a CUDA device triton when the fused
     kernels can train the model in a lane of reasonable size or a wide program
     (triton_backend.oversized_lane), else torch; on the CPU numba when it is installed and
@@ -191,7 +191,7 @@ def resolve_backend(backend: str, device: str, chunk: Chunk) -> str:
         if backend == "auto":
             if why:
                 return "torch"
-            instead = numba_backend.cold_compile_instead(chunk)
+            instead = numba_backend.cold_compile_instead(chunk, launches)
             if instead:
                 said_once(instead)
                 return "torch"
@@ -266,7 +266,7 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
     check_bugs(chunk)
     check_halving(config, runs)
     device = resolve_device(device)
-    backend = resolve_backend(backend, device, chunk)
+    backend = resolve_backend(backend, device, chunk, 1 if folds is None else folds.splits)
     if backend in ("reference", "numba"):
         device = "cpu"          # both train on the CPU, whatever --device says
     if chunk_runs is None:

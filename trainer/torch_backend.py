@@ -722,11 +722,14 @@ TORCH_FLOPS = 1.5e10
 PERMUTATION_S = 2e-7
 
 
-def predicted_seconds(chunk: Chunk) -> float:
+def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     """The torch backend's predicted training time for the chunk on the CPU: per group,
-    its longest run's steps times TORCH_STEP_S, plus the forward and backward arithmetic
-    of every sample-step and evaluation (6 and 2 flops a weight) at TORCH_FLOPS, plus
-    the permutations of the shuffled runs' (seed, epoch) pairs."""
+    its longest run's steps times TORCH_STEP_S (times ``launches``: the chunk's runs train
+    in that many parts one after the other, as cross-validation's splits do), plus the
+    forward and backward arithmetic of every sample-step and evaluation (6 and 2 flops a
+    weight) at TORCH_FLOPS, plus the permutations of the shuffled runs' (seed, epoch)
+    pairs. Measured on a quiet machine: with other work on the cores, torch's threads
+    wait on each other and it can take ten times longer."""
     runs, n = chunk.runs, chunk.data.n_train
     rows_eval = n + chunk.data.n_val
     d, k = chunk.data.n_features, chunk.data.n_outputs
@@ -738,7 +741,7 @@ def predicted_seconds(chunk: Chunk) -> float:
         weights = sum(a * b for a, b in zip(dims, dims[1:]))
         evaluations = epochs / chunk.eval_every + 1
         flops = weights * (6.0 * n * epochs + 2.0 * rows_eval * evaluations).sum()
-        seconds += steps.max() * TORCH_STEP_S + flops / TORCH_FLOPS
+        seconds += steps.max() * TORCH_STEP_S * launches + flops / TORCH_FLOPS
     shuffled = runs.shuffle.astype(bool)
     if shuffled.any():
         seeds = len(np.unique(runs.seed[shuffled]))
