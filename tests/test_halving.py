@@ -103,3 +103,86 @@ def test_val_loss_needs_a_validation_split():
     with pytest.raises(tinysweep.UserError, match=r"^sweep\.halving\.metric: val_loss needs "
                                                   r"a validation split"):
         prepare(config)
+
+
+def counting_steps(monkeypatch):
+    """Counts the optimizer steps every chunk trained (its steps less its start's) and the
+    chunks trained: sweep.train_chunk, wrapped."""
+    from tinysweep.trainer import sweep
+    seen = {"steps": 0, "chunks": 0}
+    train = sweep.train_chunk
+
+    def counted(plan, chunk, progress=None):
+        part = train(plan, chunk, progress)
+        before = 0 if chunk.start is None else chunk.start.steps
+        seen["steps"] += int((part.steps - before).sum())
+        seen["chunks"] += 1
+        return part
+    monkeypatch.setattr(sweep, "train_chunk", counted)
+    return seen
+
+
+def test_survivors_go_on_from_their_state_and_no_step_is_trained_twice(monkeypatch):
+    seen = counting_steps(monkeypatch)
+    res = tinysweep.run(halving_sweep(), backend="torch", chunk_runs=5)
+    assert seen["steps"] == res.table.steps.sum() == res.steps_trained
+    assert tinysweep.Results(res.config, res.table, res.curves, res.params).steps_trained \
+        == res.steps_trained
+    # a survivor is the run trained at once: the rungs changed nothing in it
+    config = halving_sweep()
+    whole = tinysweep.run({**config, "sweep": {"params": config["sweep"]["params"]}},
+                          backend="torch")
+    ran = res.table.stopped_epoch.isna().to_numpy() & ~res.table.diverged.to_numpy()
+    assert ran.sum() >= 2
+    for name in ("final_val_loss", "final_train_loss", "steps"):
+        np.testing.assert_allclose(res.table[name][ran], whole.table[name][ran], rtol=1e-4)
+    np.testing.assert_allclose(res.curves["val_loss"][ran], whole.curves["val_loss"][ran],
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numba", "triton"])
+def test_halving_on_the_fused_backends_matches_the_reference(backend):
+    pytest.importorskip(backend)
+    config = halving_sweep()
+    config["data"]["params"]["n"] = 24
+    config["sweep"]["params"].update(lr=LRS[1::2], seed=[0])
+    ref = tinysweep.run(config, backend="reference")
+    assert_same_runs(tinysweep.run(config, backend=backend, chunk_runs=4), ref)
+
+
+def test_resume_finishes_an_interrupted_halving_sweep_without_training_again(tmp_path,
+                                                                           monkeypatch):
+    from tinysweep.trainer import sweep
+    path, out = _yaml(tmp_path, halving_sweep()), tmp_path / "out"
+    whole = tinysweep.run(str(path), backend="torch", chunk_runs=9)
+    seen = counting_steps(monkeypatch)
+    train = sweep.train_chunk
+
+    def dies_at_the_fourth(plan, chunk, progress=None):
+        if seen["chunks"] == 3:
+            raise KeyboardInterrupt
+        return train(plan, chunk, progress)
+    monkeypatch.setattr(sweep, "train_chunk", dies_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        tinysweep.run(str(path), backend="torch", chunk_runs=9, out=out)
+    assert any((out / ".chunks").glob("stage-*/chunk-*.npz"))
+    monkeypatch.setattr(sweep, "train_chunk", train)
+    seen = counting_steps(monkeypatch)
+    resumed = tinysweep.run(str(path), backend="torch", chunk_runs=9, out=out, resume=True)
+    assert 0 < seen["steps"] < whole.steps_trained      # only what was missing
+    assert_same_runs(tinysweep.load(out), whole)
+    assert_same_runs(resumed, whole)
+    assert not (out / ".chunks").exists()
+
+
+def test_the_headline_gives_the_steps_trained(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(_yaml(tmp_path, halving_sweep())), "--out", str(out),
+                     "--backend", "torch"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    steps = int(tinysweep.load(out).table.steps.sum())
+    import re
+    saved = re.search(r"^48 runs, ([\d,]+) optimizer steps in .*; halving trained ([\d,]+) "
+                      r"steps where the whole grid takes ([\d,]+) \((\d+)% saved\)$", head)
+    assert saved, head
+    assert int(saved.group(1).replace(",", "")) == int(saved.group(2).replace(",", "")) == steps

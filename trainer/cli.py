@@ -262,10 +262,15 @@ def _headline(res, plan, setup: float, training: float, writing: float) -> str:
                   and (table[c] != table[c].iloc[0]).any()]
     params = [k for k in swept if k not in replicates]
     metrics = [c for c in table.columns if c.startswith("final_")]
-    lines = [f"{len(table):,} runs, {int(table.steps.sum()):,} optimizer steps in "
+    lines = [f"{len(table):,} runs, {res.steps_trained:,} optimizer steps in "
              f"{_seconds(setup + training + writing)}: set-up {_seconds(setup)}, "
              f"training {_seconds(training)}, writing {_seconds(writing)} "
              f"({plan.backend} backend, {plan.device}); {int(table.diverged.sum()):,} diverged"]
+    if "stopped_epoch" in table:     # halving: what the stopped runs would have taken
+        from .report import halving_steps
+        full = halving_steps(table)
+        lines[0] += (f"; halving trained {res.steps_trained:,} steps where the whole grid "
+                     f"takes {full:,} ({1 - res.steps_trained / max(full, 1):.0%} saved)")
     lines += [_by_param(table, k, metric) for k in params]
     columns = ["run_id", *swept, *(c for c in replicates if c not in swept), *metrics]
     k = 5

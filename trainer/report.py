@@ -525,6 +525,16 @@ def summary_lines(work: pd.DataFrame, ranked: list[dict], swept: list[str],
     return lines
 
 
+def halving_steps(table: pd.DataFrame) -> int:
+    """The optimizer steps a halving sweep's runs would take without halving: a stopped
+    run's steps x epochs / stopped_epoch."""
+    stopped = table["stopped_epoch"].to_numpy(dtype=np.float64)
+    steps = table["steps"].to_numpy(dtype=np.float64)
+    epochs = table["epochs"].to_numpy(dtype=np.float64)
+    ran = np.isnan(stopped)
+    return int(np.where(ran, steps, steps * epochs / np.where(ran, 1, stopped)).sum())
+
+
 def halving_lines(res: Results) -> list[str]:
     """Successive halving: the rungs, how many runs each stopped, and the steps trained
     against the whole grid's (a stopped run would have taken steps x epochs / stopped)."""
@@ -534,8 +544,7 @@ def halving_lines(res: Results) -> list[str]:
         return []
     stopped = table["stopped_epoch"].to_numpy(dtype=np.float64)
     steps = table["steps"].to_numpy(dtype=np.float64)
-    epochs = table["epochs"].to_numpy(dtype=np.float64)
-    full = np.where(np.isnan(stopped), steps, steps * epochs / np.where(np.isnan(stopped), 1, stopped))
+    full = halving_steps(table)
     lines = ["", "## Successive halving", "",
              f"Rungs at epochs {', '.join(map(str, halving['rungs']))}; at each, the best "
              f"{halving['keep']:.0%} of the runs still training (by {halving['metric']}, per "
@@ -545,7 +554,7 @@ def halving_lines(res: Results) -> list[str]:
     lines.append(f"- {int(np.isnan(stopped).sum())} runs reached their last epoch "
                  f"({int(table.diverged.sum())} of all runs diverged)")
     lines += ["", f"{int(steps.sum()):,} optimizer steps trained where the whole grid takes "
-                  f"{int(full.sum()):,}: {1 - steps.sum() / max(full.sum(), 1):.0%} saved."]
+                  f"{full:,}: {1 - steps.sum() / max(full, 1):.0%} saved."]
     return lines
 
 

@@ -77,8 +77,18 @@ class Results:
     ``config``: the resolved config dict."""
 
     def __init__(self, config: dict, table: pd.DataFrame, curves: dict[str, np.ndarray],
-                 params: dict[str, np.ndarray]):
+                 params: dict[str, np.ndarray], steps_trained: int | None = None):
         self.config, self.table, self.curves, self.params = config, table, curves, params
+        self._steps_trained = steps_trained
+
+    @property
+    def steps_trained(self) -> int:
+        """Optimizer steps the sweep executed: the table's ``steps`` summed (a schedule that
+        stops runs, halving, continues its survivors: it trains no step twice); as counted
+        while training, for Results that a sweep returned."""
+        if self._steps_trained is not None:
+            return self._steps_trained
+        return int(self.table["steps"].sum())
 
     def __repr__(self) -> str:
         return f"Results({self.config['name']!r}, runs={len(self.table)})"
@@ -314,7 +324,8 @@ def _padded(value: np.ndarray | None, n: int, shape: tuple) -> np.ndarray:
 
 
 def assemble(config: dict, chunk: Chunk, res: ChunkResult,
-             stopped: np.ndarray | None = None, folds=None) -> Results:
+             stopped: np.ndarray | None = None, folds=None,
+             steps_trained: int | None = None) -> Results:
     """The Results of a whole sweep from its (merged) backend output. ``stopped``
     (successive halving): float [R], the epoch each run was stopped at, NaN for a run that
     reached its last epoch; it becomes the column stopped_epoch, and a stopped run's final
@@ -350,7 +361,7 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult,
     params = {f"init.{k}": v for k, v in res.init.items()}
     params.update({f"final.{k}": v for k, v in res.final.items()})
     params.update({f"optim.{k}": v for k, v in res.optim.items()})
-    return Results(config, table, curves, params)
+    return Results(config, table, curves, params, steps_trained)
 
 
 def _table_column(col):

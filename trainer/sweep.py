@@ -54,8 +54,9 @@ class Plan:
 
     def sub_chunk(self, lo: int, hi: int) -> Chunk:
         """Runs lo..hi-1 (one split's, with folds) as a Chunk on their own Dataset."""
-        runs = self.chunk.runs
-        sub = dataclasses.replace(self.chunk, runs=runs[lo:hi], sweep=runs)
+        runs, start = self.chunk.runs, self.chunk.start
+        sub = dataclasses.replace(self.chunk, runs=runs[lo:hi], sweep=runs,
+                                  start=None if start is None else start.take(slice(lo, hi)))
         if self.folds is not None:
             sub = dataclasses.replace(sub, data=self.folds.dataset(self.folds.split_of(lo)))
         return sub
@@ -350,10 +351,11 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
     ChunkResult, not assembled (a stage of halving).
     """
     if plan.config.sweep.halving is not None and not raw:
-        return _execute_halving(plan, progress, executor, task_fn)
+        return _execute_halving(plan, progress, executor, task_fn, store)
     from .results import assemble, merge_chunks
     runs = plan.chunk.runs
-    steps = runs.epochs * steps_per_epoch(plan.n_train(), runs.batch_size)
+    begun = 0 if plan.chunk.start is None else plan.chunk.start.epoch
+    steps = (runs.epochs - begun) * steps_per_epoch(plan.n_train(), runs.batch_size)
     by_run = plan.backend == "reference"   # the reference reports whole runs
     bar = None
     if progress:
@@ -410,36 +412,69 @@ def check_halving(config: Config, runs) -> None:
                         "(data.val_fraction > 0)")
 
 
-def _execute_halving(plan: Plan, progress: bool, executor: str, task_fn) -> Results:
+class _Stages:
+    """The stages of a schedule that continues runs (halving): each trains some runs from
+    the epoch they reached to a later one, from the state they had there (Chunk.start),
+    through ``execute``, and keeps every run's latest result in ``result``; with a chunk
+    store, each stage's chunks in a folder of their own (.chunks/NAME), so that --resume
+    retrains nothing."""
+
+    def __init__(self, plan: Plan, progress: bool, executor: str, task_fn, store):
+        self.plan, self.progress, self.executor, self.task_fn = plan, progress, executor, task_fn
+        self.store = store
+        if store is not None:
+            store.start(plan)
+        chunk = plan.chunk
+        self.result = chunk.empty_result()
+        self.reached = np.zeros(len(chunk.runs), np.int64)   # epochs each run trained
+        self.steps_trained = 0                                 # optimizer steps executed
+
+    def train(self, rows: np.ndarray, epochs, name: str) -> tuple[ChunkResult, Chunk]:
+        """Trains runs ``rows`` (all at one epoch) on to ``epochs`` (int or int [rows]);
+        returns the stage's result and its chunk."""
+        from .store import ChunkStore
+        plan, chunk = self.plan, self.plan.chunk
+        e0 = int(self.reached[rows[0]])
+        stage_runs = chunk.runs[rows].replace(
+            epochs=np.broadcast_to(np.asarray(epochs, np.int64), (len(rows),)).copy())
+        start = None
+        if e0 > 0:
+            start = self.result.state(self.reached).take(rows)
+        sub = dataclasses.replace(chunk, runs=stage_runs, start=start,
+                                  eval_epochs=evaluation_epochs(stage_runs, chunk.eval_every))
+        store = None if self.store is None else ChunkStore(
+            self.store.out, f"{self.store.dir.name}/{name}")
+        part = execute(dataclasses.replace(plan, chunk=sub), self.progress, store,
+                       self.executor, self.task_fn, raw=True)
+        self.steps_trained += int((part.steps - (0 if start is None else start.steps)).sum())
+        _put_runs(self.result, rows, part, sub, chunk, after=e0)
+        self.reached[rows] = np.where(part.diverged, self.reached[rows], stage_runs.epochs)
+        return part, sub
+
+
+def _execute_halving(plan: Plan, progress: bool, executor: str, task_fn,
+                     store=None) -> Results:
     """Successive halving (sweep.halving), as every backend runs it: the runs train to the
     first rung; among those of one epochs budget still training, the best ``keep`` fraction
     by the metric at the rung (ties: the lower run_id) go on, at least one, and the others
     stop there; and so on at each rung, the survivors then training to their last epoch.
     A run trained to a rung (its epochs set to the rung: a run's training up to an epoch
     does not depend on how many epochs follow, and the rung is one of its evaluations) is
-    the run stopped there. Each stage trains its runs from the start: the stages cost the
-    sum of rung x runs trained to it; the chunk store is not used."""
+    the run stopped there. The survivors go on from the state they reached (_Stages):
+    nothing is trained twice, and the steps executed are the table's."""
     from .results import assemble
     halving, chunk = plan.config.sweep.halving, plan.chunk
     runs, n = chunk.runs, len(chunk.runs)
     epochs = np.asarray(runs.epochs)
-    result = chunk.empty_result()
+    stages = _Stages(plan, progress, executor, task_fn, store)
     stopped = np.full(n, np.nan)
     alive = np.arange(n)
     metric = halving["metric"]
-    for rung in [*halving["rungs"], None]:
-        stage = alive if rung is None else alive[epochs[alive] > rung]
+    for k, rung in enumerate(halving["rungs"]):
+        stage = alive[epochs[alive] > rung]
         if not len(stage):
             continue
-        stage_runs = runs[stage] if rung is None else runs[stage].replace(
-            epochs=np.full(len(stage), rung, np.int64))
-        sub = dataclasses.replace(chunk, runs=stage_runs,
-                                  eval_epochs=evaluation_epochs(stage_runs, chunk.eval_every))
-        part = execute(dataclasses.replace(plan, chunk=sub), progress, None, executor,
-                       task_fn, raw=True)
-        if rung is None:
-            _put_runs(result, stage, part, sub, chunk)
-            break
+        part, sub = stages.train(stage, rung, f"stage-{k}")
         value = part.curves[metric][:, sub.column(rung)].astype(np.float64)
         out = np.isnan(value) | part.diverged              # diverged: done, not stopped
         go_on = np.zeros(len(stage), bool)
@@ -452,27 +487,27 @@ def _execute_halving(plan: Plan, progress: bool, executor: str, task_fn) -> Resu
             ranked = group[np.lexsort((stage[group], value[group]))]
             go_on[ranked[:keep]] = True
         done = ~go_on
-        _put_runs(result, stage[done], _subset(part, np.flatnonzero(done)), sub, chunk)
         stopped[stage[done & ~out]] = rung
         alive = np.setdiff1d(alive, stage[done])
-    return assemble(plan.config.to_dict(), chunk, result, stopped=stopped)
-
-
-def _subset(part: ChunkResult, rows: np.ndarray) -> ChunkResult:
-    take = lambda d: {k: v[rows] for k, v in d.items()}
-    return ChunkResult(curves=take(part.curves), diverged=part.diverged[rows],
-                       steps=part.steps[rows], init=take(part.init), final=take(part.final),
-                       optim=take(part.optim))
+    # the survivors, and the runs whose budget ended before a rung, to their last epoch:
+    # one stage per epoch they start from
+    for e0 in np.unique(stages.reached[alive]):
+        rows = alive[stages.reached[alive] == e0]
+        stages.train(rows, epochs[rows], f"last-from-{e0}")
+    return assemble(plan.config.to_dict(), chunk, stages.result, stopped=stopped,
+                    steps_trained=stages.steps_trained)
 
 
 def _put_runs(result: ChunkResult, rows: np.ndarray, part: ChunkResult, sub: Chunk,
-              chunk: Chunk) -> None:
+              chunk: Chunk, after: int = 0) -> None:
     """Writes a stage's runs (``part``, curves on ``sub``'s evaluation epochs) into the
-    whole sweep's ``result`` at ``rows``."""
+    whole sweep's ``result`` at ``rows``: the curves after epoch ``after`` (where the
+    stage started), the rest whole."""
     from .backend import put_rows
-    columns = chunk.column(sub.eval_epochs)
+    later = sub.eval_epochs > after
+    columns = chunk.column(sub.eval_epochs[later])
     for name, values in part.curves.items():
-        result.curves[name][np.ix_(rows, columns)] = values
+        result.curves[name][np.ix_(rows, columns)] = values[:, later]
     result.diverged[rows] = part.diverged
     result.steps[rows] = part.steps
     for target, source in ((result.init, part.init), (result.final, part.final),
