@@ -386,6 +386,7 @@ def test_auto_trains_a_small_sweep_on_torch_where_the_kernels_are_not_compiled(
     assert numba_backend.variants(chunk) == [(1, False)]
     assert numba_backend.cached(1, False) is True       # the signature auto checks is the real one
     monkeypatch.setattr(numba_backend, "COLD_COMPILE_S", 8.0)
+    monkeypatch.setattr(numba_backend, "busy", lambda: False)
     assert prepare(path, backend="auto", device="cpu").backend == "numba"
     monkeypatch.setattr(numba_backend, "cached", lambda depth, multi: False)
     capsys.readouterr()
@@ -394,7 +395,10 @@ def test_auto_trains_a_small_sweep_on_torch_where_the_kernels_are_not_compiled(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("tinysweep: training on the torch backend (")
     assert "rather than compiling the numba kernels for this model first (about 8 s" in err[0]
-    monkeypatch.setattr(torch_backend, "predicted_seconds", lambda chunk: 9.0)
+    monkeypatch.setattr(numba_backend, "busy", lambda: True)    # torch's threads would wait
+    assert prepare(path, backend="auto", device="cpu").backend == "numba"
+    monkeypatch.setattr(numba_backend, "busy", lambda: False)
+    monkeypatch.setattr(torch_backend, "predicted_seconds", lambda chunk, launches=1: 9.0)
     assert prepare(path, backend="auto", device="cpu").backend == "numba"
     assert prepare(path, backend="numba", device="cpu").backend == "numba"
 
@@ -408,6 +412,7 @@ def test_an_empty_numba_cache_is_seen_as_not_compiled(tmp_path):
 
     code = ("import tinysweep\n"
             "from tinysweep.trainer import numba_backend\n"
+            "numba_backend.busy = lambda: False\n"
             "from tinysweep.trainer.sweep import prepare\n"
             "print(numba_backend.cached(1, False))\n"
             "cfg = {'data': {'source': 'line', 'params': {'n': 20}}, 'model': {'hidden': [2]},\n"

@@ -166,9 +166,14 @@ def cold_compile_instead(chunk: Chunk, launches: int = 1) -> str | None:
     """Why ``auto`` should train this chunk on the torch backend rather than compile the
     numba kernels first: where a variant it needs is not compiled on this machine yet and
     the torch backend is predicted to finish before that compile would (a small sweep on
-    a fresh machine); else None. ``launches``: the parts the chunk trains in (the
-    splits of cross-validation)."""
-    if COLD_COMPILE_S <= 0:
+    a fresh machine), and the cores are not busy with other work; else None.
+    ``launches``: the parts the chunk trains in (the splits of cross-validation).
+
+    Busy cores: the torch backend's many tiny ops each wake its threads, which then wait
+    on each other; with other jobs on the 2 cores (load average 3 to 8) digits' 72-run
+    grid took 88 to 121 s on it against 3.6 s on a quiet machine, and numba's kernels,
+    one call per window of epochs, slowed by 2x at most (bench/NOTES.md)."""
+    if COLD_COMPILE_S <= 0 or busy():
         return None
     cold = [v for v in variants(chunk) if cached(*v) is False]
     if not cold:
@@ -180,6 +185,15 @@ def cold_compile_instead(chunk: Chunk, launches: int = 1) -> str | None:
     return (f"tinysweep: training on the torch backend (predicted {torch_s:.1f} s) rather than "
             f"compiling the numba kernels for this model first (about {compile_s:.0f} s, once "
             f"per machine; --backend numba compiles them)")
+
+
+def busy() -> bool:
+    """Whether other work keeps this machine's cores busy: the last minute's load average
+    at least the cores, less half a core (False where the OS does not say)."""
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
+    except (AttributeError, OSError):
+        return False
 
 
 def available() -> str | None:
