@@ -269,7 +269,8 @@ def _headline(res, plan, setup: float, training: float, writing: float) -> str:
     if "stopped_epoch" in table:     # halving: what the stopped runs would have taken
         from .report import halving_steps
         full = halving_steps(table)
-        lines[0] += (f"; halving trained {res.steps_trained:,} steps where the whole grid "
+        how = "hyperband" if "bracket" in table else "halving"
+        lines[0] += (f"; {how} trained {res.steps_trained:,} steps where the whole grid "
                      f"takes {full:,} ({1 - res.steps_trained / max(full, 1):.0%} saved)")
     lines += [_by_param(table, k, metric) for k in params]
     columns = ["run_id", *swept, *(c for c in replicates if c not in swept), *metrics]

@@ -193,6 +193,7 @@ class SweepSpec:
     samples: int | None = None         # random only: how many runs to draw
     seed: int = 0                      # random only: the draw's seed
     halving: dict | None = None        # successive halving: rungs, keep, metric (checked)
+    hyperband: dict | None = None      # Hyperband: min_epochs, eta, metric (checked)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ class Config:
             sweep.update(samples=self.sweep.samples, seed=self.sweep.seed)
         if self.sweep.halving is not None:
             sweep["halving"] = dict(self.sweep.halving)
+        if self.sweep.hyperband is not None:
+            sweep["hyperband"] = dict(self.sweep.hyperband)
         return {
             "name": self.name,
             "data": data,
@@ -235,7 +238,7 @@ _SECTIONS = {
     "data": ("source", "params", "seed", "val_fraction", "cv"),
     "model": ("hidden", "activation", "loss"),
     "train": tuple(n for n in RUN_PARAM_NAMES if n not in MODEL_PARAMS) + ("eval_every",),
-    "sweep": ("strategy", "params", "samples", "seed", "halving"),
+    "sweep": ("strategy", "params", "samples", "seed", "halving", "hyperband"),
 }
 
 
@@ -424,7 +427,11 @@ def parse_config(raw: dict, base_dir: Path, default_name: str = DEFAULT_NAME,
         raise UserError("sweep.samples: only used with strategy: random")
     sweep_spec = SweepSpec(strategy, dict(sweep_params), samples,
                            _int(sweep.get("seed", 0), "sweep.seed"),
-                           _halving(sweep.get("halving"), eval_every))
+                           _halving(sweep.get("halving"), eval_every),
+                           _hyperband(sweep.get("hyperband"), eval_every))
+    if sweep_spec.halving is not None and sweep_spec.hyperband is not None:
+        raise UserError("sweep.hyperband: not used with sweep.halving (Hyperband runs "
+                        "halving brackets of its own); drop one of them")
     return Config(name, data_spec, model_spec, train, eval_every, sweep_spec, base_dir,
                   memory)
 
@@ -458,3 +465,25 @@ def _halving(value, eval_every: int) -> dict | None:
         raise UserError(f"sweep.halving.metric: expected one of {', '.join(HALVING_METRICS)}, "
                         f"got {metric!r}")
     return {"rungs": list(rungs), "keep": float(keep), "metric": metric}
+
+
+def _hyperband(value, eval_every: int) -> dict | None:
+    """sweep.hyperband checked: min_epochs (an evaluation epoch), eta >= 2, metric. Whether
+    min_epochs is below the runs' epochs is checked with the runs (sweep.py)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UserError(f"sweep.hyperband: expected a mapping, got {value!r}")
+    check_keys(value, ("min_epochs", "eta", "metric"), "sweep.hyperband")
+    low = _int(value.get("min_epochs", eval_every), "sweep.hyperband.min_epochs", lo=1)
+    if low % eval_every:
+        raise UserError(f"sweep.hyperband.min_epochs: {low} is not an evaluation epoch "
+                        f"(a multiple of train.eval_every, {eval_every})")
+    eta = value.get("eta", 3)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 2:
+        raise UserError(f"sweep.hyperband.eta: expected a number >= 2, got {eta!r}")
+    metric = value.get("metric", "train_loss")
+    if metric not in HALVING_METRICS:
+        raise UserError(f"sweep.hyperband.metric: expected one of "
+                        f"{', '.join(HALVING_METRICS)}, got {metric!r}")
+    return {"min_epochs": low, "eta": eta, "metric": metric}

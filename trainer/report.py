@@ -558,6 +558,32 @@ def halving_lines(res: Results) -> list[str]:
     return lines
 
 
+def hyperband_lines(res: Results) -> list[str]:
+    """Hyperband: each bracket's runs, its rungs and how many runs each stopped, and the
+    steps trained against the whole grid's."""
+    hyperband = res.config.get("sweep", {}).get("hyperband")
+    table = res.table
+    if not hyperband or "bracket" not in table:
+        return []
+    stopped = table["stopped_epoch"].to_numpy(dtype=np.float64)
+    bracket = table["bracket"].to_numpy()
+    steps, full = int(table["steps"].sum()), halving_steps(table)
+    lines = ["", "## Hyperband", "",
+             f"Brackets of successive halving from {hyperband['min_epochs']} epochs, eta "
+             f"{hyperband['eta']}, by {hyperband['metric']}; each run in one bracket:", "",
+             "| bracket | runs | stopped at epoch (runs) | reached the last epoch |",
+             "|---|---|---|---|"]
+    for s in sorted(set(bracket.tolist()), reverse=True):
+        mine = bracket == s
+        at = sorted(set(stopped[mine & ~np.isnan(stopped)].tolist()))
+        counts = ", ".join(f"{int(e)} ({int((mine & (stopped == e)).sum())})" for e in at)
+        lines.append(f"| {s} | {int(mine.sum())} | {counts or '-'} | "
+                     f"{int((mine & np.isnan(stopped)).sum())} |")
+    lines += ["", f"{steps:,} optimizer steps trained where the whole grid takes {full:,}: "
+                  f"{1 - steps / max(full, 1):.0%} saved."]
+    return lines
+
+
 def replicates_of(table: pd.DataFrame, swept: list[str]) -> list[str]:
     """The replicate columns that vary: seed when swept, fold and repeat (data.cv)."""
     return [c for c in REPLICATE_COLUMNS
@@ -689,7 +715,7 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
                        f"{noise:.3g} (largest over smallest, median over settings): that "
                        f"much is noise.", ""]
     text += summary_lines(work, ranked, params, metric, noise) or ["(nothing was swept)"]
-    text += halving_lines(res)
+    text += halving_lines(res) + hyperband_lines(res)
     if replicates:
         summary = res.summary(metric)
         text += ["", f"## Best settings over their replicates ({len(summary)} settings)", "",

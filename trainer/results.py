@@ -325,7 +325,7 @@ def _padded(value: np.ndarray | None, n: int, shape: tuple) -> np.ndarray:
 
 def assemble(config: dict, chunk: Chunk, res: ChunkResult,
              stopped: np.ndarray | None = None, folds=None,
-             steps_trained: int | None = None) -> Results:
+             steps_trained: int | None = None, columns: dict | None = None) -> Results:
     """The Results of a whole sweep from its (merged) backend output. ``stopped``
     (successive halving): float [R], the epoch each run was stopped at, NaN for a run that
     reached its last epoch; it becomes the column stopped_epoch, and a stopped run's final
@@ -358,6 +358,8 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult,
     table["steps"] = res.steps
     if stopped is not None:
         table["stopped_epoch"] = stopped.astype(np.float64)      # empty: not stopped
+    for name, values in (columns or {}).items():                  # Hyperband's bracket
+        table[name] = values
     params = {f"init.{k}": v for k, v in res.init.items()}
     params.update({f"final.{k}": v for k, v in res.final.items()})
     params.update({f"optim.{k}": v for k, v in res.optim.items()})

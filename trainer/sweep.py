@@ -352,6 +352,8 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
     """
     if plan.config.sweep.halving is not None and not raw:
         return _execute_halving(plan, progress, executor, task_fn, store)
+    if plan.config.sweep.hyperband is not None and not raw:
+        return _execute_hyperband(plan, progress, executor, task_fn, store)
     from .results import assemble, merge_chunks
     runs = plan.chunk.runs
     begun = 0 if plan.chunk.start is None else plan.chunk.start.epoch
@@ -396,7 +398,22 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
 
 def check_halving(config: Config, runs) -> None:
     """The rungs fall within the runs' epochs: a rung at or past every run's last epoch
-    would stop nothing."""
+    would stop nothing. Hyperband's min_epochs is below the runs' one epochs budget."""
+    hyperband = config.sweep.hyperband
+    if hyperband is not None:
+        if config.data.cv is not None:
+            raise UserError("sweep.hyperband: not used with data.cv yet (a rung would compare "
+                            "runs of different folds); drop one of them")
+        budgets = runs.distinct("epochs")
+        if len(budgets) > 1:
+            raise UserError(f"sweep.hyperband: the runs' epochs are its largest budget and must "
+                            f"be one value, got {budgets.tolist()}; do not sweep epochs")
+        if hyperband["min_epochs"] >= budgets[0]:
+            raise UserError(f"sweep.hyperband.min_epochs: {hyperband['min_epochs']} is not "
+                            f"below the runs' epochs ({budgets[0]})")
+        if hyperband["metric"] == "val_loss" and config.data.val_fraction == 0:
+            raise UserError("sweep.hyperband.metric: val_loss needs a validation split "
+                            "(data.val_fraction > 0)")
     halving = config.sweep.halving
     if halving is None:
         return
@@ -496,6 +513,72 @@ def _execute_halving(plan: Plan, progress: bool, executor: str, task_fn,
         stages.train(rows, epochs[rows], f"last-from-{e0}")
     return assemble(plan.config.to_dict(), chunk, stages.result, stopped=stopped,
                     steps_trained=stages.steps_trained)
+
+
+def brackets(n_runs: int, epochs: int, min_epochs: int, eta: float, eval_every: int,
+             seed: int = 0) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """Li et al.'s Hyperband brackets over a sweep's runs: s_max is the largest s with
+    min_epochs * eta**s <= epochs; bracket s (s_max..0) starts n_s = ceil((s_max + 1) /
+    (s + 1) * eta**s) settings at epochs * eta**-s and halves them s times, by eta, up to
+    ``epochs``. The sweep's runs are its settings: they go to the brackets in proportion
+    to n_s (largest remainders; at least one each while runs last), in the order of a
+    permutation seeded by ``seed`` (a grid's neighbours do not share a bracket).
+
+    Returns each run's bracket (int64 [runs]) and each bracket's rungs: its evaluation
+    epochs below ``epochs`` (epochs * eta**(i - s), i < s, rounded to multiples of
+    eval_every, repeats dropped)."""
+    s_max = 0
+    while min_epochs * eta ** (s_max + 1) <= epochs * (1 + 1e-9):
+        s_max += 1
+    levels = np.arange(s_max, -1, -1)
+    n_s = np.ceil((s_max + 1) / (levels + 1) * float(eta) ** levels)
+    share = n_runs * n_s / n_s.sum()
+    counts = np.floor(share).astype(np.int64)
+    for i in np.argsort(-(share - counts), kind="stable")[:n_runs - counts.sum()]:
+        counts[i] += 1
+    order = np.random.default_rng(seed).permutation(n_runs)
+    bracket = np.empty(n_runs, np.int64)
+    bracket[order] = np.repeat(levels, counts)
+    rungs = {}
+    for s in levels:
+        at = [epochs * float(eta) ** (i - s) for i in range(s)]
+        at = [max(eval_every, int(round(e / eval_every)) * eval_every) for e in at]
+        rungs[int(s)] = sorted({e for e in at if e < epochs})
+    return bracket, rungs
+
+
+def _execute_hyperband(plan: Plan, progress: bool, executor: str, task_fn,
+                       store=None) -> Results:
+    """Hyperband (sweep.hyperband), as every backend runs it: the runs split into brackets
+    (``brackets``); in each, successive halving: at each rung, the best 1/eta of the
+    bracket's runs still training by the metric (ties: the lower run_id; at least one) go
+    on from the state they reached, the others stop there. Every stage of every bracket
+    goes through _Stages: nothing is trained twice."""
+    from .results import assemble
+    hb, chunk = plan.config.sweep.hyperband, plan.chunk
+    runs, n = chunk.runs, len(chunk.runs)
+    epochs = int(runs.distinct("epochs")[0])
+    bracket, rungs = brackets(n, epochs, hb["min_epochs"], hb["eta"], chunk.eval_every,
+                              plan.config.sweep.seed)
+    stages = _Stages(plan, progress, executor, task_fn, store)
+    stopped = np.full(n, np.nan)
+    for s, at in rungs.items():
+        alive = np.flatnonzero(bracket == s)
+        for k, rung in enumerate(at):
+            if not len(alive):
+                break
+            part, sub = stages.train(alive, rung, f"bracket-{s}-rung-{k}")
+            value = part.curves[hb["metric"]][:, sub.column(rung)].astype(np.float64)
+            ok = np.flatnonzero(~(np.isnan(value) | part.diverged))
+            keep = max(1, int(len(alive) / hb["eta"] + 1e-9))
+            go_on = ok[np.lexsort((alive[ok], value[ok]))][:keep]
+            done = np.setdiff1d(np.arange(len(alive)), go_on)
+            stopped[alive[np.intersect1d(done, ok)]] = rung
+            alive = np.sort(alive[go_on])
+        if len(alive):
+            stages.train(alive, epochs, f"bracket-{s}-last")
+    return assemble(plan.config.to_dict(), chunk, stages.result, stopped=stopped,
+                    steps_trained=stages.steps_trained, columns={"bracket": bracket})
 
 
 def _put_runs(result: ChunkResult, rows: np.ndarray, part: ChunkResult, sub: Chunk,
