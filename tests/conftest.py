@@ -13,9 +13,10 @@ import yaml
 # is first imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-# auto on the CPU would train a small sweep on the torch backend where numba's kernels are
-# not compiled yet (a fresh clone): tests that need that choice set it themselves.
-os.environ["TINYSWEEP_COLD_COMPILE_S"] = "0"
+# auto on the CPU picks torch over numba where it predicts torch clearly faster (few runs,
+# numba's kernels not compiled yet, a quiet machine): that choice would depend on what
+# ran before and on the load, so the tests that need it set it themselves.
+os.environ["TINYSWEEP_AUTO_PREDICT"] = "0"
 
 
 @pytest.fixture

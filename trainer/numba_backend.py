@@ -56,11 +56,9 @@ RANGES_PER_THREAD = 4
 # numba's cache loads in about 0.5: past this many seconds of preparing a kernel, the
 # progress bar's reader is told what the wait is.
 COMPILE_NOTICE_S = 2.0
-# A variant's first compile on this machine, for auto's choice on a fresh machine
-# (cold_compile_instead): 6 to 10 s measured on the 2-core CPU (bench/NOTES.md).
-# TINYSWEEP_COLD_COMPILE_S overrides it; 0 never trades the compile for the torch backend
-# (the tests set that, so that auto's choice does not depend on what ran before).
-COLD_COMPILE_S = float(os.environ.get("TINYSWEEP_COLD_COMPILE_S", "8"))
+# A variant's first compile on this machine, for auto's choice (torch_instead): 6 to 10 s
+# measured on the 2-core CPU (bench/NOTES.md).
+COLD_COMPILE_S = 8.0
 
 
 def threads() -> int:
@@ -162,29 +160,68 @@ def cached(depth: int, multi: bool) -> bool | None:
         return None
 
 
-def cold_compile_instead(chunk: Chunk, launches: int = 1) -> str | None:
-    """Why ``auto`` should train this chunk on the torch backend rather than compile the
-    numba kernels first: where a variant it needs is not compiled on this machine yet and
-    the torch backend is predicted to finish before that compile would (a small sweep on
-    a fresh machine), and the cores are not busy with other work; else None.
-    ``launches``: the parts the chunk trains in (the splits of cross-validation).
+# The kernels' cost, for auto's choice between them and the torch backend: a block of
+# LANES runs steps through every row of its longest run's epochs whatever its lanes hold,
+# at LANE_WEIGHT_S per lane, row and weight of the model (1-16-1: 7.9 to 8.7 ns a
+# lane-row for 32 weights; 2-32-32-1 with batchnorm: 281 ns for 1,120; bench/NOTES.md).
+LANE_WEIGHT_S = 0.25e-9
+# auto trains on torch only where it is predicted this much faster: both predictions are
+# rough, and numba's time is the steadier under load.
+TORCH_MARGIN = 1.5
+# TINYSWEEP_AUTO_PREDICT=0 keeps auto's choice by what the backends can train alone (the
+# tests set it, so that no choice depends on what ran before or on the machine's load).
+AUTO_PREDICT = os.environ.get("TINYSWEEP_AUTO_PREDICT", "1") not in ("", "0")
+
+
+def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
+    """The kernels' predicted training time for the chunk, compiled: per group, its blocks
+    of LANES runs (in each of ``launches`` parts) spread over the threads, each block
+    LANES x its longest run's rows (training, and evaluations at a third of the cost) x
+    the model's weights x LANE_WEIGHT_S."""
+    from ..kernels.numba_mlp import LANES
+    runs, n = chunk.runs, chunk.data.n_train
+    d, k = chunk.data.n_features, chunk.data.n_outputs
+    n_threads = int(os.environ.get("NUMBA_NUM_THREADS", 0)) or os.cpu_count() or 1
+    seconds = 0.0
+    for rows in torch_backend.group_rows(chunk):
+        dims = [d, *runs.row(int(rows[0])).hidden, k]
+        weights = sum(a * b for a, b in zip(dims, dims[1:]))
+        epochs = float(runs.epochs[rows].max())
+        evaluations = epochs / chunk.eval_every + 1
+        block = LANES * weights * LANE_WEIGHT_S * (
+            epochs * n + evaluations * (n + chunk.data.n_val) / 3)
+        blocks = -(-len(rows) // (LANES * launches))       # per launch
+        seconds += launches * -(-blocks // n_threads) * block
+    return seconds
+
+
+def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
+    """Whether ``auto`` should train this chunk on the torch backend rather than on these
+    kernels, and a line to say when that is for the kernels' first compile (None
+    otherwise): where torch is predicted TORCH_MARGIN times faster, counting the compile
+    of every variant not yet on this machine (few runs leave most of a block's 64 lanes
+    idle: one run of digits' 64-32-10 takes about 3.4 s here, 0.4 s on torch; and a small
+    sweep on a fresh machine would wait 6 to 10 s a variant for the compile), and the
+    cores are not busy with other work. ``launches``: the parts the chunk trains in (the
+    splits of cross-validation).
 
     Busy cores: the torch backend's many tiny ops each wake its threads, which then wait
     on each other; with other jobs on the 2 cores (load average 3 to 8) digits' 72-run
     grid took 88 to 121 s on it against 3.6 s on a quiet machine, and numba's kernels,
     one call per window of epochs, slowed by 2x at most (bench/NOTES.md)."""
-    if COLD_COMPILE_S <= 0 or busy():
-        return None
+    if not AUTO_PREDICT or busy():
+        return False, None
     cold = [v for v in variants(chunk) if cached(*v) is False]
-    if not cold:
-        return None
     compile_s = COLD_COMPILE_S * len(cold)
+    numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
-    if torch_s >= compile_s:
-        return None
-    return (f"tinysweep: training on the torch backend (predicted {torch_s:.1f} s) rather than "
-            f"compiling the numba kernels for this model first (about {compile_s:.0f} s, once "
-            f"per machine; --backend numba compiles them)")
+    if torch_s * TORCH_MARGIN >= numba_s:
+        return False, None
+    if not cold:
+        return True, None
+    return True, (f"tinysweep: training on the torch backend (predicted {torch_s:.1f} s) "
+                  f"rather than compiling the numba kernels for this model first (about "
+                  f"{compile_s:.0f} s, once per machine; --backend numba compiles them)")
 
 
 def busy() -> bool:

@@ -181,8 +181,8 @@ def resolve_backend(backend: str, device: str, chunk: Chunk, launches: int = 1) 
     """The backend that trains the sweep. ``auto``: on a CUDA device triton when the fused
     kernels can train the model in a lane of reasonable size or a wide program
     (triton_backend.oversized_lane), else torch; on the CPU numba when it is installed and
-    can train the model, unless its kernels are not compiled on this machine yet and the
-    torch backend would finish first (numba_backend.cold_compile_instead), else torch.
+    can train the model, unless the torch backend is predicted clearly faster, its compile
+    counted (numba_backend.torch_instead: few runs, or a fresh machine), else torch.
     Raises UserError when the backend asked for cannot run."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -192,11 +192,10 @@ def resolve_backend(backend: str, device: str, chunk: Chunk, launches: int = 1) 
         if backend == "auto":
             if why:
                 return "torch"
-            instead = numba_backend.cold_compile_instead(chunk, launches)
-            if instead:
-                said_once(instead)
-                return "torch"
-            return "numba"
+            instead, why_torch = numba_backend.torch_instead(chunk, launches)
+            if why_torch:
+                said_once(why_torch)
+            return "torch" if instead else "numba"
         if why:
             raise UserError(f"--backend numba: {why}; use --backend torch")
         return backend
