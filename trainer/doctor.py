@@ -17,6 +17,11 @@ model does not converge" is often a bug in that script. It reports, by kind:
   nonfinite_loss   a NaN or infinite loss reaching backward()
   growing_loss     a loss whose last steps sit well above its first ones
 
+and, from doctor_checks.py (LoopChecks, which Doctor inherits), the training loop's own
+mistakes: parameters never updated, no gradient flow, train/eval mode, loss/target
+mismatches, gradients and update ratios, lr schedules, symmetric init, data order, a loss
+stuck at chance, overfitting, evaluation on training rows, and no optimizer step.
+
 How it sees them (all of it undone on exit, also when the script raises):
 - losses: torch.nn.functional's losses wrapped; nn.MSELoss, nn.BCEWithLogitsLoss and their
   kin look them up in F at call time, so the loss modules are covered too;
@@ -27,7 +32,10 @@ How it sees them (all of it undone on exit, also when the script raises):
   nn.Linear;
 - optimizers: the global step pre-hook, Optimizer.zero_grad and Module.zero_grad wrapped,
   and whether each .grad is still the tensor it was at the previous step;
-- the loss that trains: torch.autograd.backward wrapped (Tensor.backward calls it).
+- the loss that trains: torch.autograd.backward wrapped (Tensor.backward calls it);
+- optimizers built (Optimizer.__init__ wrapped), stepped (the global step pre- and
+  post-hooks), schedulers stepped (LRScheduler.step and its overrides wrapped), DataLoaders
+  iterated (DataLoader.__iter__ wrapped: which sampler), nll_loss wrapped like the others.
 A function imported by name before watching began (``from torch.nn.functional import
 mse_loss``) escapes; zeroing a .grad by hand in place (``p.grad.zero_()``) is not seen and
 reads as not cleared.
@@ -298,7 +306,7 @@ class Doctor(LoopChecks):
         self._losses: dict[str, _Losses] = {}
         self._last_step: dict[int, _LastStep] = {}
         self._in_scheduler = False
-        self._step_where = "unknown"    # the user's line of the optimizer step under way
+        self._step_line: str | None = None  # the user's line of the step under way, once asked
         self._zeroed: set[int] = set()  # ids of parameters that Module.zero_grad cleared
         self._lc_init()                 # the training loop's checks (doctor_checks.py)
 
@@ -376,7 +384,7 @@ class Doctor(LoopChecks):
     def _loss_wrapper(self, name, original):
         def loss(*args, **kwargs):
             self._guard(self._check_loss, name, args, kwargs)
-            where = self._guard(self._before_loss, name, args, kwargs)
+            where = self._guard(self._before_loss, name, args, kwargs, sys._getframe(1))
             pred, target = _loss_inputs(args, kwargs)
             if not (name in ELEMENTWISE_LOSSES and isinstance(pred, torch.Tensor)
                     and isinstance(target, torch.Tensor) and pred.shape != target.shape):
@@ -395,9 +403,15 @@ class Doctor(LoopChecks):
             return out
         return loss
 
-    def _before_loss(self, name, args, kwargs) -> str:
+    def _before_loss(self, name, args, kwargs, caller) -> str | None:
+        """The user's line of a loss call that the loop's checks see, else None: the sampled
+        training calls (per calling line: their first SAMPLE_FIRST, then every
+        SAMPLE_EVERY-th) and every evaluation (no_grad) call."""
+        due = self._due(("loss", caller.f_code, caller.f_lineno))
+        if not due and torch.is_grad_enabled():
+            return None
         where = user_line()
-        if self._due(("loss", where)):
+        if due:
             pred, target = _loss_inputs(args, kwargs)
             self._lc_loss_before(name, pred, target, kwargs, where)
         return where
@@ -551,7 +565,8 @@ class Doctor(LoopChecks):
             self.forwards += 1
             # the model's checks (input scale, activations) run on sampled calls only
             self._sampled = self._due(id(module))
-            self._guard(self._lc_forward, module, args, user_line)
+            if self._sampled or not torch.is_grad_enabled() or self._lc_forward_due():
+                self._guard(self._lc_forward, module, args, user_line)
         if not self._sampled:
             return
         if not self._linear_seen and isinstance(module, nn.Linear):
@@ -655,12 +670,18 @@ class Doctor(LoopChecks):
 
     # -- optimizers --
     def _before_step(self, optimizer, args, kwargs) -> None:
-        self._step_where = user_line()
+        self._step_line = None
         self._guard(self._check_step, optimizer)
         self._guard(self._lc_before_step, optimizer, self._step_where)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        self._guard(self._lc_after_step, optimizer, self._step_where)
+        if self._lc_after_due:
+            self._guard(self._lc_after_step, optimizer, self._step_where)
+
+    def _step_where(self) -> str:
+        if self._step_line is None:
+            self._step_line = user_line()
+        return self._step_line
 
     def _check_step(self, optimizer) -> None:
         """Flags a step whose .grad tensors are the ones of the previous step, with no
@@ -681,7 +702,7 @@ class Doctor(LoopChecks):
                 else:
                     replaced += 1
             if kept and not replaced:
-                self._record("no_zero_grad", self._step_where,
+                self._record("no_zero_grad", self._step_where(),
                              f"{type(optimizer).__name__}.step() ran with the previous step's "
                              f"gradients still in .grad (no zero_grad() since): backward() adds "
                              f"to them, so each step follows the sum of all gradients so far")

@@ -88,9 +88,12 @@ FIXES = {
 # The figures below come from `python bench/doctor_thresholds.py --healthy 1000 --buggy 30`:
 # 1,000 randomized healthy runs (798 of which learned: validation loss under 0.9x chance's)
 # and 30 runs per bug, each under watch() (2-core shared CPU, 4 minutes).
-# The optimizer's checks run on its first STEP_FIRST steps, then every STEP_EVERY-th.
+# The optimizer's checks (gradient norms, update ratios, the lr) run on its first STEP_FIRST
+# steps, then every STEP_EVERY-th: a sampled step costs ~150 us (clones, norms) on a
+# 2-16-16-1 MLP whose whole step takes ~340 us; every 10th step cost 1.45x per step in all,
+# every 50th 1.3x.
 STEP_FIRST = 20
-STEP_EVERY = 10
+STEP_EVERY = 50
 
 # Parameters never updated / symmetric units are judged at these optimizer steps (a doubling
 # schedule: a run of any length is seen at a step within 2x of its end). Fewer than
@@ -98,6 +101,9 @@ STEP_EVERY = 10
 # warm-up of its moments, or momentum that has not built up.
 CHECK_STEPS = frozenset(10 * 2 ** k for k in range(40))
 MIN_STEPS_STATIC = 10
+# Values compared with their first step's are copied once, up to this many (a 10M-parameter
+# model's copy is 40 MB); a larger model is not checked for unchanged values.
+SNAPSHOT_MAX = 10_000_000
 
 # Symmetric units: every row of a Linear weight (and its bias) within this of the first row,
 # relative to the layer's largest weight. Healthy layers: 0.97 or more (a random init's rows
@@ -143,7 +149,7 @@ LR_PER_BATCH = 0.5
 # from their rows: 0.90 to 1.04x, 24 of 30 within 5% (the other 6 memorize a few labels).
 # Healthy code that did not learn in its epochs (an lr too low for it) is flagged, rightly.
 STUCK_WITHIN = 0.05
-STUCK_MIN_STEPS = 30
+STUCK_MIN_STEPS = 20        # sampled training calls of the loss (its first 20, every 10th)
 
 # Batches grouped by class: the mean total variation distance between a sampled training
 # batch's class frequencies and all rows' (0: the data's mix; 1 - 1/K: one class of K
@@ -253,6 +259,7 @@ class _Optim:
     unchanged: list = field(default_factory=list)    # names unchanged at the last check
     checked_at: int = 0
     peak_lr: float = 0.0
+    lr_steps: int = 0                   # sampled steps whose lr was read
     dead_steps: int = 0
     first_dead: int = 0
     last_lr: float = 0.0
@@ -298,6 +305,7 @@ class LoopChecks:
         self._sched_steps = 0
         self._loader_info: dict[int, tuple] = {}    # id(dataset) -> (where, sampler name)
         self._probes: dict = {}                     # (features, device) -> projection
+        self._lc_after_due = True                   # the step under way has after-checks
         self._trains_cache: dict = {}               # (id(module), steps // 10) -> trains
         self._not_models = weakref.WeakSet()        # top-level modules without parameters
         self._train_rows: set[int] = set()          # fingerprints of the rows trained on
@@ -310,6 +318,12 @@ class LoopChecks:
         self.stats.setdefault(name, []).append(value)
 
     # -- models: forward passes ---------------------------------------------------------------
+    def _lc_forward_due(self) -> bool:
+        """Whether an unsampled training forward still has something to check: until the
+        training rows repeat (their fingerprints, for eval_leak)."""
+        return (self._known_batches < LEAK_KNOWN_BATCHES
+                and len(self._train_rows) < ROWS_CAP)
+
     def _lc_forward(self, module: nn.Module, args, where_fn) -> None:
         """A top-level forward: mode checks, and the data source (train or evaluation)."""
         model = self._models.get(id(module))
@@ -409,41 +423,45 @@ class LoopChecks:
         self._opt_where[id(optimizer)] = where
         self._opt_params.update(id(p) for g in optimizer.param_groups for p in g["params"])
 
-    def _optim(self, optimizer, where: str) -> _Optim:
+    def _optim(self, optimizer, where_fn) -> _Optim:
         o = self._optims.get(id(optimizer))
         if o is None or o.ref() is not optimizer:
+            where = where_fn()
             o = self._optims[id(optimizer)] = _Optim(
                 weakref.ref(optimizer), self._opt_where.get(id(optimizer), where))
             o.step_where = where
         return o
 
-    def _lc_before_step(self, optimizer, where: str) -> None:
-        o = self._optim(optimizer, where)
+    def _lc_before_step(self, optimizer, where_fn) -> None:
+        """Before a step (where_fn() gives its line): the lr at every step (a Python float
+        per group), and on sampled steps the weights as they were."""
+        o = self._optim(optimizer, where_fn)
         o.steps += 1
-        sampled = o.steps <= STEP_FIRST or o.steps % STEP_EVERY == 0
-        check = o.steps == 1 or o.steps in CHECK_STEPS
-        params = ([p for g in optimizer.param_groups for p in g["params"]]
-                  if sampled or check else [])
-        if check:
-            self._opt_params.update(id(p) for p in params)
         lr = max((g.get("lr", 0.0) for g in optimizer.param_groups), default=0.0)
         lr = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.max())
         o.peak_lr = max(o.peak_lr, lr)
         o.last_lr = lr
+        o.lr_steps += 1
         if o.peak_lr > 0 and lr < LR_DEAD * o.peak_lr:
             o.dead_steps += 1
             o.first_dead = o.first_dead or o.steps
-        if o.steps == 1:
-            numel = sum(p.numel() for p in params)
-            if numel <= 50_000_000:
-                o.snapshot = {id(p): (weakref.ref(p), p.detach().clone()) for p in params
-                              if p.requires_grad}
+        sampled = o.steps <= STEP_FIRST or o.steps % STEP_EVERY == 0
+        check = o.steps == 1 or o.steps in CHECK_STEPS
+        self._lc_after_due = sampled or check or o.steps == 2
+        if not (sampled or check):
+            return
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if check:
+            self._opt_params.update(id(p) for p in params)
+        if o.steps == 1 and sum(p.numel() for p in params) <= SNAPSHOT_MAX:
+            o.snapshot = {id(p): (weakref.ref(p), p.detach().clone()) for p in params
+                          if p.requires_grad}
         if sampled:
             o.before = [(p, p.detach().clone()) for p in params
                         if p.requires_grad and p.dim() >= 2]
 
-    def _lc_after_step(self, optimizer, where: str) -> None:
-        o = self._optim(optimizer, where)
+    def _lc_after_step(self, optimizer, where_fn) -> None:
+        o = self._optim(optimizer, where_fn)
         sampled = o.steps <= STEP_FIRST or o.steps % STEP_EVERY == 0
         if not (sampled or o.steps in CHECK_STEPS or o.steps == 2):
             return
@@ -452,6 +470,7 @@ class LoopChecks:
             with_grad = [p for p in params if p.grad is not None]
             if not with_grad and any(p.requires_grad for p in params):
                 o.no_grad_steps += 1
+                where = where_fn()
                 o.no_grad_where = o.no_grad_where or where
                 self._record("no_grad_flow", where,
                              f"{type(optimizer).__name__}.step() ran with .grad None on all "
@@ -572,8 +591,7 @@ class LoopChecks:
                            and kwargs.get("weight") is None
                            and kwargs.get("pos_weight") is None
                            and kwargs.get("label_smoothing", 0.0) == 0.0)
-        line.pending.append((line.train if grad else line.evals, self.steps,
-                             out.detach().reshape(()).float()))
+        line.pending.append((line.train if grad else line.evals, self.steps, out.detach()))
         if len(line.pending) >= LOSS_FLUSH:
             _read(line)
         line.calls += 1
@@ -676,8 +694,8 @@ class LoopChecks:
     def _finish_optimizer(self, o: _Optim) -> None:
         name = type(o.ref()).__name__ if o.ref() is not None else "the optimizer"
         # the schedule
-        if o.steps >= LR_MIN_STEPS:
-            share = o.dead_steps / o.steps
+        if o.steps >= LR_MIN_STEPS and o.lr_steps:
+            share = o.dead_steps / o.lr_steps
             self._stat("lr_dead_share", share)
             # stepped about once per batch: the schedule's unit is then the batch
             if share >= LR_DEAD_SHARE and self._sched_steps >= LR_PER_BATCH * o.steps:
@@ -687,7 +705,7 @@ class LoopChecks:
                 self._record("lr_schedule", self._sched_where or o.step_where,
                              f"{name}'s learning rate fell below {LR_DEAD:g} x its peak "
                              f"{o.peak_lr:.3g} at step {o.first_dead} of {o.steps} and stayed "
-                             f"there for {o.dead_steps} steps ({share:.0%}); it ends at "
+                             f"there for {share:.0%} of the steps; it ends at "
                              f"{o.last_lr:.3g}{sched}: those steps train almost nothing")
         # gradients and updates
         if o.figures and len({f.shape[0] for f in o.figures}) == 1:
@@ -814,8 +832,8 @@ class LoopChecks:
                     line.name, "the targets' variance" if line.name in _REGRESSION_LOSSES
                     else "the binary entropy of the targets' mean")
                 self._record("stuck_at_chance", line.where,
-                             f"the training loss at F.{line.name} sits at {last:.4g} over its "
-                             f"last {len(values) // 3} of {len(values)} calls, "
+                             f"the training loss at F.{line.name} sits at {last:.4g} over the "
+                             f"last {len(values) // 3} of its {len(values)} sampled calls, "
                              f"{last / chance:.3f}x the loss of predicting the target's "
                              f"average ({chance:.4g}, {what}): the model has learned nothing "
                              f"from the inputs")
@@ -884,8 +902,11 @@ class LoopChecks:
             self._stat("overfit_rise", rise)
 
             def train_near(i):
+                """The training loss around evaluation i: the sampled values since the
+                evaluation before it, else the last one before it."""
                 lo = steps[i - 1] if i else -1
-                near = [v for s, v in train if lo < s <= steps[i]]
+                near = ([v for s, v in train if lo < s <= steps[i]]
+                        or [v for s, v in train if s <= steps[i]][-1:])
                 return statistics.median(near) if near else None
 
             t_min, t_end = train_near(m), train_near(len(ev) - 1)
@@ -919,10 +940,10 @@ def _read(line: _LossLine) -> None:
     pending, line.pending = line.pending, []
     if not pending:
         return
-    try:
-        values = torch.stack([v for *_, v in pending]).tolist()
-    except RuntimeError:                    # on several devices
-        values = [float(v) for *_, v in pending]
+    try:                                    # one sync for the lot
+        values = torch.stack([v for *_, v in pending]).float().reshape(-1).tolist()
+    except RuntimeError:                    # several devices, dtypes or shapes ([] and [1])
+        values = [float(v.reshape(())) for *_, v in pending]
     for (series, step, _), v in zip(pending, values):
         series.append((step, v))
 
