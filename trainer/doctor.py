@@ -306,6 +306,7 @@ class Doctor(LoopChecks):
         self._losses: dict[str, _Losses] = {}
         self._last_step: dict[int, _LastStep] = {}
         self._in_scheduler = False
+        self._loss_where: dict = {}     # (code, line) of a loss call in the user's code -> where
         self._step_line: str | None = None  # the user's line of the step under way, once asked
         self._zeroed: set[int] = set()  # ids of parameters that Module.zero_grad cleared
         self._lc_init()                 # the training loop's checks (doctor_checks.py)
@@ -403,14 +404,19 @@ class Doctor(LoopChecks):
             return out
         return loss
 
-    def _before_loss(self, name, args, kwargs, caller) -> str | None:
-        """The user's line of a loss call that the loop's checks see, else None: the sampled
-        training calls (per calling line: their first SAMPLE_FIRST, then every
-        SAMPLE_EVERY-th) and every evaluation (no_grad) call."""
-        due = self._due(("loss", caller.f_code, caller.f_lineno))
-        if not due and torch.is_grad_enabled():
-            return None
-        where = user_line()
+    def _before_loss(self, name, args, kwargs, caller) -> str:
+        """The user's line of a loss call; its targets checked on the sampled calls (per
+        calling line: the first SAMPLE_FIRST, then every SAMPLE_EVERY-th). A call from the
+        user's own code is known by its frame's code and line: the stack is walked on the
+        sampled calls only."""
+        key = ("loss", caller.f_code, caller.f_lineno)
+        due = self._due(key)
+        own = _is_user_file(caller.f_code.co_filename)      # not nn.MSELoss.forward
+        where = self._loss_where.get(key) if own and not due else None
+        if where is None:
+            where = user_line()
+            if own:
+                self._loss_where[key] = where
         if due:
             pred, target = _loss_inputs(args, kwargs)
             self._lc_loss_before(name, pred, target, kwargs, where)

@@ -149,7 +149,7 @@ LR_PER_BATCH = 0.5
 # from their rows: 0.90 to 1.04x, 24 of 30 within 5% (the other 6 memorize a few labels).
 # Healthy code that did not learn in its epochs (an lr too low for it) is flagged, rightly.
 STUCK_WITHIN = 0.05
-STUCK_MIN_STEPS = 20        # sampled training calls of the loss (its first 20, every 10th)
+STUCK_MIN_STEPS = 30
 
 # Batches grouped by class: the mean total variation distance between a sampled training
 # batch's class frequencies and all rows' (0: the data's mix; 1 - 1/K: one class of K
@@ -577,8 +577,12 @@ class LoopChecks:
         """Before a loss call (torch may refuse the targets itself): on the sampled calls,
         checks the targets against the loss."""
         if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor):
-            self._check_targets(self._loss_line(name, where), pred, target, kwargs,
-                                torch.is_grad_enabled())
+            line = self._loss_line(name, where)
+            line.chance_ok &= (kwargs.get("reduction", "mean") == "mean"
+                               and kwargs.get("weight") is None
+                               and kwargs.get("pos_weight") is None
+                               and kwargs.get("label_smoothing", 0.0) == 0.0)
+            self._check_targets(line, pred, target, kwargs, torch.is_grad_enabled())
 
     def _lc_loss(self, name: str, pred, target, kwargs: dict, out, where: str) -> None:
         """After a loss call: keeps its value (read from the device in groups)."""
@@ -587,10 +591,6 @@ class LoopChecks:
             return
         line = self._loss_line(name, where)
         grad = torch.is_grad_enabled()
-        line.chance_ok &= (kwargs.get("reduction", "mean") == "mean"
-                           and kwargs.get("weight") is None
-                           and kwargs.get("pos_weight") is None
-                           and kwargs.get("label_smoothing", 0.0) == 0.0)
         line.pending.append((line.train if grad else line.evals, self.steps, out.detach()))
         if len(line.pending) >= LOSS_FLUSH:
             _read(line)
@@ -832,8 +832,8 @@ class LoopChecks:
                     line.name, "the targets' variance" if line.name in _REGRESSION_LOSSES
                     else "the binary entropy of the targets' mean")
                 self._record("stuck_at_chance", line.where,
-                             f"the training loss at F.{line.name} sits at {last:.4g} over the "
-                             f"last {len(values) // 3} of its {len(values)} sampled calls, "
+                             f"the training loss at F.{line.name} sits at {last:.4g} over its "
+                             f"last {len(values) // 3} of {len(values)} calls, "
                              f"{last / chance:.3f}x the loss of predicting the target's "
                              f"average ({chance:.4g}, {what}): the model has learned nothing "
                              f"from the inputs")
@@ -902,8 +902,8 @@ class LoopChecks:
             self._stat("overfit_rise", rise)
 
             def train_near(i):
-                """The training loss around evaluation i: the sampled values since the
-                evaluation before it, else the last one before it."""
+                """The training loss around evaluation i: the values since the evaluation
+                before it, else the last one before it."""
                 lo = steps[i - 1] if i else -1
                 near = ([v for s, v in train if lo < s <= steps[i]]
                         or [v for s, v in train if s <= steps[i]][-1:])
