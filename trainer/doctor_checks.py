@@ -153,12 +153,14 @@ STUCK_MIN_STEPS = 30
 
 # Batches grouped by class: the mean total variation distance between a sampled training
 # batch's class frequencies and all rows' (0: the data's mix; 1 - 1/K: one class of K
-# balanced ones), over at least DATA_MIN_BATCHES batches, DATA_EXCESS or more above what
+# balanced ones; a step's calls at one line are one batch, so a GAN's all-real and all-fake
+# targets are not grouped data), over at least DATA_MIN_BATCHES batches, DATA_EXCESS or more above what
 # shuffled batches of the mean size give (simulated: 200 sets of batches), and 4 standard
 # deviations of that mean. Healthy runs: a distance of 0.025 to 0.23 (under DATA_EXCESS, so
 # no simulation is needed: it runs only past it); rows sorted by label: 0.43 to 0.63 above
 # what shuffling gives.
-DATA_MIN_BATCHES = 8
+DATA_MIN_BATCHES = 5
+DENSE_CALLS = 20            # = doctor.SAMPLE_FIRST: a loss line's consecutive sampled calls
 DATA_EXCESS = 0.3
 
 # Overfitting: an evaluation line with at least OVERFIT_MIN_ROUNDS evaluations whose last is
@@ -281,6 +283,9 @@ class _LossLine:
     chance_ok: bool = True          # reduction 'mean', no weights: a chance level applies
     class_counts: list | None = None                 # per class, over sampled batches
     batches: list = field(default_factory=list)      # class counts of sampled batches
+    batch_steps: list = field(default_factory=list)  # (optimizer step, dense) of each
+    class_calls: int = 0            # calls whose classes were counted
+    several: bool = False           # several calls in one step (a GAN's real and fake)
     t_sum: float = 0.0              # regression targets: sums for the variance
     t_sq: float = 0.0
     t_n: int = 0
@@ -672,10 +677,21 @@ class LoopChecks:
                         line.ints = None
 
     def _class_batch(self, line: _LossLine, counts: list[int]) -> None:
+        """A training call's class counts. The calls of one optimizer step are one batch:
+        the step's gradient sums them (a GAN's all-real and all-fake targets, micro-batches
+        accumulated). Only the first SAMPLE_FIRST calls are consecutive (dense); after them,
+        every SAMPLE_EVERY-th is seen."""
         if line.class_counts is None or len(line.class_counts) != len(counts):
-            line.class_counts, line.batches = [0] * len(counts), []
+            line.class_counts, line.batches, line.batch_steps = [0] * len(counts), [], []
         line.class_counts = [a + b for a, b in zip(line.class_counts, counts)]
+        line.class_calls += 1
+        dense = line.class_calls <= DENSE_CALLS
+        if dense and line.batch_steps and line.batch_steps[-1] == (self.steps, True):
+            line.batches[-1] = [a + b for a, b in zip(line.batches[-1], counts)]
+            line.several = True
+            return
         line.batches.append(counts)
+        line.batch_steps.append((self.steps, dense))
 
     # -- the end --------------------------------------------------------------------------------
     def _lc_finish(self) -> None:
@@ -818,8 +834,7 @@ class LoopChecks:
                              f"whose order and spacing mean nothing; the model learns the "
                              f"classes' average, not which one")
         # data order
-        if len(line.batches) >= DATA_MIN_BATCHES and line.class_counts \
-                and sum(1 for c in line.class_counts if c) >= 2:
+        if line.class_counts and sum(1 for c in line.class_counts if c) >= 2:
             self._check_order(line)
         # stuck at chance
         chance = self._chance(line)
@@ -843,7 +858,12 @@ class LoopChecks:
         """The batches' class mix against the data's: the mean total variation distance
         between each batch's class frequencies and all rows', against the same for batches
         drawn at random (shuffled) of the same sizes."""
-        counts = torch.tensor(line.batches, dtype=torch.float64)         # [batches, K]
+        # with several calls a step, only the dense calls group into whole steps
+        batches = ([b for b, (_, dense) in zip(line.batches, line.batch_steps) if dense]
+                   if line.several else line.batches)
+        if len(batches) < DATA_MIN_BATCHES:
+            return
+        counts = torch.tensor(batches, dtype=torch.float64)              # [batches, K]
         sizes = counts.sum(1)
         p = counts.sum(0) / sizes.sum()
         observed = float((counts / sizes[:, None] - p).abs().sum(1).mean() / 2)
@@ -851,7 +871,7 @@ class LoopChecks:
         if observed < DATA_EXCESS:
             return                          # under the margin whatever shuffling gives
         # shuffled batches of the mean size, 200 sets of as many batches as were seen
-        b, n = max(1, round(float(sizes.mean()))), len(line.batches)
+        b, n = max(1, round(float(sizes.mean()))), len(batches)
         gen = torch.Generator().manual_seed(0)
         sample = torch.multinomial(p.expand(200 * n, -1), b, replacement=True, generator=gen)
         freq = torch.nn.functional.one_hot(sample, p.numel()).double().mean(1)
@@ -866,7 +886,7 @@ class LoopChecks:
             self._record("data_order", line.where,
                          f"the training batches at F.{line.name} are grouped by class: their "
                          f"class mix differs from the data's by {observed:.2f} (total "
-                         f"variation, mean over {len(line.batches)} sampled batches; "
+                         f"variation, mean over {len(batches)} sampled batches; "
                          f"shuffled batches of {float(sizes.mean()):.0f} rows: "
                          f"{expected:.2f}), and {single} hold a single class{hint}")
 
