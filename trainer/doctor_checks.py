@@ -246,6 +246,8 @@ class _Model:
     eval_forward: bool = False          #   ... or in eval mode
     eval_backwards: int = 0             # backward() calls after eval-mode forwards only
     backwards: int = 0                  # backward() calls after any grad forward of it
+    last_train_step: int = -1           # optimizer steps at its last sampled grad forward
+    eval_rows_where: str = ""           # its first evaluation (no_grad) forward's line
 
 
 @dataclass
@@ -316,9 +318,8 @@ class LoopChecks:
         self._not_models = weakref.WeakSet()        # top-level modules without parameters
         self._train_rows: set[int] = set()          # fingerprints of the rows trained on
         self._known_batches = 0                     # training batches in a row seen before
-        self._eval_rows: list = []                  # (step, rows in _train_rows, rows)
+        self._eval_rows: list = []                  # (step, rows trained on, rows, _Model)
         self._last_backward_where = ""
-        self._eval_where = ""
 
     def _stat(self, name: str, value: float) -> None:
         self.stats.setdefault(name, []).append(value)
@@ -343,6 +344,8 @@ class LoopChecks:
                 weakref.ref(module), type(module).__name__, where_fn(),
                 [(weakref.ref(m), weakref.ref(parent)) for m, parent in _sensitive(module)])
         grad = torch.is_grad_enabled()
+        if grad:
+            model.last_train_step = self.steps
         # training forwards on the sampled calls; evaluations (few) on every call
         if model.sensitive and (self._sampled or not grad):
             pairs = [(m(), parent()) for m, parent in model.sensitive]
@@ -378,9 +381,10 @@ class LoopChecks:
                                            if len(self._train_rows) == n else 0)
             elif self._train_rows:
                 rows = self._fingerprints(x)
+                if not model.eval_rows_where:
+                    model.eval_rows_where = where_fn()
                 self._eval_rows.append((self.steps, sum(r in self._train_rows for r in rows),
-                                        len(rows)))
-                self._eval_where = self._eval_where or where_fn()
+                                        len(rows), model))
 
     def _trains(self, parent: nn.Module) -> bool:
         """_trains(parent), remembered for 10 optimizer steps (requires_grad changes seldom:
@@ -941,15 +945,18 @@ class LoopChecks:
                              f"rows")
 
     def _finish_leak(self) -> None:
-        rounds = {s for s, *_ in self._eval_rows}
-        rows = sum(n for *_, n in self._eval_rows)
+        # evaluations of a model that trains on after them: a teacher trained first, then
+        # run under no_grad on the student's batches, is not being evaluated
+        evals = [e for e in self._eval_rows if e[3].last_train_step > e[0]]
+        rounds = {s for s, *_ in evals}
+        rows = sum(e[2] for e in evals)
         if not rows or len(self._train_rows) < LEAK_MIN_DISTINCT:
             return                  # a handful of distinct inputs (xor's 4): none to hold out
-        inside = sum(k for _, k, _ in self._eval_rows)
+        inside = sum(e[1] for e in evals)
         self._stat("eval_on_train_share", inside / rows)
         # evaluations between training steps (not only before or after training)
         if len(rounds - {0}) >= 2 and rows >= LEAK_MIN_ROWS and inside >= LEAK_SHARE * rows:
-            self._record("eval_leak", self._eval_where,
+            self._record("eval_leak", evals[0][3].eval_rows_where,
                          f"{inside} of the {rows} rows evaluated under no_grad ({len(rounds)} "
                          f"evaluations) are rows the model trains on: no held-out row is "
                          f"measured, so the evaluation cannot show overfitting (if a "
