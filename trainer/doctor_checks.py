@@ -182,12 +182,12 @@ CLASS_MSE_MIN_ROWS = 50
 # on (an exact fingerprint per row). Healthy runs with a held-out split: at most 1.6% of the
 # rows (duplicates in the data); with fewer than LEAK_MIN_DISTINCT distinct training
 # rows (xor's 4 points) there is nothing to hold out, and it is not judged. At most ROWS_CAP
-# training rows are remembered.
+# training rows (samples: an image is one) are remembered.
 LEAK_SHARE = 0.95
 LEAK_KNOWN_BATCHES = 20     # training batches all seen before, in a row: an epoch went by
 LEAK_MIN_ROWS = 20
 LEAK_MIN_DISTINCT = 64
-ROWS_CAP = 1_000_000
+ROWS_CAP = 200_000          # ~15 MB of Python ints
 
 LOSS_FLUSH = 64             # loss values read from the device in groups of this many
 
@@ -398,16 +398,18 @@ class LoopChecks:
         return hit[1]
 
     def _fingerprints(self, x: torch.Tensor) -> list[int]:
-        """One integer per row of x [..., d]: the row's projection on a fixed random
-        vector, to 1e-6 (float64; the same row gives the same number in any batch)."""
-        d = x.shape[-1]
+        """One integer per sample of x [B, ...]: the sample's projection on a fixed random
+        vector, to 1e-6 (float64, MPS float32; the same sample gives the same number in
+        any batch)."""
+        rows = x.detach().reshape(x.shape[0], -1)
+        d = rows.shape[1]
         probe = self._probes.get((d, x.device))
         if probe is None:
             gen = torch.Generator().manual_seed(d)
             probe = self._probes[d, x.device] = torch.randn(
-                d, generator=gen, dtype=torch.float64).to(x.device)
-        rows = x.detach().reshape(-1, d).to(probe.dtype)
-        return torch.round((rows * probe).sum(1) * 1e6).long().tolist()
+                d, generator=gen, dtype=torch.float64).to(
+                x.device, torch.float32 if x.device.type == "mps" else torch.float64)
+        return torch.round((rows.to(probe.dtype) * probe).sum(1) * 1e6).long().tolist()
 
     def _lc_loader_iter(self, loader, where: str) -> None:
         ds = loader.dataset
