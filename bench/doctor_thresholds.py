@@ -79,7 +79,8 @@ def train(cfg: dict, bug: str | None) -> None:
     x, y, k = make_data(rng, task, n, gen)
     if cfg.get("noise_labels"):
         flip = torch.rand(n, generator=gen) < 0.3
-        y = torch.where(flip.view(-1, *([1] * (y.dim() - 1))), y[torch.randperm(n, generator=gen)], y)
+        shuffled = y[torch.randperm(n, generator=gen)]
+        y = torch.where(flip.view(-1, *([1] * (y.dim() - 1))), shuffled, y)
     if bug == "stuck_at_chance":
         y = y[torch.randperm(n, generator=gen)]             # labels no longer match the rows
     nv = n // 4
@@ -256,8 +257,10 @@ def main() -> None:
         if d.learned:
             flagged_learned.update(kinds)
         if kinds:
+            shown = {k: [round(v, 3) for v in vs] for k, vs in d.stats.items()
+                     if k in ("loss_over_chance", "stuck_trend", "overfit_rise")}
             print(f"healthy run {i} flagged {sorted(kinds)} (learned: {d.learned}): {cfg} "
-                  f"{ {k: [round(v, 3) for v in vs] for k, vs in d.stats.items() if k in ('loss_over_chance', 'stuck_trend', 'overfit_rise')} }")
+                  f"{shown}")
     print(f"\n{args.healthy} healthy runs in {time.perf_counter() - t0:.0f} s; "
           f"{flagged_runs} flagged ({flagged_runs / args.healthy:.1%}): {dict(flagged)}; "
           f"{learned} learned (validation loss < {LEARNED} x chance), findings on those: "

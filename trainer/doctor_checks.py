@@ -154,8 +154,8 @@ STUCK_MIN_STEPS = 30
 # Batches grouped by class: the mean total variation distance between a sampled training
 # batch's class frequencies and all rows' (0: the data's mix; 1 - 1/K: one class of K
 # balanced ones; a step's calls at one line are one batch, so a GAN's all-real and all-fake
-# targets are not grouped data), over at least DATA_MIN_BATCHES batches, DATA_EXCESS or more above what
-# shuffled batches of the mean size give (simulated: 200 sets of batches), and 4 standard
+# targets are not grouped data), over at least DATA_MIN_BATCHES batches, DATA_EXCESS or more
+# above what shuffled batches of the mean size give (simulated: 200 sets of batches), and 4 standard
 # deviations of that mean. Healthy runs: a distance of 0.025 to 0.23 (under DATA_EXCESS, so
 # no simulation is needed: it runs only past it); rows sorted by label: 0.43 to 0.63 above
 # what shuffling gives.
@@ -722,9 +722,9 @@ class LoopChecks:
             self._stat("lr_dead_share", share)
             # stepped about once per batch: the schedule's unit is then the batch
             if share >= LR_DEAD_SHARE and self._sched_steps >= LR_PER_BATCH * o.steps:
+                per_batch = " (once per batch)" if self._sched_steps >= 0.9 * o.steps else ""
                 sched = (f"; scheduler.step() ran {self._sched_steps} times for {o.steps} "
-                         f"optimizer steps{' (once per batch)' if self._sched_steps >= 0.9 * o.steps else ''}"
-                         if self._sched_steps else "")
+                         f"optimizer steps{per_batch}")
                 self._record("lr_schedule", self._sched_where or o.step_where,
                              f"{name}'s learning rate fell below {LR_DEAD:g} x its peak "
                              f"{o.peak_lr:.3g} at step {o.first_dead} of {o.steps} and stayed "
@@ -810,8 +810,9 @@ class LoopChecks:
             names = [f"{self._had_grad[pid][0]}.{self._had_grad[pid][1]}"
                      for pid in o.unchanged if pid in self._had_grad][:6]
             self._record("not_updated", o.step_where,
-                         f"{len(o.unchanged)} parameter tensors in the optimizer ({', '.join(names)}"
-                         f"{', ...' if len(o.unchanged) > 6 else ''}) have the same values "
+                         f"{len(o.unchanged)} parameter tensors in the optimizer "
+                         f"({', '.join(names)}{', ...' if len(o.unchanged) > 6 else ''}) have "
+                         f"the same values "
                          f"after {o.checked_at} steps as before the first (lr "
                          f"{o.peak_lr:.3g}, or gradients that are always 0)")
 
