@@ -156,7 +156,7 @@ STUCK_MIN_STEPS = 30
 # balanced ones; a step's calls at one line are one batch, so a GAN's all-real and all-fake
 # targets are not grouped data), over at least DATA_MIN_BATCHES batches, DATA_EXCESS or more
 # above what shuffled batches of the mean size give (simulated: 200 sets of batches), and 4 standard
-# deviations of that mean. Healthy runs: a distance of 0.025 to 0.23 (under DATA_EXCESS, so
+# deviations of that mean. Healthy runs: a distance of 0 to 0.22 (under DATA_EXCESS, so
 # no simulation is needed: it runs only past it); rows sorted by label: 0.43 to 0.63 above
 # what shuffling gives.
 DATA_MIN_BATCHES = 5
