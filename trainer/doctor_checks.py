@@ -150,7 +150,8 @@ LR_PER_BATCH = 0.5
 # Healthy code that did not learn in its epochs (an lr too low for it) is flagged, rightly.
 STUCK_WITHIN = 0.05
 STUCK_MIN_STEPS = 30
-STUCK_MIN_PAIRS = 12        # sampled calls with their targets' constant-predictor loss
+STUCK_MIN_PAIRS = 3         # sampled calls in the last third, paired with their targets' own
+                            # constant-predictor loss
 
 # Batches grouped by class: the mean total variation distance between a sampled training
 # batch's class frequencies and all rows' (0: the data's mix; 1 - 1/K: one class of K
@@ -304,7 +305,7 @@ class _LossLine:
     col_sq: list | None = None
     col_n: int = 0
     last_stats: tuple | None = None  # this sampled call's targets, for its loss value
-    paired: list = field(default_factory=list)       # (0-d loss, targets' stats) of those
+    paired: list = field(default_factory=list)       # (0-d loss, targets' stats, call)
     ints: set | None = field(default_factory=set)    # MSE targets while all integers
     int_rows: int = 0
 
@@ -617,7 +618,7 @@ class LoopChecks:
         grad = torch.is_grad_enabled()
         if line.last_stats is not None:
             if grad:
-                line.paired.append((out.detach(), line.last_stats))
+                line.paired.append((out.detach(), line.last_stats, line.calls))
             line.last_stats = None
         line.pending.append((line.train if grad else line.evals, self.steps, out.detach()))
         if len(line.pending) >= LOSS_FLUSH:
@@ -878,10 +879,15 @@ class LoopChecks:
         # would have scored on the same batches (paired: one batch's luck moves both)
         chance = self._chance(line)
         pairs = self._paired_chances(line) if chance else None
-        if pairs and len(values) >= STUCK_MIN_STEPS and len(pairs) >= STUCK_MIN_PAIRS:
-            tail = pairs[-(len(pairs) // 3):]
-            ratio = sum(v for v, _ in tail) / max(sum(c for _, c in tail), 1e-30)
+        # the last third of the calls (by call: the sampled ones crowd the first 20); with
+        # fewer than STUCK_MIN_PAIRS sampled there, the median of all its losses against the
+        # constant predictor's over all sampled rows
+        tail = [(v, c) for v, c, call in pairs or [] if call >= 2 * line.calls // 3]
+        if len(values) >= STUCK_MIN_STEPS:
             last = statistics.median(values[-(len(values) // 3):])
+            paired = len(tail) >= STUCK_MIN_PAIRS
+            ratio = (sum(v for v, _ in tail) / max(sum(c for _, c in tail), 1e-30) if paired
+                     else last / chance if chance else math.nan)
             self._stat("loss_over_chance", ratio)
             if abs(ratio - 1) <= STUCK_WITHIN:
                 what = {"cross_entropy": "the entropy of the class frequencies",
@@ -891,20 +897,21 @@ class LoopChecks:
                 self._record("stuck_at_chance", line.where,
                              f"the training loss at F.{line.name} sits at {last:.4g} over its "
                              f"last {len(values) // 3} of {len(values)} calls, {ratio:.3f}x the "
-                             f"loss of predicting the target's average on the same batches "
-                             f"(over all rows {chance:.4g}, {what}): the model has learned "
-                             f"nothing from the inputs")
+                             f"loss of predicting the target's average"
+                             f"{' on the same batches' if paired else ''} ({what}: "
+                             f"{chance:.4g} over all rows): the model has learned nothing "
+                             f"from the inputs")
 
-    def _paired_chances(self, line: _LossLine) -> list[tuple[float, float]] | None:
+    def _paired_chances(self, line: _LossLine) -> list[tuple[float, float, int]] | None:
         """(loss, the constant predictor's loss on that call's targets) per sampled training
         call: cross-entropy of the batch's labels under the class frequencies of all rows;
         the same for BCE with the targets' mean; for MSE the squared distance to the targets'
         mean."""
         if not line.paired:
             return None
-        losses = torch.stack([v.reshape(()).float() for v, _ in line.paired]).tolist()
+        losses = torch.stack([v.reshape(()).float() for v, *_ in line.paired]).tolist()
         out = []
-        for loss, stats in zip(losses, (st for _, st in line.paired)):
+        for loss, (_, stats, call) in zip(losses, line.paired):
             kind = stats[0]
             if kind == "class" and line.class_counts:
                 total = sum(line.class_counts)
@@ -926,7 +933,7 @@ class LoopChecks:
             else:
                 continue
             if math.isfinite(loss):
-                out.append((loss, chance))
+                out.append((loss, chance, call))
         return out
 
     def _check_order(self, line: _LossLine) -> None:
