@@ -150,8 +150,6 @@ LR_PER_BATCH = 0.5
 # Healthy code that did not learn in its epochs (an lr too low for it) is flagged, rightly.
 STUCK_WITHIN = 0.05
 STUCK_MIN_STEPS = 30
-STUCK_MIN_PAIRS = 3         # sampled calls in the last third, paired with their targets' own
-                            # constant-predictor loss
 
 # Batches grouped by class: the mean total variation distance between a sampled training
 # batch's class frequencies and all rows' (0: the data's mix; 1 - 1/K: one class of K
@@ -232,12 +230,6 @@ def _entropy(counts) -> float:
     return -sum(c / total * math.log(c / total) for c in counts if c > 0) if total else 0.0
 
 
-def _cross_entropy_of(ones: float, n: int, p: float) -> float:
-    """Mean binary cross-entropy of n targets summing to ``ones`` under the constant p."""
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return -(ones * math.log(p) + (n - ones) * math.log(1 - p)) / max(n, 1)
-
-
 def _binary_entropy(p: float) -> float:
     return -sum(q * math.log(q) for q in (p, 1 - p) if 0 < q < 1)
 
@@ -301,11 +293,6 @@ class _LossLine:
     t_n: int = 0
     p_sum: list | None = None       # BCE: per output, the targets' sum
     p_n: int = 0
-    col_sum: list | None = None     # MSE: per target column, the sum (and of squares)
-    col_sq: list | None = None
-    col_n: int = 0
-    last_stats: tuple | None = None  # this sampled call's targets, for its loss value
-    paired: list = field(default_factory=list)       # (0-d loss, targets' stats, call)
     ints: set | None = field(default_factory=set)    # MSE targets while all integers
     int_rows: int = 0
 
@@ -616,10 +603,6 @@ class LoopChecks:
             return
         line = self._loss_line(name, where)
         grad = torch.is_grad_enabled()
-        if line.last_stats is not None:
-            if grad:
-                line.paired.append((out.detach(), line.last_stats, line.calls))
-            line.last_stats = None
         line.pending.append((line.train if grad else line.evals, self.steps, out.detach()))
         if len(line.pending) >= LOSS_FLUSH:
             _read(line)
@@ -661,9 +644,7 @@ class LoopChecks:
                              f"nll_loss only picks -input[target], so unnormalized scores "
                              f"can be pushed to +inf")
             if grad and pred.dim() == 2 and t.dim() == 1:
-                counts = torch.bincount(t, minlength=c)[:c].tolist()
-                self._class_batch(line, counts)
-                line.last_stats = ("class", counts)
+                self._class_batch(line, torch.bincount(t, minlength=c)[:c].tolist())
         elif name in _BCE_LOSSES:
             lo, hi = (float(v) for v in torch.aminmax(target.detach().float()))
             if lo < 0 or hi > 1:
@@ -683,7 +664,6 @@ class LoopChecks:
             line.p_sum = sums if line.p_sum is None or len(line.p_sum) != len(sums) else \
                 [a + b for a, b in zip(line.p_sum, sums)]
             line.p_n += flat.shape[0]
-            line.last_stats = ("bce", sums, flat.shape[0])
             if flat.shape[1] == 1 and bool(((flat == 0) | (flat == 1)).all()):
                 ones = int(sums[0])
                 self._class_batch(line, [flat.shape[0] - ones, ones])
@@ -692,14 +672,6 @@ class LoopChecks:
             line.t_sum += float(t.sum())
             line.t_sq += float((t * t).sum())
             line.t_n += t.numel()
-            cols = t.reshape(-1, t.shape[-1] if t.dim() > 1 else 1)
-            sums, sqs = cols.sum(0).tolist(), (cols * cols).sum(0).tolist()
-            if line.col_sum is None or len(line.col_sum) != len(sums):
-                line.col_sum, line.col_sq, line.col_n = [0.0] * len(sums), [0.0] * len(sums), 0
-            line.col_sum = [a + b for a, b in zip(line.col_sum, sums)]
-            line.col_sq = [a + b for a, b in zip(line.col_sq, sqs)]
-            line.col_n += cols.shape[0]
-            line.last_stats = ("mse", sums, sqs, cols.shape[0])
             one_output = pred.dim() == 1 or pred.shape[-1] == 1
             if line.ints is not None:
                 if not one_output or not bool((t == t.round()).all()):
@@ -875,19 +847,12 @@ class LoopChecks:
         # data order
         if line.class_counts and sum(1 for c in line.class_counts if c) >= 2:
             self._check_order(line)
-        # stuck at chance: the sampled calls' losses against what predicting the average
-        # would have scored on the same batches (paired: one batch's luck moves both)
+        # stuck at chance: the last third of its losses against the constant predictor's
+        # over all sampled rows
         chance = self._chance(line)
-        pairs = self._paired_chances(line) if chance else None
-        # the last third of the calls (by call: the sampled ones crowd the first 20); with
-        # fewer than STUCK_MIN_PAIRS sampled there, the median of all its losses against the
-        # constant predictor's over all sampled rows
-        tail = [(v, c) for v, c, call in pairs or [] if call >= 2 * line.calls // 3]
-        if len(values) >= STUCK_MIN_STEPS:
+        if chance and len(values) >= STUCK_MIN_STEPS:
             last = statistics.median(values[-(len(values) // 3):])
-            paired = len(tail) >= STUCK_MIN_PAIRS
-            ratio = (sum(v for v, _ in tail) / max(sum(c for _, c in tail), 1e-30) if paired
-                     else last / chance if chance else math.nan)
+            ratio = last / chance
             self._stat("loss_over_chance", ratio)
             if abs(ratio - 1) <= STUCK_WITHIN:
                 what = {"cross_entropy": "the entropy of the class frequencies",
@@ -897,44 +862,8 @@ class LoopChecks:
                 self._record("stuck_at_chance", line.where,
                              f"the training loss at F.{line.name} sits at {last:.4g} over its "
                              f"last {len(values) // 3} of {len(values)} calls, {ratio:.3f}x the "
-                             f"loss of predicting the target's average"
-                             f"{' on the same batches' if paired else ''} ({what}: "
-                             f"{chance:.4g} over all rows): the model has learned nothing "
-                             f"from the inputs")
-
-    def _paired_chances(self, line: _LossLine) -> list[tuple[float, float, int]] | None:
-        """(loss, the constant predictor's loss on that call's targets) per sampled training
-        call: cross-entropy of the batch's labels under the class frequencies of all rows;
-        the same for BCE with the targets' mean; for MSE the squared distance to the targets'
-        mean."""
-        if not line.paired:
-            return None
-        losses = torch.stack([v.reshape(()).float() for v, *_ in line.paired]).tolist()
-        out = []
-        for loss, (_, stats, call) in zip(losses, line.paired):
-            kind = stats[0]
-            if kind == "class" and line.class_counts:
-                total = sum(line.class_counts)
-                p = [c / total for c in line.class_counts]
-                if len(stats[1]) != len(p) or any(n and not q for n, q in zip(stats[1], p)):
-                    continue
-                n = sum(stats[1])
-                chance = -sum(k * math.log(q) for k, q in zip(stats[1], p) if k) / max(n, 1)
-            elif kind == "bce" and line.p_sum and len(stats[1]) == len(line.p_sum):
-                chance = statistics.fmean(
-                    _cross_entropy_of(s_c, stats[2], tot / line.p_n)
-                    for s_c, tot in zip(stats[1], line.p_sum))
-            elif kind == "mse" and line.col_sum and len(stats[1]) == len(line.col_sum):
-                n = stats[3]
-                chance = statistics.fmean(
-                    (sq - 2 * mu * s_c + n * mu * mu) / max(n, 1)
-                    for s_c, sq, mu in zip(stats[1], stats[2],
-                                           (c / line.col_n for c in line.col_sum)))
-            else:
-                continue
-            if math.isfinite(loss):
-                out.append((loss, chance, call))
-        return out
+                             f"loss of predicting the target's average ({chance:.4g}, {what}):"
+                             f" the model has learned nothing from the inputs")
 
     def _check_order(self, line: _LossLine) -> None:
         """The batches' class mix against the data's: the mean total variation distance
