@@ -162,9 +162,11 @@ def cached(depth: int, multi: bool) -> bool | None:
 
 # The kernels' cost, for auto's choice between them and the torch backend: a block of
 # LANES runs steps through every row of its longest run's epochs whatever its lanes hold,
-# at LANE_WEIGHT_S per lane, row and weight of the model (1-16-1: 7.9 to 8.7 ns a
-# lane-row for 32 weights; 2-32-32-1 with batchnorm: 281 ns for 1,120; bench/NOTES.md).
-LANE_WEIGHT_S = 0.25e-9
+# at LANE_WEIGHT_S per lane, row and weight of the model (digits on a quiet 2-core Xeon,
+# 2026-12-06: 0.096 ns for the 72-run grid, 0.12 for one run of 64-32-10; 1-16-1: 7.9 to
+# 8.7 ns a lane-row for 32 weights; 2-32-32-1 with batchnorm: 281 ns for 1,120;
+# bench/NOTES.md).
+LANE_WEIGHT_S = 0.11e-9
 # auto trains on torch only where it is predicted this much faster: both predictions are
 # rough, and numba's time is the steadier under load.
 TORCH_MARGIN = 1.5
