@@ -194,6 +194,8 @@ class SweepSpec:
     seed: int = 0                      # random only: the draw's seed
     halving: dict | None = None        # successive halving: rungs, keep, metric (checked)
     hyperband: dict | None = None      # Hyperband: min_epochs, eta, metric (checked)
+    # population based training: interval, quantile, metric, perturb, resample_probability
+    pbt: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,9 @@ class Config:
             sweep["halving"] = dict(self.sweep.halving)
         if self.sweep.hyperband is not None:
             sweep["hyperband"] = dict(self.sweep.hyperband)
+        if self.sweep.pbt is not None:
+            sweep["pbt"] = {**self.sweep.pbt, "perturb": {
+                k: list(v) for k, v in self.sweep.pbt["perturb"].items()}}
         return {
             "name": self.name,
             "data": data,
@@ -238,7 +243,7 @@ _SECTIONS = {
     "data": ("source", "params", "seed", "val_fraction", "cv"),
     "model": ("hidden", "activation", "loss"),
     "train": tuple(n for n in RUN_PARAM_NAMES if n not in MODEL_PARAMS) + ("eval_every",),
-    "sweep": ("strategy", "params", "samples", "seed", "halving", "hyperband"),
+    "sweep": ("strategy", "params", "samples", "seed", "halving", "hyperband", "pbt"),
 }
 
 
@@ -428,10 +433,15 @@ def parse_config(raw: dict, base_dir: Path, default_name: str = DEFAULT_NAME,
     sweep_spec = SweepSpec(strategy, dict(sweep_params), samples,
                            _int(sweep.get("seed", 0), "sweep.seed"),
                            _halving(sweep.get("halving"), eval_every),
-                           _hyperband(sweep.get("hyperband"), eval_every))
+                           _hyperband(sweep.get("hyperband"), eval_every),
+                           _pbt(sweep.get("pbt"), eval_every, data_spec.val_fraction))
     if sweep_spec.halving is not None and sweep_spec.hyperband is not None:
         raise UserError("sweep.hyperband: not used with sweep.halving (Hyperband runs "
                         "halving brackets of its own); drop one of them")
+    if sweep_spec.pbt is not None and (sweep_spec.halving or sweep_spec.hyperband):
+        other = "halving" if sweep_spec.halving is not None else "hyperband"
+        raise UserError(f"sweep.pbt: not used with sweep.{other} (PBT keeps its whole "
+                        f"population training); drop one of them")
     return Config(name, data_spec, model_spec, train, eval_every, sweep_spec, base_dir,
                   memory)
 
@@ -487,3 +497,67 @@ def _hyperband(value, eval_every: int) -> dict | None:
         raise UserError(f"sweep.hyperband.metric: expected one of "
                         f"{', '.join(HALVING_METRICS)}, got {metric!r}")
     return {"min_epochs": low, "eta": eta, "metric": metric}
+
+
+# The per-run hyperparameters PBT may perturb: they change what the next step does, not the
+# shape of the state a member copies (hidden, activation, input_norm, optimizer) nor the
+# length of the run (epochs). Floats take factors; batch_size takes choices.
+PBT_PARAMS = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps", "batch_size")
+
+
+def _pbt(value, eval_every: int, val_fraction: float) -> dict | None:
+    """sweep.pbt checked: interval (an evaluation epoch), quantile in (0, 0.5], metric
+    (default val_loss with a validation split, else train_loss), perturb {param: [factors]}
+    for float params or {batch_size: [choices]}, resample_probability in [0, 1]. Whether the
+    interval is below the runs' epochs is checked with the runs (sweep.py)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UserError(f"sweep.pbt: expected a mapping, got {value!r}")
+    check_keys(value, ("interval", "quantile", "metric", "perturb", "resample_probability"),
+               "sweep.pbt")
+    interval = _int(value.get("interval"), "sweep.pbt.interval", lo=1)
+    if interval % eval_every:
+        raise UserError(f"sweep.pbt.interval: {interval} is not an evaluation epoch "
+                        f"(a multiple of train.eval_every, {eval_every})")
+    quantile = value.get("quantile", 0.25)
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) \
+            or not 0 < quantile <= 0.5:
+        raise UserError(f"sweep.pbt.quantile: expected a fraction in (0, 0.5], got {quantile!r}")
+    metric = value.get("metric", "val_loss" if val_fraction > 0 else "train_loss")
+    if metric not in HALVING_METRICS:
+        raise UserError(f"sweep.pbt.metric: expected one of {', '.join(HALVING_METRICS)}, "
+                        f"got {metric!r}")
+    if metric == "val_loss" and val_fraction == 0:
+        raise UserError("sweep.pbt.metric: val_loss needs a validation split "
+                        "(data.val_fraction > 0)")
+    p = value.get("resample_probability", 0.0)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise UserError(f"sweep.pbt.resample_probability: expected a probability in [0, 1], "
+                        f"got {p!r}")
+    perturb = value.get("perturb")
+    if not isinstance(perturb, dict) or not perturb:
+        raise UserError(f"sweep.pbt.perturb: expected a mapping of parameters to lists, "
+                        f"got {perturb!r}")
+    checked = {}
+    for name, values in perturb.items():
+        where = f"sweep.pbt.perturb.{name}"
+        if name not in RUN_PARAM_NAMES:
+            raise UserError(f"{where}: not a per-run hyperparameter"
+                            f"{_suggest(name, PBT_PARAMS)}")
+        if name not in PBT_PARAMS:
+            raise UserError(f"{where}: cannot change mid-run; PBT perturbs "
+                            f"{', '.join(PBT_PARAMS)}")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: expected a non-empty list, got {values!r}")
+        if name == "batch_size":
+            checked[name] = [check_run_value(name, v, f"{where}[{i}]")
+                             for i, v in enumerate(values)]
+            continue
+        for i, f in enumerate(values):
+            if isinstance(f, bool) or not isinstance(f, (int, float)) \
+                    or not math.isfinite(f) or f <= 0:
+                raise UserError(f"{where}[{i}]: expected a factor > 0, got {f!r}")
+        checked[name] = [float(f) for f in values]
+    return {"interval": interval, "quantile": float(quantile), "metric": metric,
+            "perturb": checked, "resample_probability": float(p)}

@@ -10,6 +10,7 @@ The results directory (see README, "Results"):
   config.yaml   the resolved config
   summary.csv   one row per setting over its replicates (seeds, folds, repeats):
                 Results.summary(); summary.parquet the same, typed
+  history.csv   sweep.pbt only: Results.history(), a row per member and round
 Every file is written to a temporary name in the same folder and renamed into place.
 """
 
@@ -37,7 +38,8 @@ RESULT_FILES = ("results.csv", "curves.npz", "params.npz", "config.yaml")
 # Beside them since results.parquet came; a directory written before it loads from the CSV.
 TABLE_PARQUET = "results.parquet"
 SUMMARY_FILES = ("summary.csv", "summary.parquet")
-WRITTEN_FILES = (*RESULT_FILES, TABLE_PARQUET, *SUMMARY_FILES)   # what Results.save writes
+HISTORY = "history.csv"        # sweep.pbt: Results.history()
+WRITTEN_FILES = (*RESULT_FILES, TABLE_PARQUET, *SUMMARY_FILES, HISTORY)   # Results.save's
 # Columns that number a run's replicate, not its setting: Results.summary averages over them.
 REPLICATE_COLUMNS = ("seed", "fold", "repeat")
 
@@ -77,9 +79,19 @@ class Results:
     ``config``: the resolved config dict."""
 
     def __init__(self, config: dict, table: pd.DataFrame, curves: dict[str, np.ndarray],
-                 params: dict[str, np.ndarray], steps_trained: int | None = None):
+                 params: dict[str, np.ndarray], steps_trained: int | None = None,
+                 history: pd.DataFrame | None = None):
         self.config, self.table, self.curves, self.params = config, table, curves, params
         self._steps_trained = steps_trained
+        self._history = history
+
+    def history(self) -> pd.DataFrame:
+        """sweep.pbt: each member's hyperparameters over time, a row per member at epoch 0
+        and at each round: run_id, epoch, the perturbed params from that epoch on, parent
+        (the run whose weights and optimizer state it took there; -1: its own)."""
+        if self._history is None:
+            raise ValueError("Results.history: only a sweep.pbt sweep has a history")
+        return self._history
 
     @property
     def steps_trained(self) -> int:
@@ -147,6 +159,8 @@ class Results:
         summary = self.summary()
         atomic_write(out / "summary.parquet", lambda f: tables.write_parquet(summary, f))
         atomic_write(out / "summary.csv", lambda f: tables.write_csv(summary, f))
+        if self._history is not None:
+            atomic_write(out / HISTORY, lambda f: self._history.to_csv(f, index=False))
         # results.csv last: its presence marks a finished sweep.
         atomic_write(out / "results.csv", lambda f: tables.write_csv(self.table, f))
         return out
@@ -287,7 +301,8 @@ def load(out: str | Path) -> Results:
         curves = dict(f)
     with np.load(out / "params.npz", allow_pickle=False) as f:
         params = dict(f)
-    return Results(config, table, curves, params)
+    history = pd.read_csv(out / HISTORY) if (out / HISTORY).is_file() else None
+    return Results(config, table, curves, params, history=history)
 
 
 def merge_chunks(parts: list[ChunkResult]) -> ChunkResult:
@@ -325,7 +340,8 @@ def _padded(value: np.ndarray | None, n: int, shape: tuple) -> np.ndarray:
 
 def assemble(config: dict, chunk: Chunk, res: ChunkResult,
              stopped: np.ndarray | None = None, folds=None,
-             steps_trained: int | None = None, columns: dict | None = None) -> Results:
+             steps_trained: int | None = None, columns: dict | None = None,
+             history: pd.DataFrame | None = None) -> Results:
     """The Results of a whole sweep from its (merged) backend output. ``stopped``
     (successive halving): float [R], the epoch each run was stopped at, NaN for a run that
     reached its last epoch; it becomes the column stopped_epoch, and a stopped run's final
@@ -363,7 +379,7 @@ def assemble(config: dict, chunk: Chunk, res: ChunkResult,
     params = {f"init.{k}": v for k, v in res.init.items()}
     params.update({f"final.{k}": v for k, v in res.final.items()})
     params.update({f"optim.{k}": v for k, v in res.optim.items()})
-    return Results(config, table, curves, params, steps_trained)
+    return Results(config, table, curves, params, steps_trained, history)
 
 
 def _table_column(col):

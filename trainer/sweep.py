@@ -353,6 +353,8 @@ def execute(plan: Plan, progress: bool = False, store=None, executor: str = "loc
         return _execute_halving(plan, progress, executor, task_fn, store)
     if plan.config.sweep.hyperband is not None and not raw:
         return _execute_hyperband(plan, progress, executor, task_fn, store)
+    if plan.config.sweep.pbt is not None and not raw:
+        return _execute_pbt(plan, progress, executor, task_fn, store)
     from .results import assemble, merge_chunks
     runs = plan.chunk.runs
     begun = 0 if plan.chunk.start is None else plan.chunk.start.epoch
@@ -413,6 +415,8 @@ def check_halving(config: Config, runs) -> None:
         if hyperband["metric"] == "val_loss" and config.data.val_fraction == 0:
             raise UserError("sweep.hyperband.metric: val_loss needs a validation split "
                             "(data.val_fraction > 0)")
+    if config.sweep.pbt is not None:
+        check_pbt(config, runs)
     halving = config.sweep.halving
     if halving is None:
         return
@@ -578,6 +582,142 @@ def _execute_hyperband(plan: Plan, progress: bool, executor: str, task_fn,
             stages.train(alive, epochs, f"bracket-{s}-last")
     return assemble(plan.config.to_dict(), chunk, stages.result, stopped=stopped,
                     steps_trained=stages.steps_trained, columns={"bracket": bracket})
+
+
+# What every member of a PBT population shares: a member copies another's weights and
+# optimizer state (their shapes), and all rank at the same epochs.
+PBT_SHARED = ("hidden", "activation", "input_norm", "optimizer", "bug", "epochs")
+# Perturbed values of these stay below 1 (Adam's bias correction divides by 1 - beta**t,
+# 0 in float32 at beta = 1 - 2**-25): a factor that would pass it gives this.
+PBT_BELOW_ONE = 0.9999
+
+
+def check_pbt(config: Config, runs) -> None:
+    """PBT's checks that need the runs: no folds, one value of each PBT_SHARED column,
+    rounds before the last epoch."""
+    pbt = config.sweep.pbt
+    if config.data.cv is not None:
+        raise UserError("sweep.pbt: not used with data.cv yet (members of different folds "
+                        "would copy each other); drop one of them")
+    for name in PBT_SHARED:
+        if len(runs.distinct(name)) > 1:
+            raise UserError(f"sweep.pbt: members copy each other's state, so {name} must be "
+                            f"one value; do not sweep it")
+    epochs = int(runs.distinct("epochs")[0])
+    if pbt["interval"] >= epochs:
+        raise UserError(f"sweep.pbt.interval: {pbt['interval']} is not below the runs' "
+                        f"epochs ({epochs})")
+
+
+def _resample(config: Config, name: str, rng: np.random.Generator, default):
+    """One value of ``name`` redrawn from the sweep's search space: a list's (or grid
+    range's) value picked at random, a uniform or loguniform drawn; ``default`` (the run's
+    own fixed value) where the space does not vary it."""
+    from .config import check_run_value
+    from .space import _RANDOM_FORMS, grid_axis
+    space = config.sweep.params.get(name)
+    if isinstance(space, dict) and any(k in _RANDOM_FORMS for k in space):
+        form = next(k for k in space if k in _RANDOM_FORMS)
+        lo, hi = space[form]
+        value = rng.uniform(lo, hi) if form == "uniform" else \
+            math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        value = round(value) if space.get("int") else value
+    elif space is not None:
+        values, _ = grid_axis(space, f"sweep.params.{name}")
+        value = values[int(rng.integers(len(values)))]
+        value = value.item() if hasattr(value, "item") else value
+    else:
+        value = default.item() if hasattr(default, "item") else default
+    return check_run_value(name, value, f"sweep.params.{name}")
+
+
+def _explore(config: Config, name: str, value, rng: np.random.Generator):
+    """A parent's value of ``name`` explored: redrawn from the search space with
+    resample_probability, else multiplied by one of the factors (batch_size: one of the
+    choices), drawn uniformly; betas kept below 1."""
+    pbt = config.sweep.pbt
+    listed = pbt["perturb"][name]
+    if rng.random() < pbt["resample_probability"]:
+        return _resample(config, name, rng, value)
+    pick = listed[int(rng.integers(len(listed)))]
+    if name == "batch_size":
+        return pick
+    value = value * pick
+    return min(value, PBT_BELOW_ONE) if name in ("beta1", "beta2") else value
+
+
+def pbt_rounds(epochs: int, interval: int) -> list[int]:
+    """The epochs where PBT exploits and explores: every ``interval`` epochs, before the
+    last."""
+    return list(range(interval, epochs, interval))
+
+
+def _execute_pbt(plan: Plan, progress: bool, executor: str, task_fn,
+                 store=None) -> Results:
+    """Population based training (sweep.pbt), as every backend runs it. The runs are the
+    population; they train ``interval`` epochs at a time through _Stages. At each round's
+    epoch e, the members rank by the metric at e (lower is better; NaN and diverged last;
+    ties: the lower run_id). With q = min(ceil(quantile * n), n // 2), each of the bottom q,
+    in run_id order, exploits: it takes the state (weights, running statistics, optimizer
+    state and step count) of a member of the top q drawn by np.random.default_rng((seed,
+    round)), and the parent's values of the perturbed params; then explores: per perturbed
+    param, in the config's order, redraws it from the search space with
+    resample_probability, else multiplies it by a factor (batch_size: takes a choice) drawn
+    from its list. Its other hyperparameters, and its own curves up to e, stay its own.
+    A diverged member that is not exploited stays stopped.
+
+    Results: results.csv has each member's final values; Results.history() a row per
+    member at epoch 0 and at each round (run_id, epoch, the perturbed params from then on,
+    parent: the run whose state it took, -1 none)."""
+    import pandas as pd
+
+    from .results import assemble
+    config, chunk = plan.config, plan.chunk
+    pbt, n = config.sweep.pbt, len(chunk.runs)
+    names = list(pbt["perturb"])
+    epochs = int(chunk.runs.distinct("epochs")[0])
+    values = {k: np.array(getattr(chunk.runs, k), copy=True) for k in names}
+    stages = _Stages(plan, progress, executor, task_fn, store)
+    q = min(math.ceil(pbt["quantile"] * n), n // 2)
+    ids = np.arange(n)
+    history = [pd.DataFrame({"run_id": ids, "epoch": 0, **{k: v.copy() for k, v in
+                                                           values.items()}, "parent": -1})]
+    e0 = 0
+    rounds = pbt_rounds(epochs, pbt["interval"])
+    for k, e in enumerate([*rounds, epochs]):
+        rows = np.flatnonzero(stages.reached == e0)
+        if len(rows):
+            stages.train(rows, e, f"pbt-{k}")
+        if e == epochs:
+            break
+        result = stages.result
+        metric = result.curves[pbt["metric"]][:, chunk.column(e)].astype(np.float64)
+        metric[result.diverged | ~(stages.reached == e)] = np.nan
+        ranked = ids[np.lexsort((ids, np.nan_to_num(metric, nan=np.inf)))]
+        parent = np.full(n, -1)
+        if q > 0:
+            top, bottom = ranked[:q], np.sort(ranked[n - q:])
+            rng = np.random.default_rng((config.sweep.seed, k))
+            for child in bottom:
+                source = int(top[rng.integers(q)])
+                parent[child] = source
+                for name in names:
+                    values[name][child] = _explore(config, name, values[name][source], rng)
+            children = bottom
+            sources = parent[bottom]
+            for state in (result.final, result.optim):
+                for table in state.values():
+                    table[children] = table[sources]
+            result.steps[children] = result.steps[sources]
+            result.diverged[children] = False
+            stages.reached[children] = e
+        chunk = dataclasses.replace(chunk, runs=chunk.runs.replace(**values))
+        stages.plan = dataclasses.replace(stages.plan, chunk=chunk)
+        history.append(pd.DataFrame({"run_id": ids, "epoch": e, **{
+            k: v.copy() for k, v in values.items()}, "parent": parent}))
+        e0 = e
+    return assemble(config.to_dict(), chunk, stages.result, steps_trained=stages.steps_trained,
+                    history=pd.concat(history, ignore_index=True))
 
 
 def _put_runs(result: ChunkResult, rows: np.ndarray, part: ChunkResult, sub: Chunk,
