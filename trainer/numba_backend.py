@@ -182,12 +182,10 @@ def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     the model's weights x LANE_WEIGHT_S."""
     from ..kernels.numba_mlp import LANES
     runs, n = chunk.runs, chunk.data.n_train
-    d, k = chunk.data.n_features, chunk.data.n_outputs
-    n_threads = int(os.environ.get("NUMBA_NUM_THREADS", 0)) or os.cpu_count() or 1
+    n_threads = threads()
     seconds = 0.0
     for rows in torch_backend.group_rows(chunk):
-        dims = [d, *runs.row(int(rows[0])).hidden, k]
-        weights = sum(a * b for a, b in zip(dims, dims[1:]))
+        weights = torch_backend.group_weights(chunk, rows)
         epochs = float(runs.epochs[rows].max())
         evaluations = epochs / chunk.eval_every + 1
         block = LANES * weights * LANE_WEIGHT_S * (

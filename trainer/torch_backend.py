@@ -722,6 +722,13 @@ TORCH_FLOPS = 1.5e10
 PERMUTATION_S = 2e-7
 
 
+def group_weights(chunk: Chunk, rows: np.ndarray) -> int:
+    """The weights (in x out of each Linear) of the model of a group's runs ``rows``."""
+    hidden = chunk.runs.row(int(rows[0])).hidden
+    return sum(i * o for i, o in layer_sizes(chunk.data.n_features, hidden,
+                                             chunk.data.n_outputs))
+
+
 def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     """The torch backend's predicted training time for the chunk on the CPU: per group,
     its longest run's steps times TORCH_STEP_S (times ``launches``: the chunk's runs train
@@ -732,13 +739,11 @@ def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     wait on each other and it can take ten times longer."""
     runs, n = chunk.runs, chunk.data.n_train
     rows_eval = n + chunk.data.n_val
-    d, k = chunk.data.n_features, chunk.data.n_outputs
     seconds = 0.0
     for rows in group_rows(chunk):
         epochs = runs.epochs[rows].astype(np.float64)
         steps = epochs * steps_per_epoch(n, runs.batch_size[rows])
-        dims = [d, *runs.row(int(rows[0])).hidden, k]
-        weights = sum(a * b for a, b in zip(dims, dims[1:]))
+        weights = group_weights(chunk, rows)
         evaluations = epochs / chunk.eval_every + 1
         flops = weights * (6.0 * n * epochs + 2.0 * rows_eval * evaluations).sum()
         seconds += steps.max() * TORCH_STEP_S * launches + flops / TORCH_FLOPS

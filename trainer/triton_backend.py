@@ -409,8 +409,7 @@ def to_tiles(rows: torch.Tensor, runs: int, split: int = 1) -> torch.Tensor:
 
 def from_tiles(tiles: torch.Tensor, split: int = 1) -> torch.Tensor:
     """The inverse of to_tiles: each run's state from its first lane's copy."""
-    runs = tiles.shape[2] // split
-    return tiles[:, :, :runs].transpose(1, 2).reshape(-1, tiles.shape[1])
+    return lane_copies(tiles, split)[0]
 
 
 def lane_copies(tiles: torch.Tensor, split: int) -> torch.Tensor:
