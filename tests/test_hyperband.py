@@ -64,6 +64,23 @@ def test_hyperband_matches_the_reference(backend):
     assert_same_runs(tinysweep.run(config, backend=backend, chunk_runs=3), ref)
 
 
+def test_hyperband_on_triton_matches_the_reference():
+    """Under the interpreter: 8 settings (sgd and adam) on 12 training rows, 4 epochs, eta 2:
+    brackets 2, 1 and 0 (runs stopped at epochs 1 and 2), chunks of 4 runs; weights, curves
+    and optimizer state run by run."""
+    pytest.importorskip("triton")
+    import torch
+    config = hyperband_sweep(eta=2)
+    config["data"]["params"]["n"] = 16
+    config["train"]["epochs"] = 4
+    config["sweep"]["samples"] = 8
+    ref = tinysweep.run(config, backend="reference")
+    assert set(ref.table.bracket) == {0, 1, 2}
+    assert set(ref.table.stopped_epoch.dropna()) == {1.0, 2.0}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert_same_runs(tinysweep.run(config, backend="triton", device=device, chunk_runs=4), ref)
+
+
 @pytest.mark.parametrize("change, match", [
     ({"hyperband": {"eta": 1.5}}, r"^sweep\.hyperband\.eta: expected a number >= 2, got 1\.5$"),
     ({"hyperband": {"min_epochs": 9}}, r"^sweep\.hyperband\.min_epochs: 9 is not below the "

@@ -114,6 +114,29 @@ def test_pbt_matches_the_reference(backend):
     assert out.history().equals(ref.history())
 
 
+@pytest.mark.parametrize("kernel", ["lanes", "wide"])
+def test_pbt_on_triton_matches_the_reference(monkeypatch, kernel):
+    """Under the interpreter: 8 members on 12 training rows, batch_size and beta2 perturbed
+    (a child's batches change size mid-run), chunks of 3; with one lane per run, and with
+    the wide kernel (a program per run)."""
+    pytest.importorskip("triton")
+    import torch
+
+    from tinysweep.trainer import triton_backend
+    if kernel == "wide":
+        monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
+    config = pbt_sweep(perturb={"lr": [0.5, 2.0], "batch_size": [4, 6], "beta2": [0.9, 1.01]},
+                       resample_probability=0.25)
+    config["data"]["params"]["n"] = 16
+    ref = tinysweep.run(config, backend="reference")
+    history = ref.history()
+    assert (history.batch_size[history.parent >= 0] != 10).any()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = tinysweep.run(config, backend="triton", device=device, chunk_runs=3)
+    assert_same_runs(out, ref)
+    assert out.history().equals(history)
+
+
 @pytest.mark.parametrize("change, match", [
     ({"halving": {"rungs": [2]}}, r"^sweep\.pbt: not used with sweep\.halving"),
     ({"hyperband": {"min_epochs": 1}}, r"^sweep\.pbt: not used with sweep\.hyperband"),
