@@ -175,6 +175,31 @@ def test_resume_finishes_an_interrupted_halving_sweep_without_training_again(tmp
     assert not (out / ".chunks").exists()
 
 
+def interrupted_then_resumed(tmp_path, monkeypatch, config: dict, dies_at: int):
+    """A sweep trained at once, and the same sweep in --out killed as it starts its
+    ``dies_at``-th chunk (KeyboardInterrupt), then resumed: (whole, resumed, the steps the
+    resumed run trained). Checks that a run without --resume refuses the directory."""
+    from tinysweep.trainer import sweep
+    path, out = _yaml(tmp_path, config), tmp_path / "out"
+    whole = tinysweep.run(str(path), backend="torch", chunk_runs=3)
+    seen = counting_steps(monkeypatch)
+    train = sweep.train_chunk                   # counted
+
+    def dies(plan, chunk, progress=None):
+        if seen["chunks"] == dies_at - 1:
+            raise KeyboardInterrupt
+        return train(plan, chunk, progress)
+    monkeypatch.setattr(sweep, "train_chunk", dies)
+    with pytest.raises(KeyboardInterrupt):
+        tinysweep.run(str(path), backend="torch", chunk_runs=3, out=out)
+    monkeypatch.setattr(sweep, "train_chunk", train)
+    assert cli.main(["run", str(path), "--out", str(out)]) == 2    # chunks are results
+    seen = counting_steps(monkeypatch)
+    resumed = tinysweep.run(str(path), backend="torch", chunk_runs=3, out=out, resume=True)
+    assert not (out / ".chunks").exists()
+    return whole, resumed, seen["steps"]
+
+
 def test_the_headline_gives_the_steps_trained(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli.main(["run", str(_yaml(tmp_path, halving_sweep())), "--out", str(out),

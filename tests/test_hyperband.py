@@ -107,6 +107,19 @@ def test_bad_hyperband_gets_one_line(change, match):
         prepare(config)
 
 
+def test_resume_finishes_an_interrupted_hyperband_sweep(tmp_path, monkeypatch):
+    """20 runs in brackets of 11, 6 and 3, chunks of 3: killed as bracket 1's last stage
+    starts (bracket 2's 6 chunks and bracket 1's rung done), the resumed sweep trains only
+    the rest and ends as the sweep trained at once."""
+    from test_halving import interrupted_then_resumed
+    whole, resumed, steps = interrupted_then_resumed(tmp_path, monkeypatch,
+                                                     hyperband_sweep(), dies_at=9)
+    assert 0 < steps < whole.steps_trained
+    assert resumed.steps_trained == whole.steps_trained
+    assert_same_runs(resumed, whole)
+    assert_same_runs(tinysweep.load(tmp_path / "out"), whole)
+
+
 def test_the_report_and_headline_show_the_brackets(tmp_path, capsys):
     import yaml
 

@@ -137,6 +137,20 @@ def test_pbt_on_triton_matches_the_reference(monkeypatch, kernel):
     assert out.history().equals(history)
 
 
+def test_resume_finishes_an_interrupted_pbt_sweep(tmp_path, monkeypatch):
+    """Killed in the second round's stage (its first chunk done, after the first exploit):
+    the resumed sweep copies and perturbs as the sweep trained at once, and ends as it,
+    history included."""
+    from test_halving import interrupted_then_resumed
+    whole, resumed, steps = interrupted_then_resumed(tmp_path, monkeypatch, pbt_sweep(),
+                                                     dies_at=5)
+    assert (whole.history().parent >= 0).any()
+    assert 0 < steps < whole.steps_trained
+    for res in (resumed, tinysweep.load(tmp_path / "out")):
+        assert_same_runs(res, whole)
+        assert res.history().equals(whole.history())
+
+
 @pytest.mark.parametrize("change, match", [
     ({"halving": {"rungs": [2]}}, r"^sweep\.pbt: not used with sweep\.halving"),
     ({"hyperband": {"min_epochs": 1}}, r"^sweep\.pbt: not used with sweep\.hyperband"),

@@ -36,8 +36,9 @@ class ChunkStore:
         self.dir = self.out / folder
 
     def exists(self) -> bool:
-        """Does the folder hold any finished chunk?"""
-        return self.dir.is_dir() and any(self.dir.glob("chunk-*.npz"))
+        """Does the folder hold any finished chunk, its own or a stage's (halving, Hyperband
+        and PBT keep each stage's chunks in a folder of their own, .chunks/STAGE)?"""
+        return self.dir.is_dir() and any(self.dir.glob("**/chunk-*.npz"))
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
