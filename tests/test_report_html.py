@@ -310,3 +310,28 @@ def test_bad_pages_in_chromium(browser, res, tmp_path):
         open_page(browser, path)
         errors, requests = problems(browser)
         assert not errors and not requests, (name, errors, requests)
+
+
+def test_schedule_pages_in_chromium(browser, tmp_path):
+    """Hyperband's brackets and PBT's lineage draw without an error: a plot per bracket, the
+    members, every exploit and the 5 best lineages, a schedule per perturbed parameter."""
+    from test_hyperband import hyperband_sweep
+    from test_pbt import pbt_sweep
+    count = lambda css: browser.execute_script(f"return document.querySelectorAll('{css}').length")
+    hb = tinysweep.run(hyperband_sweep(), backend="torch")
+    state = open_page(browser, write_html(hb, tmp_path / "hb"))
+    assert state["brackets"] == hb.table.bracket.nunique() == count("#brackets .bracket") == 3
+    # stopped, survived and best in brackets 2 and 1; bracket 0 stops nothing
+    assert count("#brackets .bracket .scatterlayer .trace") == 3 + 3 + 2
+    assert state["lineages"] == 0 and count("#pbt-section") == 0
+    pbt = tinysweep.run(pbt_sweep(perturb={"lr": [0.5, 2.0], "batch_size": [5, 10]}),
+                        backend="torch")
+    state = open_page(browser, write_html(pbt, tmp_path / "pbt"))
+    history = pbt.history()
+    assert state["jumps"] == (history.parent >= 0).sum() == 4
+    assert state["lineages"] == 5 and state["schedules"] == 2 and state["brackets"] == 0
+    assert count("#lineage .scatterlayer .trace") == 2 + 5
+    assert count("#schedules .schedule") == 2
+    assert "8 members, 4 exploits." in browser.find_element("id", "pbt-section").text
+    errors, requests = problems(browser)
+    assert not errors and not requests, (errors, requests)

@@ -558,32 +558,6 @@ def halving_lines(res: Results) -> list[str]:
     return lines
 
 
-def hyperband_lines(res: Results) -> list[str]:
-    """Hyperband: each bracket's runs, its rungs and how many runs each stopped, and the
-    steps trained against the whole grid's."""
-    hyperband = res.config.get("sweep", {}).get("hyperband")
-    table = res.table
-    if not hyperband or "bracket" not in table:
-        return []
-    stopped = table["stopped_epoch"].to_numpy(dtype=np.float64)
-    bracket = table["bracket"].to_numpy()
-    steps, full = int(table["steps"].sum()), halving_steps(table)
-    lines = ["", "## Hyperband", "",
-             f"Brackets of successive halving from {hyperband['min_epochs']} epochs, eta "
-             f"{hyperband['eta']}, by {hyperband['metric']}; each run in one bracket:", "",
-             "| bracket | runs | stopped at epoch (runs) | reached the last epoch |",
-             "|---|---|---|---|"]
-    for s in sorted(set(bracket.tolist()), reverse=True):
-        mine = bracket == s
-        at = sorted(set(stopped[mine & ~np.isnan(stopped)].tolist()))
-        counts = ", ".join(f"{int(e)} ({int((mine & (stopped == e)).sum())})" for e in at)
-        lines.append(f"| {s} | {int(mine.sum())} | {counts or '-'} | "
-                     f"{int((mine & np.isnan(stopped)).sum())} |")
-    lines += ["", f"{steps:,} optimizer steps trained where the whole grid takes {full:,}: "
-                  f"{1 - steps / max(full, 1):.0%} saved."]
-    return lines
-
-
 def replicates_of(table: pd.DataFrame, swept: list[str]) -> list[str]:
     """The replicate columns that vary: seed when swept, fold and repeat (data.cv)."""
     return [c for c in REPLICATE_COLUMNS
@@ -688,6 +662,17 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
         path = plots / f"heatmap_{grid[0]}_{grid[1]}.png"
         figures.append((f"{grid[0]} x {grid[1]}", path, 2, functools.partial(
             plot_heatmap, medians, grid[0], grid[1], path, metric)))
+    # the schedules that stop and copy runs: Hyperband's brackets, PBT's lineage
+    from .report_schedules import hyperband_info, pbt_info, plot_brackets, plot_lineage
+    schedules = {"hyperband": hyperband_info(res), "pbt": pbt_info(res)}
+    if schedules["hyperband"] is not None:
+        path = plots / "hyperband_brackets.png"
+        figures.append(("Hyperband brackets", path, len(schedules["hyperband"]["brackets"]),
+                        functools.partial(plot_brackets, schedules["hyperband"], path)))
+    if schedules["pbt"] is not None:
+        path = plots / "pbt_lineage.png"
+        figures.append(("PBT lineage and schedules", path, 1 + len(schedules["pbt"]["params"]),
+                        functools.partial(plot_lineage, schedules["pbt"], path)))
     # report.html (report_html.py) is written beside the drawing, as the results files are
     from .report_html import write_html
     html = functools.partial(write_html, res, out, columns)
@@ -715,7 +700,9 @@ def write_report(res: Results, out: str | Path, alongside=None) -> Path:
                        f"{noise:.3g} (largest over smallest, median over settings): that "
                        f"much is noise.", ""]
     text += summary_lines(work, ranked, params, metric, noise) or ["(nothing was swept)"]
-    text += halving_lines(res) + hyperband_lines(res)
+    from .report_schedules import hyperband_lines, pbt_lines
+    text += (halving_lines(res) + hyperband_lines(res, schedules["hyperband"])
+             + pbt_lines(res, schedules["pbt"]))
     if replicates:
         summary = res.summary(metric)
         text += ["", f"## Best settings over their replicates ({len(summary)} settings)", "",

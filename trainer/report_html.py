@@ -12,6 +12,10 @@
     interaction heatmaps   the setting means over the most important pairs of parameters
     learning curves        the selected settings (or the best and worst), a setting's
                            hyperparameters on hover
+    schedules              sweep.hyperband: a plot per bracket (stopped runs, survivors, the
+                           best); sweep.pbt: the members with their exploit jumps, the best
+                           lineages and the hyperparameter schedules found
+                           (report_schedules.py's values, thinned)
     the best settings      a plain table, readable without JavaScript
 
 Library: Plotly (plotly.js 4, the ``plotly.min.js`` that the ``plotly`` pip package ships in
@@ -582,6 +586,9 @@ def page_info(res: Results, factorized: dict | None = None) -> dict:
     info["line_rank"] = ranks(s, shown)                  # 0 = the best of all settings
     info["line_finite"] = finite[shown]
     info["best_table"] = best_table_info(s)
+    from .report_schedules import hyperband_info, hyperband_page, pbt_info, pbt_page
+    info["hyperband"] = hyperband_page(hyperband_info(res))
+    info["pbt"] = pbt_page(pbt_info(res))
     return info
 
 
@@ -682,7 +689,7 @@ brush's outside to clear it. The colour is the {_escape(info['metric_label'])}.<
 <section id="imp-section"><h2>What mattered</h2><div id="importance" class="plot"></div>
 <p id="importance-note" class="hint"></p></section>
 <section id="hm-section"><h2>Interactions</h2><div id="heatmaps"></div></section>
-<section><h2>Best settings</h2><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></section>
+{_schedule_sections(info)}<section><h2>Best settings</h2><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></section>
 <script type="application/json" id="data">{data}</script>
 """
     tail = f"<script>{js}</script>\n</body></html>\n"
@@ -691,6 +698,33 @@ brush's outside to clear it. The colour is the {_escape(info['metric_label'])}.<
         parts += [b"<script>", bundle, b"</script>\n"]
     parts.append(tail.encode())
     return b"".join(parts)
+
+
+def _schedule_sections(info: dict) -> str:
+    """The sections of Hyperband's brackets and PBT's lineage, when the sweep has one."""
+    parts = []
+    hb = info.get("hyperband")
+    if hb:
+        parts.append(f"""<section id="hb-section"><h2>Hyperband brackets</h2>
+<div id="brackets"></div><p class="hint">Each bracket's runs (eta {_escape(hb['eta'])}): grey
+runs stopped at a rung (dashed), blue ones reached the last epoch, black is the bracket's
+best by final {_escape(_words(hb['metric']))}.</p></section>
+""")
+    pbt = info.get("pbt")
+    if pbt:
+        shown = (f"{pbt['shown']:,} of {pbt['n']:,} members shown"
+                 if pbt["shown"] < pbt["n"] else f"{pbt['n']:,} members")
+        jumps = (f"{pbt['jumps_shown']:,} of {pbt['n_jumps']:,} exploits drawn"
+                 if pbt["jumps_shown"] < pbt["n_jumps"] else f"{pbt['n_jumps']:,} exploits")
+        parts.append(f"""<section id="pbt-section"><h2>Population based training</h2>
+<div id="lineage" class="plot"></div><div id="schedules"></div>
+<p class="hint">{_escape(shown)}, {_escape(jumps)}. Red: at a round, a member of the bottom
+takes a top member's weights (its {_escape(_words(pbt['metric']))} jumps to the parent's).
+Coloured: the final best members' lineages, the curve of the weights each ends with; below,
+the hyperparameters those weights were trained with (hover for the member they came
+from).</p></section>
+""")
+    return "".join(parts)
 
 
 def write_html(res: Results, out: str | Path, factorized: dict | None = None) -> Path:

@@ -185,6 +185,79 @@
         yaxis: { title: { text: h.y }, type: "category" } }), CONFIG));
   });
 
+  // ---- schedules: Hyperband's brackets, PBT's lineage -----------------------------------------
+  var COLORS = ["#4c72b0", "#55a868", "#8172b2", "#ccb974", "#64b5cd", "#dd8452"];
+  function positiveAll(arrays) {
+    return arrays.every(function (a) {
+      return !a || a.every(function (v) { return v === null || v > 0; });
+    });
+  }
+  R.brackets = 0; R.lineages = 0; R.jumps = 0; R.schedules = 0;
+  var hb = D.hyperband;
+  if (hb) {
+    var box = document.getElementById("brackets");
+    hb.brackets.forEach(function (b) {
+      var div = document.createElement("div");
+      div.className = "plot bracket";
+      box.appendChild(div);
+      var traces = [
+        { x: b.stopped.x, y: b.stopped.y, name: "stopped at a rung", line: { color: "#aaa", width: 1 } },
+        { x: b.survived.x, y: b.survived.y, name: "reached the last epoch", line: { color: "#4c72b0", width: 1.4 } }]
+        .filter(function (t) { return t.x.length > 0; });
+      if (b.best) traces.push({ x: hb.epoch, y: b.best, name: "best: run " + b.best_run,
+        line: { color: "#000", width: 2.4 } });
+      traces.forEach(function (t) { t.type = "scatter"; t.mode = "lines"; t.connectgaps = false; t.hoverinfo = "x+y+name"; });
+      var shapes = b.stages.slice(0, -1).map(function (st) {
+        return { type: "line", xref: "x", yref: "paper", x0: st[0], x1: st[0], y0: 0, y1: 1,
+                 line: { color: "#c44e52", width: 1, dash: "dash" } };
+      });
+      var title = "bracket " + b.bracket + ": " + b.stages.map(function (st) { return st[1]; }).join(" → ") +
+        " runs at epochs " + b.stages.map(function (st) { return st[0]; }).join(", ") +
+        (b.shown < b.runs ? " (" + b.shown + " of " + b.runs + " shown)" : "");
+      drawn.push(Plotly.newPlot(div, traces, layout({ title: { text: title, font: { size: 13 } },
+        height: 320, shapes: shapes, xaxis: { title: { text: "epoch" } },
+        yaxis: { title: { text: hb.metric.replace("_", " ") },
+                 type: positiveAll([b.stopped.y, b.survived.y, b.best]) ? "log" : "linear" },
+        hovermode: "closest" }), CONFIG));
+      R.brackets += 1;
+    });
+  }
+  var pbt = D.pbt;
+  if (pbt) {
+    var lt = [{ x: pbt.members.x, y: pbt.members.y, name: "members", hoverinfo: "skip",
+                line: { color: "#bbb", width: 0.8 } },
+              { x: pbt.jumps.x, y: pbt.jumps.y, name: "exploit: child → parent",
+                line: { color: "#c44e52", width: 1.2 }, hoverinfo: "x+y" }];
+    pbt.lineages.forEach(function (l, i) {
+      lt.push({ x: pbt.epoch, y: l.y, text: l.text, name: "run " + l.run + " (#" + (i + 1) + ")",
+        line: { color: COLORS[i % COLORS.length], width: i === 0 ? 2.6 : 1.6 },
+        hovertemplate: "run " + l.run + ", epoch %{x}: %{y:.4g}<br>%{text}<extra></extra>" });
+    });
+    lt.forEach(function (t) { t.type = "scatter"; t.mode = "lines"; t.connectgaps = false; });
+    R.lineages = pbt.lineages.length;
+    R.jumps = pbt.jumps_shown;
+    drawn.push(Plotly.newPlot("lineage", lt, layout({
+      title: { text: "members over epochs, exploits and the best lineages", font: { size: 13 } },
+      height: 420, hovermode: "closest", xaxis: { title: { text: "epoch" } },
+      yaxis: { title: { text: pbt.metric.replace("_", " ") },
+               type: positiveAll([pbt.members.y]) ? "log" : "linear" } }), CONFIG));
+    var sbox = document.getElementById("schedules");
+    pbt.schedules.forEach(function (sc) {
+      var div = document.createElement("div");
+      div.className = "plot schedule";
+      sbox.appendChild(div);
+      var traces = sc.ys.map(function (y, i) {
+        return { type: "scatter", mode: "lines", x: sc.x, y: y, name: "run " + pbt.lineages[i].run,
+          line: { color: COLORS[i % COLORS.length], width: i === 0 ? 2.6 : 1.6 } };
+      });
+      drawn.push(Plotly.newPlot(div, traces, layout({
+        title: { text: sc.param + " of the best lineages over epochs", font: { size: 13 } },
+        height: 260, xaxis: { title: { text: "epoch" } },
+        yaxis: { title: { text: sc.param }, type: sc.log ? "log" : "linear" } }), CONFIG));
+      R.schedules += 1;
+    });
+  }
+
   // ---- controls ------------------------------------------------------------------------------
   var slider = document.getElementById("bestk");
   function bestK() {
