@@ -73,6 +73,22 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
     assert_same_runs(numba_res, ref)
 
 
+def test_line_kernel_matches_reference(write_config):
+    """The one-input, no-hidden-layer model (its segment keeps the weight, bias and their
+    gradient sums in registers) for both one-output losses, shuffled blocks with lanes of
+    different seeds (gathered rows) and unshuffled (broadcast rows)."""
+    for loss, source in (("bce_with_logits", "heart_rate"), ("mse", "line")):
+        path = write_config(
+            data={"source": source, "params": {"n": 41}, "seed": 3, "val_fraction": 0.2},
+            model={"hidden": [], "loss": loss},
+            train={"epochs": 4, "lr": 0.03, "input_norm": "standardize"},
+            sweep={"params": {"optimizer": ["sgd", "adam"], "batch_size": [1, 7, 64],
+                              "shuffle": [True, False], "seed": [0, 1, 2]}})
+        numba_res, ref = both(path)
+        assert len(ref.table) == 36 and not ref.table.diverged.any()
+        assert_same_runs(numba_res, ref)
+
+
 def _two_targets():
     """37 rows of 2 features and 2 regression targets, in memory (y [n, 2])."""
     rng = np.random.default_rng(4)
