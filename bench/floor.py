@@ -23,9 +23,10 @@ SFU_PER_UNIT = {"sigmoid": 2, "tanh": 2, "relu": 0}
 
 
 def counts(n_features: int, hidden, activation: str, loss: str, sample_steps: float,
-           optimizer_steps: float, runs: int, n_rows: int) -> dict[str, float]:
-    """FP32 instructions, special-function operations and HBM bytes of a workload."""
-    sizes = layer_sizes(n_features, list(hidden))
+           optimizer_steps: float, runs: int, n_rows: int, n_outputs: int = 1) -> dict[str, float]:
+    """FP32 instructions, special-function operations and HBM bytes of a workload (a model
+    with ``n_outputs`` outputs: cross_entropy's classes)."""
+    sizes = layer_sizes(n_features, list(hidden), n_outputs)
     params = sum(i * o + o for i, o in sizes)
     fp32 = 3.0
     for k, (i, o) in enumerate(sizes):

@@ -1,7 +1,7 @@
 """The throughput report: tinysweep against its peers and the hardware floor.
 
     python bench/run.py                      # every workload, this machine's device
-    python bench/run.py --workload a         # one workload: a | b | c | d | e (repeatable)
+    python bench/run.py --workload a         # one workload: a | b | c | d | e | f (repeatable)
     python bench/run.py --quick              # each workload scaled down (CPU, CI smoke)
 
 Workloads (configs in examples/ and bench/workloads/):
@@ -13,6 +13,9 @@ Workloads (configs in examples/ and bench/workloads/):
   e  a million runs of the line model, one epoch of 100 points each: the time `tinysweep
      run` spends around training (set-up, writing, the report), by phase; --scale 10 for
      ten million runs
+  f  a real table: scikit-learn's digits (64 features, 10 classes), 72 runs of [16], [32]
+     and [16, 16] relu, cross_entropy, 50 epochs, against scikit-learn's MLPClassifier
+     (bench/digits.py: the grid, and its contenders, warm and in a fresh process)
 
 Contenders, on the same device, one after the other in this process: the per-run loop
 (tinysweep's reference backend: one nn.Module and torch.optim per run; on a GPU also on
@@ -51,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import contenders  # noqa: E402
+import digits  # noqa: E402
 import floor  # noqa: E402
 
 import tinysweep  # noqa: E402
@@ -65,6 +69,7 @@ WORKLOADS = {
     "c": ("MLP 1-16-1", HERE / "workloads" / "mlp_10k.yaml"),
     "d": ("batchnorm + 32-32 relu", HERE / "workloads" / "bn_mlp.yaml"),
     "e": ("a million runs: the time around training", HERE / "workloads" / "line_1m.yaml"),
+    "f": ("digits against scikit-learn", None),        # data in memory: bench/digits.py
 }
 # Runs timed per contender on a CPU (the rest extrapolated): (loop, ensemble, torch backend,
 # numba backend). The numba backend trains (a) and (b) whole; (c) and (d) would take minutes
@@ -88,6 +93,14 @@ def device_name() -> str:
 
 
 # ---- sizes -------------------------------------------------------------------------------
+def workload_chunk(key: str, epochs: int | None = None) -> Chunk:
+    """The workload's sweep as one Chunk (runs, data, model)."""
+    if key == "f":
+        return prepare(digits.config(epochs or digits.EPOCHS), backend="torch", device="cpu",
+                       data=digits.data()).chunk
+    return prepare(WORKLOADS[key][1], backend="torch", device="cpu").chunk
+
+
 def sub_chunk(chunk: Chunk, picked: list[int], epochs: int | None = None) -> Chunk:
     runs = chunk.runs[np.asarray(picked, dtype=np.int64)]
     if epochs is not None:
@@ -368,7 +381,9 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
     title, path = WORKLOADS[key]
     if key == "e":
         return bookkeeping(key, quick, device, scale)
-    chunk = prepare(path, backend="torch", device="cpu").chunk
+    if key == "f":
+        return digits_workload(quick, repeats, peaks)
+    chunk = workload_chunk(key)
     if quick:
         chunk = sub_chunk(chunk, contenders.spread(len(chunk.runs), QUICK_RUNS), QUICK_EPOCHS)
     size = totals(chunk)
@@ -459,6 +474,72 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
     return result
 
 
+def digits_workload(quick: bool, repeats: int, peaks) -> dict:
+    """Workload (f): the digits grid, scikit-learn's 72 fits (joblib over every core)
+    against tinysweep end to end (tinysweep.run, backend auto) and its backends training
+    alone, warm (the median of ``repeats`` after a first call), then each in a fresh
+    process (imports included; tinysweep with an empty numba cache). --quick: 2 epochs of
+    2 learning rates, no fresh processes."""
+    title = WORKLOADS["f"][0]
+    epochs, lrs = (2, digits.LRS[:2]) if quick else (digits.EPOCHS, digits.LRS)
+    x, y = digits.data()
+    chunk = prepare(digits.config(epochs, lrs), backend="torch", device="cpu",
+                    data=(x, y)).chunk
+    size = totals(chunk)
+    result = {"workload": f"f: {title}", **size, "contenders": {}}
+    c = result["contenders"]
+    print(f"[f] {title}: {size['runs']:,} runs, {size['sample_steps']:.3g} sample-steps",
+          flush=True)
+
+    def warm(call) -> dict:
+        """call() once (workers started, kernels compiled or loaded), then ``repeats``
+        times: the median's figures."""
+        call()
+        runs = [call() for _ in range(repeats)]
+        best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        return {**best, "repeats": [r["seconds"] for r in runs]}
+
+    sk = "per-run loop: scikit-learn MLPClassifier, joblib"
+    split = digits.split(x, y)
+    c[sk] = warm(lambda: digits.sklearn_fits(*split, epochs=epochs, lrs=lrs))
+    c["tinysweep.run, auto"] = warm(lambda: digits.tinysweep_run(x, y, epochs, lrs))
+    for backend in ("torch", "numba"):
+        if backend == "numba" and (why := (numba_backend.available()
+                                           or numba_backend.unsupported(chunk))) is not None:
+            c[f"tinysweep {backend}, training"] = {"error": f"unsupported: {why}"}
+            continue
+        verdict = guard(backend, chunk, "cpu")
+        c[f"tinysweep {backend}, training"] = (
+            {"error": verdict} if verdict != "ok" else
+            time_backend(backend, chunk, list(range(len(chunk.runs))), "cpu", repeats))
+    if not quick:
+        c["scikit-learn, a new process"] = digits.fresh_process("sklearn", epochs)
+        c["tinysweep.run, a new process, empty numba cache"] = digits.fresh_process(
+            "tinysweep", epochs)
+    for name, fig in c.items():
+        if "seconds" in fig:
+            print(f"  {name}: {fig['seconds']:.3g} s", flush=True)
+    result["loop_baseline"] = sk
+    sk_s = c[sk]["seconds"]
+    fresh_sk = c.get("scikit-learn, a new process", {}).get("seconds")
+    torch_s = c.get("tinysweep torch, training", {}).get("seconds")
+    fl = floor.floor_seconds(digits.flops(chunk), peaks) if peaks is not None else None
+    for name, fig in c.items():
+        if "seconds" not in fig:
+            continue
+        s = fig["seconds"]
+        # a new process against a new process, a warm call against a warm call
+        base = fresh_sk if "new process" in name and fresh_sk else sk_s
+        fig.update(sample_steps_per_s=size["sample_steps"] / s,
+                   run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
+                   speedup_vs_loop=base / s, speedup_vs_vmap_compile=None,
+                   speedup_vs_torch_backend=(torch_s / s) if torch_s else None,
+                   peak_mb=fig.get("peak_mb", float("nan")))
+        if fl is not None:
+            fig.update(floor_seconds=fl["floor_s"], floor=fl, of_floor=fl["floor_s"] / s)
+    return result
+
+
 def markdown(report: dict) -> str:
     lines = [f"# tinysweep throughput: {report['device']}, {report['date']}"
              + (" (quick)" if report["quick"] else ""), "",
@@ -500,7 +581,7 @@ def markdown(report: dict) -> str:
                 f"{f.get('compile_seconds', 0):.2g} | "
                 f"{f['sample_steps_per_s']:.3g} | {f['run_steps_per_s']:.3g} | "
                 f"{f['runs_per_s']:.3g} | {f['speedup_vs_loop']:.1f}x | {vs_vmap} | {vs_torch} | "
-                f"{f['peak_mb']:.0f} | {of_floor} |")
+                f"{f['peak_mb']:.0f} | {of_floor} |".replace("| nan |", "| - |"))
         lines.append("")
     return "\n".join(lines)
 

@@ -16,16 +16,16 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from run import QUICK_EPOCHS, QUICK_RUNS, WORKLOADS, sub_chunk  # noqa: E402
+from run import QUICK_EPOCHS, QUICK_RUNS, WORKLOADS, sub_chunk, workload_chunk  # noqa: E402
 from contenders import spread  # noqa: E402
 
 from tinysweep.trainer.backend import evaluation_epochs  # noqa: E402
-from tinysweep.trainer.sweep import Plan, prepare, train_chunk  # noqa: E402
+from tinysweep.trainer.sweep import Plan, train_chunk  # noqa: E402
 
 
 @pytest.mark.parametrize("key", sorted(WORKLOADS))
 def test_torch_backend_throughput(benchmark, key):
-    chunk = prepare(WORKLOADS[key][1], backend="torch", device="cpu").chunk
+    chunk = workload_chunk(key)
     chunk = sub_chunk(chunk, spread(len(chunk.runs), QUICK_RUNS), QUICK_EPOCHS)
     chunk = dataclasses.replace(chunk, eval_every=1,       # a curve to check
                                 eval_epochs=evaluation_epochs(chunk.runs, 1))
