@@ -87,6 +87,8 @@ def test_hyperband_on_triton_matches_the_reference():
                                        r"runs' epochs \(9\)$"),
     ({"hyperband": {"metric": "val_accuracy"}}, r"^sweep\.hyperband\.metric: expected one of"),
     ({"hyperband": {"min_epochs": 0}}, r"^sweep\.hyperband\.min_epochs"),
+    ({"hyperband": {"eta": 1}}, r"^sweep\.hyperband\.eta: expected a number >= 2, got 1$"),
+    ({"hyperband": {"eta": "3"}}, r"^sweep\.hyperband\.eta: expected a number >= 2"),
     ({"halving": {"rungs": [3]}}, r"^sweep\.hyperband: not used with sweep\.halving"),
     ({"epochs": [5, 9]}, r"^sweep\.hyperband: the runs' epochs .* must be one value"),
     ({"data": {"source": "moons", "params": {"n": 40}}},
@@ -105,6 +107,18 @@ def test_bad_hyperband_gets_one_line(change, match):
         config["data"] = change["data"]
     with pytest.raises(tinysweep.UserError, match=match):
         prepare(config)
+
+
+def test_bad_hyperband_exits_2_with_one_line_before_writing(tmp_path, capsys):
+    import yaml
+
+    from tinysweep.trainer import cli
+    path, out = tmp_path / "hb.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(hyperband_sweep(eta=1.5)))
+    assert cli.main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweep.hyperband.eta: expected a number >= 2, got 1.5" in err[0], err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_resume_finishes_an_interrupted_hyperband_sweep(tmp_path, monkeypatch):
