@@ -319,7 +319,8 @@ def cmd_run(args) -> int:
 
 
 def _run_plan(args, plan, out: Path, start: float) -> int:
-    from .sweep import ChunkFailures, execute, write_results
+    from .report import save_with_report
+    from .sweep import ChunkFailures, execute
     store = outdir.prepare_out(out, plan, args.resume, args.overwrite)
     if store is None:
         print(f"nothing to resume: {out}/ already holds the finished sweep")
@@ -334,13 +335,13 @@ def _run_plan(args, plan, out: Path, start: float) -> int:
               file=sys.stderr)
         return 1
     trained = time.perf_counter()
-    report = write_results(res, plan, out, report=True)
+    report = save_with_report(res, out)
     store.clear()
     written = time.perf_counter()
     print(_headline(res, plan, set_up - start, trained - set_up, written - trained))
+    html = ", report.html" if (out / "report.html").is_file() else ""
     print(f"results: {out}/ (results.csv, results.parquet, summary.csv, curves.npz, "
-          f"params.npz, config.yaml); "
-          f"report: {report}")
+          f"params.npz, config.yaml{html}); report: {report}")
     return 0
 
 
@@ -355,9 +356,9 @@ def cmd_diagnose(args) -> int:
             raise UserError(f"--out: {out} holds a sweep's results; give the diagnosis its "
                             f"own directory")
         if args.observed:
-            from .observed import diagnose_observed, write_observed
-            d = diagnose_observed(config, args.observed, backend=args.backend,
-                                  device=args.device)
+            from .observed import write_observed
+            d = diagnose(config, backend=args.backend, device=args.device,
+                         observed=args.observed)
             report = write_observed(d, out)
         else:
             d = diagnose(config, backend=args.backend, device=args.device)

@@ -323,7 +323,8 @@ def diagnose(config: str | Path | dict | Config, backend: str = "auto",
     correct code or one of the known bugs, and returns an ObservedDiagnosis (printable)."""
     if observed is not None:
         from .observed import diagnose_observed
-        return diagnose_observed(config, observed, backend, device, data=data, target=target)
+        return diagnose_observed(config, observed, backend, device, data=data, target=target,
+                                 followup=diagnose)
     from .sweep import config_data, execute, plan_for
 
     config = load_config(config, data, target)

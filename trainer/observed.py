@@ -249,9 +249,12 @@ def distances(observed: np.ndarray, sims: np.ndarray, metrics: list[str]):
 
 
 def diagnose_observed(config, observed, backend: str = "auto", device: str | None = None,
-                      *, data=None, target: str | None = None) -> ObservedDiagnosis:
+                      *, data=None, target: str | None = None,
+                      followup=None) -> ObservedDiagnosis:
     """Trains every observed setup under correct code and each bug, and ranks them by how
-    well each reproduces ``observed`` (a CSV's path or a DataFrame; see the module)."""
+    well each reproduces ``observed`` (a CSV's path or a DataFrame; see the module).
+    ``followup``: diagnose.diagnose, called on one setup when correct code explains the
+    observations best (passed in, not imported: diagnose imports this module)."""
     from .config import load_config
     from .sweep import config_data, execute, plan_for
     config = load_config(config, data, target)
@@ -273,17 +276,17 @@ def diagnose_observed(config, observed, backend: str = "auto", device: str | Non
             int((cells <= FITS).sum()), len(cells), mean[:, b], spread[:, b], d[:, b]))
     explanations.sort(key=lambda e: e.score)
     diagnosis = ObservedDiagnosis(explanations, metrics, values, setups, results, seconds)
-    if diagnosis.best.name == "correct code":
-        diagnosis.followup = _one_change(config, runs, values, metrics, backend, device)
+    if diagnosis.best.name == "correct code" and followup is not None:
+        diagnosis.followup = _one_change(config, runs, values, metrics, backend, device,
+                                         followup)
     return diagnosis
 
 
 def _one_change(config: Config, runs: Runs, values: np.ndarray, metrics: list[str],
-                backend: str, device: str | None):
-    """Today's diagnosis of one observed setup: the one with the highest observed final
-    loss (else the first)."""
+                backend: str, device: str | None, diagnose):
+    """Today's diagnosis (``diagnose``) of one observed setup: the one with the highest
+    observed final loss (else the first)."""
     from .config import SweepSpec
-    from .diagnose import diagnose
     row = 0
     if "final_train_loss" in metrics:
         loss = values[:, metrics.index("final_train_loss")]

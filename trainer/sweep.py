@@ -782,17 +782,13 @@ def run(config: str | Path | dict | Config, backend: str = "auto", device: str |
     return results
 
 
-def write_results(results: Results, plan: Plan, out: Path, save_data: bool = False,
-                  report: bool = False) -> Path | None:
-    """Writes the results directory (and with ``report``, the plots and report.md, whose
-    path is returned); with ``save_data``, the in-memory data beside them first."""
+def write_results(results: Results, plan: Plan, out: Path, save_data: bool = False) -> None:
+    """Writes the results directory; with ``save_data``, the in-memory data beside it first.
+    (The command's plots and reports: report.save_with_report, which writes the results
+    too.)"""
     if save_data:
         from .data import SAVED_DATA
         from .results import atomic_write
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / SAVED_DATA, plan.config.memory.save)
-    if not report:
-        results.save(out)
-        return None
-    from .report import save_with_report     # matplotlib: when plotting starts
-    return save_with_report(results, out)
+    results.save(out)
