@@ -9,7 +9,6 @@ one line naming the key and what is expected.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, _suggest, check_keys  # noqa: F401  (check_keys: config's too)
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 LOSSES = ("mse", "bce_with_logits", "cross_entropy")
@@ -245,20 +244,6 @@ _SECTIONS = {
     "train": tuple(n for n in RUN_PARAM_NAMES if n not in MODEL_PARAMS) + ("eval_every",),
     "sweep": ("strategy", "params", "samples", "seed", "halving", "hyperband", "pbt"),
 }
-
-
-def _suggest(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def check_keys(mapping: dict, allowed, where: str) -> None:
-    """Refuses the first key of ``mapping`` not in ``allowed``, suggesting the nearest name."""
-    for key in mapping:
-        if key not in allowed:
-            prefix = f"{where}." if where else ""
-            shown = key if re.fullmatch(r"[\w.-]+", str(key)) else repr(key)
-            raise UserError(f"{prefix}{shown}: unknown key{_suggest(key, allowed)}")
 
 
 def _section(raw: dict, key: str, required: bool = False) -> dict:

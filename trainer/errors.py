@@ -1,5 +1,8 @@
 """The exception types that are not bugs: the user's input is wrong, or a file could not be
-written."""
+written; and the check of a mapping's keys that every config section shares."""
+
+import difflib
+import re
 
 
 class UserError(Exception):
@@ -27,3 +30,17 @@ class WriteError(OSError):
 
 def _write_error(path, errno: int, strerror: str) -> WriteError:
     return WriteError(path, OSError(errno, strerror))
+
+
+def _suggest(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_keys(mapping: dict, allowed, where: str) -> None:
+    """Refuses the first key of ``mapping`` not in ``allowed``, suggesting the nearest name."""
+    for key in mapping:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            shown = key if re.fullmatch(r"[\w.-]+", str(key)) else repr(key)
+            raise UserError(f"{prefix}{shown}: unknown key{_suggest(key, allowed)}")

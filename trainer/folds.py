@@ -27,13 +27,12 @@ import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
+from .errors import UserError, check_keys
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .data import Dataset
-    from .runs import Runs
 
 # Losses whose targets are classes: their folds are stratified.
 CLASS_LOSSES = ("bce_with_logits", "cross_entropy")
@@ -57,7 +56,6 @@ def check_cv(value: Any, val_fraction: float) -> dict | None:
     if not isinstance(value, dict):
         folds = _whole(value, "data.cv", 2)
         value = {"folds": folds}
-    from .config import check_keys
     check_keys(value, CV_KEYS, "data.cv")
     if val_fraction:
         raise UserError(f"data.cv and data.val_fraction ({val_fraction!r}): each fold is "
@@ -265,19 +263,3 @@ def make_assignment(cv: dict, y, loss: str) -> np.ndarray:
     return fold_assignment(y, folds=cv["folds"], repeats=cv["repeats"],
                            shuffle_seed=cv["shuffle_seed"], stratify=loss in CLASS_LOSSES)
 
-
-def tile_runs(runs: Runs, times: int) -> Runs:
-    """``runs`` repeated ``times`` times, one after the other (a split's settings, for each
-    split); a constant column stays a zero-stride view."""
-    import numpy as np
-
-    from .runs import Labels, constant, is_constant
-    columns = {}
-    n = len(runs) * times
-    for name, col in runs.columns.items():
-        codes = col.codes if isinstance(col, Labels) else col
-        codes = constant(codes[0], n, codes.dtype) if is_constant(codes) and len(codes) \
-            else np.tile(codes, times)
-        columns[name] = Labels(codes, col.choices) if isinstance(col, Labels) else codes
-    from .runs import Runs
-    return Runs(columns)

@@ -302,3 +302,16 @@ def default_column(name: str, value, n: int) -> Column:
     if meta["kind"] == "widths":
         return Labels(constant(0, n, np.int8), (widths_text(value),))
     return constant(value, n, DTYPES[meta["kind"]])
+
+
+def tile_runs(runs: Runs, times: int) -> Runs:
+    """``runs`` repeated ``times`` times, one after the other (a split's settings, for each
+    split); a constant column stays a zero-stride view."""
+    columns = {}
+    n = len(runs) * times
+    for name, col in runs.columns.items():
+        codes = col.codes if isinstance(col, Labels) else col
+        codes = constant(codes[0], n, codes.dtype) if is_constant(codes) and len(codes) \
+            else np.tile(codes, times)
+        columns[name] = Labels(codes, col.choices) if isinstance(col, Labels) else codes
+    return Runs(columns)

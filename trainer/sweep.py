@@ -223,7 +223,8 @@ def prepare(config: str | Path | dict | Config, backend: str = "auto",
     data = config_data(config, folds=True)
     folds = None
     if config.data.cv is not None:
-        from .folds import Folds, make_assignment, tile_runs
+        from .folds import Folds, make_assignment
+        from .runs import tile_runs
         table = make_assignment(config.data.cv, data.y_train.numpy(), config.model.loss)
         folds = Folds(data, table, len(runs))
         if len(runs) * folds.splits > MAX_RUNS:
