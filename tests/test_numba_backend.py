@@ -43,6 +43,15 @@ def assert_same_runs_diverged_aside(actual, expected):
     assert_same_runs(*masked)
 
 
+@pytest.fixture(params=[64, 8], ids=["64 lanes", "8 lanes"])
+def lanes(request, monkeypatch):
+    """Every group in blocks of this many lanes (kernels/numba_mlp.py: with_lanes), whatever
+    its size would choose."""
+    from tinysweep.trainer import numba_backend
+    monkeypatch.setattr(numba_backend, "FORCE_LANES", request.param)
+    return request.param
+
+
 def assert_identical(a, b):
     """Two Results of the same sweep are equal bit for bit."""
     assert a.table.equals(b.table)
@@ -60,7 +69,8 @@ def assert_identical(a, b):
     ([7], "relu", "bce_with_logits", "xor", 0.0),
     ([2, 5], "tanh", "mse", "circles", 0.0),
 ])
-def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, source, val):
+def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, source, val,
+                                       lanes):
     n = 46 if val else 37
     path = write_config(
         data={"source": source, "params": {"n": n}, "seed": 3, "val_fraction": val},
@@ -73,7 +83,7 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
     assert_same_runs(numba_res, ref)
 
 
-def test_line_kernel_matches_reference(write_config):
+def test_line_kernel_matches_reference(write_config, lanes):
     """The one-input, no-hidden-layer model (its segment keeps the weight, bias and their
     gradient sums in registers) for both one-output losses, shuffled blocks with lanes of
     different seeds (gathered rows) and unshuffled (broadcast rows)."""
@@ -105,7 +115,7 @@ K_OUTPUTS = {"hidden": [[], [4], [3, 5]], "optimizer": ["sgd", "adam"],
 
 
 @pytest.mark.parametrize("task", ["cross_entropy", "mse2"])
-def test_k_outputs_match_reference(task):
+def test_k_outputs_match_reference(task, lanes):
     if task == "cross_entropy":     # 3 classes, a validation split: loss and accuracy curves
         config = {"data": {"source": "blobs", "params": {"n": 38, "classes": 3, "features": 2},
                            "seed": 2, "val_fraction": 0.2},
@@ -348,7 +358,7 @@ def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(writ
     path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
                         sweep={"params": {"lr": [0.01, 0.1]}})
     tinysweep.run(path, backend="numba", progress=True)
-    assert len(numba_mlp.train_blocks(1, False).signatures) == 1
+    assert len(numba_backend.kernels_for(2).train_blocks(1, False).signatures) == 1
 
 
 @pytest.mark.parametrize("error", ["lowering", "disk full"])
@@ -371,7 +381,8 @@ def test_a_kernel_that_cannot_compile_falls_back_to_torch_in_one_line(write_conf
     monkeypatch.setattr(numba_backend, "_compile", refuse)
     # fresh dispatchers, none compiled in this process yet (another test may have compiled
     # this variant: it would never compile again)
-    monkeypatch.setattr(numba_mlp, "_VARIANTS", {})
+    for lanes in (numba_backend.WIDE, numba_backend.NARROW):
+        monkeypatch.setattr(numba_mlp.with_lanes(lanes), "_VARIANTS", {})
     path = write_config(data={"source": "blobs", "params": {"n": 40, "features": 3}},
                         model={"hidden": [2, 2], "activation": "relu", "loss": "cross_entropy"},
                         train={"epochs": 2, "eps": 3e-8},
@@ -392,21 +403,22 @@ def test_auto_trains_on_torch_where_it_predicts_torch_clearly_faster(write_confi
                                                                      capsys):
     """On quiet cores auto trains on the torch backend where that is predicted 1.5x faster
     than the kernels with their compile: a fresh machine (a variant not in numba's cache)
-    with a small sweep, said once; or one run of a wide model, which leaves 63 of a
-    block's 64 lanes idle, said nowhere. Busy cores, or torch predicted slower: numba."""
+    with a small sweep, said once; or one run of a wide model in a block of 64 lanes (63
+    idle), said nowhere. Busy cores, or torch predicted slower: numba. The run in a block
+    of 8 lanes, as lanes_for gives it: numba."""
     from tinysweep.trainer import numba_backend, torch_backend
     from tinysweep.trainer.sweep import prepare
     path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
                         sweep={"params": {"lr": [0.01, 0.1]}})
     tinysweep.run(path, backend="numba")
     chunk = prepare(path, backend="numba", device="cpu").chunk
-    assert numba_backend.variants(chunk) == [(1, False)]
-    assert numba_backend.cached(1, False) is True       # the signature auto checks is the real one
+    assert numba_backend.variants(chunk) == [(1, False, 8)]     # 2 runs: blocks of 8 lanes
+    assert numba_backend.cached(1, False, 8) is True    # the signature auto checks is the real one
     monkeypatch.setattr(numba_backend, "AUTO_PREDICT", True)
     monkeypatch.setattr(numba_backend, "busy", lambda: False)
     capsys.readouterr()
     assert prepare(path, backend="auto", device="cpu").backend == "numba"   # compiled, tiny
-    monkeypatch.setattr(numba_backend, "cached", lambda depth, multi: False)
+    monkeypatch.setattr(numba_backend, "cached", lambda depth, multi, lanes: False)
     assert prepare(path, backend="auto", device="cpu").backend == "torch"
     assert prepare(path, backend="auto", device="cpu").backend == "torch"
     err = capsys.readouterr().err.splitlines()
@@ -422,17 +434,23 @@ def test_auto_trains_on_torch_where_it_predicts_torch_clearly_faster(write_confi
     # one run of 64-32-10, compiled: numba's block of lanes costs 64 runs' time
     monkeypatch.setattr(numba_backend, "AUTO_PREDICT", True)
     monkeypatch.setattr(numba_backend, "busy", lambda: False)
-    monkeypatch.setattr(numba_backend, "cached", lambda depth, multi: True)
+    monkeypatch.setattr(numba_backend, "cached", lambda depth, multi, lanes: True)
     wide = write_config("wide.yaml", data={"source": "blobs",
                                            "params": {"n": 200, "features": 64, "classes": 10}},
                         model={"hidden": [32], "activation": "relu", "loss": "cross_entropy"},
                         train={"epochs": 20})
     chunk = prepare(wide, backend="numba", device="cpu").chunk
-    assert (torch_backend.predicted_seconds(chunk) * numba_backend.TORCH_MARGIN
-            < numba_backend.predicted_seconds(chunk))
+    narrow = numba_backend.predicted_seconds(chunk)
+    monkeypatch.setattr(numba_backend, "FORCE_LANES", 64)
+    wide_s = numba_backend.predicted_seconds(chunk)
+    assert torch_backend.predicted_seconds(chunk) * numba_backend.TORCH_MARGIN < wide_s
     capsys.readouterr()
     assert prepare(wide, backend="auto", device="cpu").backend == "torch"
     assert capsys.readouterr().err == ""
+    # in a block of 8 lanes (its own width): 8 runs' time, as fast as torch's
+    monkeypatch.setattr(numba_backend, "FORCE_LANES", None)
+    assert numba_backend.lanes_for(1) == 8 and narrow * 4 < wide_s
+    assert prepare(wide, backend="auto", device="cpu").backend == "numba"
 
 
 def test_an_empty_numba_cache_is_seen_as_not_compiled(tmp_path):

@@ -61,6 +61,32 @@ COMPILE_NOTICE_S = 2.0
 COLD_COMPILE_S = 8.0
 
 
+# Lanes a block, per group (kernels/numba_mlp.py: with_lanes): 64, or NARROW where the
+# group's runs fill 64-lane blocks poorly. A narrow lane costs NARROW_COST wide ones, the
+# middle of what was measured one thread, full blocks (2-core Xeon, 2026-12-06): 1.0 for
+# digits' 64-wide models, 1.6 for the batchnorm 2-32-32-1, 2.0 for the 1-16-1 MLP (the
+# per-row bookkeeping is shared by 8 runs, not 64). So digits' groups of 24 runs take 8
+# (24 lanes against 64), a group of 40 keeps 64, one run takes 8.
+WIDE, NARROW = 64, 8
+NARROW_COST = 1.6
+FORCE_LANES: int | None = None      # tests: every group at this width
+
+
+def lanes_for(runs: int) -> int:
+    """The lanes a block for a group of ``runs`` runs: the width that pads the fewest
+    lane-equivalents (NARROW ones cost NARROW_COST)."""
+    if FORCE_LANES is not None:
+        return FORCE_LANES
+    padded = lambda w: -(-runs // w) * w
+    return NARROW if padded(NARROW) * NARROW_COST < padded(WIDE) else WIDE
+
+
+def kernels_for(runs: int):
+    """kernels/numba_mlp.py compiled for the lanes a group of ``runs`` runs takes."""
+    from ..kernels import numba_mlp
+    return numba_mlp.with_lanes(lanes_for(runs))
+
+
 def threads() -> int:
     """Threads the kernels use: numba's setting (NUMBA_NUM_THREADS, set_num_threads)."""
     import numba
@@ -118,11 +144,15 @@ def _compile(kernel, signature: tuple) -> None:
     kernel.compile(signature)
 
 
-def variants(chunk: Chunk) -> list[tuple[int, bool]]:
-    """The kernel variants (depth, multi) that train the chunk: one per depth of its
-    architectures."""
+def variants(chunk: Chunk, launches: int = 1) -> list[tuple[int, bool, int]]:
+    """The kernel variants (depth, multi, lanes) that train the chunk (in ``launches``
+    parts): one per depth of its groups and the lanes each group's size takes."""
     multi = chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1
-    return sorted({(len(hidden), multi) for hidden in chunk.runs.architectures()})
+    out = set()
+    for rows in torch_backend.group_rows(chunk):
+        depth = len(chunk.runs.row(int(rows[0])).hidden)
+        out.add((depth, multi, lanes_for(-(-len(rows) // launches))))
+    return sorted(out)
 
 
 def _signature(kernel, depth: int, multi: bool) -> tuple:
@@ -141,14 +171,14 @@ def _signature(kernel, depth: int, multi: bool) -> tuple:
     return tuple(numba.typeof(value) for value in bound.arguments.values())
 
 
-def cached(depth: int, multi: bool) -> bool | None:
+def cached(depth: int, multi: bool, lanes: int = WIDE) -> bool | None:
     """Whether this machine has the variant compiled: in this process, or in numba's disk
     cache for this CPU (its first call then loads it, about half a second, instead of
     compiling it, 6 to 13 s). None where numba's cache cannot be read this way (its index
     is numba's own, not a public API): counted as compiled, the behaviour before the
     check."""
-    from ..kernels import numba_mlp as nk
-    kernel = nk.train_blocks(depth, multi)
+    from ..kernels import numba_mlp
+    kernel = numba_mlp.with_lanes(lanes).train_blocks(depth, multi)
     try:
         signature = _signature(kernel, depth, multi)
         if signature in kernel.overloads:
@@ -180,12 +210,13 @@ def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     of LANES runs (in each of ``launches`` parts) spread over the threads, each block
     LANES x its longest run's rows (training, and evaluations at a third of the cost) x
     the model's weights x LANE_WEIGHT_S."""
-    from ..kernels.numba_mlp import LANES
     runs, n = chunk.runs, chunk.data.n_train
     n_threads = threads()
     seconds = 0.0
     for rows in torch_backend.group_rows(chunk):
-        weights = torch_backend.group_weights(chunk, rows)
+        LANES = lanes_for(-(-len(rows) // launches))     # a launch's runs of the group
+        cost = NARROW_COST if LANES == NARROW else 1.0
+        weights = torch_backend.group_weights(chunk, rows) * cost
         epochs = float(runs.epochs[rows].max())
         evaluations = epochs / chunk.eval_every + 1
         block = LANES * weights * LANE_WEIGHT_S * (
@@ -211,7 +242,7 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     one call per window of epochs, slowed by 2x at most (bench/NOTES.md)."""
     if not AUTO_PREDICT or busy():
         return False, None
-    cold = [v for v in variants(chunk) if cached(*v) is False]
+    cold = [v for v in variants(chunk, launches) if cached(*v) is False]
     compile_s = COLD_COMPILE_S * len(cold)
     numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
@@ -262,7 +293,7 @@ class _NumbaGroup(_Group):
     threads: int | None = None      # threads its kernel calls use (None: threads())
 
     def train(self):
-        from ..kernels import numba_mlp as nk
+        nk = self.nk = kernels_for(len(self.rows))
         self.load(nk)
         e0, last = self.chunk.start_epoch(), int(self.c.epochs.max())
         while e0 < last:
@@ -365,7 +396,7 @@ class _NumbaGroup(_Group):
     def _orders(self, e0: int, e1: int) -> np.ndarray:
         """Permutation tables int32 [Q, e1 - e0, n] of every seed a shuffled run needs in
         epochs e0..e1-1, and each lane's table in ihp[I_ORDER] (-1: rows in order)."""
-        from ..kernels import numba_mlp as nk
+        nk = self.nk
         c, n = self.c, self.n
         needs = c.shuffle & (c.epochs > e0)
         seeds = np.unique(c.seed[needs])
@@ -443,10 +474,9 @@ def _train(chunk: Chunk, progress) -> ChunkResult:
     many architectures with a few runs each) train side by side, a thread each, so that no
     thread waits while one group's only block trains. A run's arithmetic is its lane's
     alone: the results are the same either way."""
-    from ..kernels.numba_mlp import LANES
     n_threads = threads()
     groups = torch_backend.group_rows(chunk)
-    small = [rows for rows in groups if -(-len(rows) // LANES) < n_threads]
+    small = [rows for rows in groups if -(-len(rows) // lanes_for(len(rows))) < n_threads]
     if len(small) < 2:
         return torch_backend.train(chunk, "cpu", progress, group_class=_NumbaGroup)
     result = chunk.empty_result()
