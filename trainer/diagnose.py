@@ -373,7 +373,7 @@ def format_findings(d: Diagnosis) -> str:
 # ---- the report ----------------------------------------------------------------------------
 def write_diagnosis(d: Diagnosis, out: str | Path) -> Path:
     """Saves the diagnostic sweep's results, plots and diagnose.md into ``out``."""
-    from .report import _figure, _log_y, _save
+    from .figures import _figure, _log_y, _save
     from .report_html import write_html
     out = Path(out)
     d.results.save(out)

@@ -301,7 +301,7 @@ def _one_change(config: Config, runs: Runs, values: np.ndarray, metrics: list[st
 # ---- the figure and the report -------------------------------------------------------------
 def write_observed(d: ObservedDiagnosis, out: str | Path) -> Path:
     """Writes the sweep's results, plots/observed.png and diagnose.md into ``out``."""
-    from .report import _save
+    from .figures import _save
     from .report_html import write_html
     from .results import atomic_write
     out = Path(out)

@@ -21,6 +21,16 @@ TOP_MEMBERS = 5         # PBT: the final best members whose lineage and schedule
 LISTED_COPIES = 8       # PBT in report.md: copies named per round ("and 12 more")
 
 
+def halving_steps(table: pd.DataFrame) -> int:
+    """The optimizer steps a halving sweep's runs would take without halving: a stopped
+    run's steps x epochs / stopped_epoch."""
+    stopped = table["stopped_epoch"].to_numpy(dtype=np.float64)
+    steps = table["steps"].to_numpy(dtype=np.float64)
+    epochs = table["epochs"].to_numpy(dtype=np.float64)
+    ran = np.isnan(stopped)
+    return int(np.where(ran, steps, steps * epochs / np.where(ran, 1, stopped)).sum())
+
+
 def _config_of(res) -> dict:
     return res.config.get("sweep", {}) or {}
 
@@ -104,7 +114,6 @@ def hyperband_lines(res, info: dict | None = None) -> list[str]:
     info = info if info is not None else hyperband_info(res)
     if info is None:
         return []
-    from .report import halving_steps
     table = res.table
     steps, full = int(table["steps"].sum()), halving_steps(table)
     m = info["metric"].replace("_", " ")
@@ -138,7 +147,7 @@ def _joined(epoch: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def plot_brackets(info: dict, path) -> object:
     """A panel per bracket: its runs' metric over epochs (stopped runs grey, ending at
     their rung; survivors blue; the best run black), the rungs as dashed lines."""
-    from .report import _figure, _log_y, _save
+    from .figures import _figure, _log_y, _save
     brackets = info["brackets"]
     fig, axes = _figure(len(brackets), width=3.4, height=3.2, sharey=True)
     axes = np.atleast_1d(axes).ravel()
@@ -310,7 +319,7 @@ def plot_lineage(info: dict, path) -> object:
     those lineages were trained with, over epochs."""
     from matplotlib.collections import LineCollection
 
-    from .report import _figure, _log_scale, _log_y, _save
+    from .figures import _figure, _log_scale, _log_y, _save
     names = info["params"]
     fig, axes = _figure(1 + len(names), width=4.2, height=3.4)
     axes = np.atleast_1d(axes).ravel()
