@@ -13,7 +13,9 @@ setup(
     version="0.1.0",
     description="Train hundreds to millions of tiny MLPs at once: sweeps that say why a model does not converge",
     python_requires=">=3.10",
-    packages=["tinysweep", "tinysweep.trainer", "tinysweep.kernels"],
+    packages=["tinysweep", "tinysweep.trainer", "tinysweep.kernels", "tinysweep.trainer.spec",
+              "tinysweep.trainer.backends", "tinysweep.trainer.pipeline",
+              "tinysweep.trainer.insight"],
     package_dir={"tinysweep": "tinysweep", "tinysweep.trainer": "trainer",
                  "tinysweep.kernels": "kernels"},
     # triton: the fused kernels (on Linux, where its wheels are; the CPU runs them only
@@ -24,7 +26,7 @@ setup(
                       "triton>=3.2; platform_system == 'Linux'", "numba>=0.60",
                       # plotly: only its offline bundle, plotly.min.js, inlined in report.html
                       "plotly>=5"],
-    package_data={"tinysweep.trainer": ["report_assets/*.js", "report_assets/*.css"]},
+    package_data={"tinysweep.trainer.insight": ["report_assets/*.js", "report_assets/*.css"]},
     # ray: --executor ray (the tests start a local instance, so they need it too); polars
     # and duckdb: the tests read results.parquet with them; lightning: the doctor's Lightning
     # callback (a 0.85 MB wheel, 7.5 s to install with its dependencies beside torch);

@@ -22,10 +22,10 @@ import time
 import numpy as np
 import torch
 
-from tinysweep.trainer import reference
-from tinysweep.trainer.backend import Chunk, steps_per_epoch
-from tinysweep.trainer.model import pointwise_loss, seeded_model
-from tinysweep.trainer.order import epoch_order
+from tinysweep.trainer.backends import reference
+from tinysweep.trainer.backends.backend import Chunk, steps_per_epoch
+from tinysweep.trainer.spec.model import pointwise_loss, seeded_model
+from tinysweep.trainer.spec.order import epoch_order
 
 
 def per_run_loop(chunk: Chunk, picked: list[int], device: str = "cpu") -> float:

@@ -59,7 +59,7 @@ def config(epochs: int = EPOCHS, lrs=LRS) -> dict:
 def split(x, y):
     """tinysweep's own split of the rows (the same seed, fraction and stratification), so
     scikit-learn trains on the rows tinysweep trains on, standardized the same way."""
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.pipeline.sweep import prepare
     d = prepare(config(epochs=1, lrs=LRS[:1]), backend="torch", device="cpu",
                 data=(x, y)).chunk.data
     mean, std = (t.numpy() for t in d.standardization())
@@ -137,7 +137,7 @@ def flops(chunk) -> dict:
     """bench/floor.py's counts of the grid, summed over its architectures (the floor of a
     sweep of several models is the sum of each group's)."""
     import floor
-    from tinysweep.trainer.backend import steps_per_epoch
+    from tinysweep.trainer.backends.backend import steps_per_epoch
 
     n = chunk.data.n_train
     runs = chunk.runs

@@ -33,7 +33,7 @@ SCRIPTS = sorted((ROOT / "tests" / "doctor_scripts").glob("healthy_*.py"))
 
 
 def in_process(script: Path, watched: bool) -> float:
-    from tinysweep.trainer import doctor
+    from tinysweep.trainer.insight import doctor
     sys.path.insert(0, str(script.parent))
     quiet = io.StringIO()
     try:

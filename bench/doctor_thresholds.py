@@ -1,4 +1,4 @@
-"""Calibrates the doctor's thresholds (trainer/doctor_checks.py): trains randomized small
+"""Calibrates the doctor's thresholds (trainer/insight/doctor_checks.py): trains randomized small
 PyTorch runs in this process, healthy ones and ones with one injected bug each, every run
 under tinysweep.doctor.watch(), and prints
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinysweep.trainer import doctor
+from tinysweep.trainer.insight import doctor
 
 LEARNED = 0.9       # a run learned when its last validation loss is under 0.9 x chance's
 

@@ -17,7 +17,7 @@ Three counts, each over the device's measured peak; the largest is the floor
 
 from __future__ import annotations
 
-from tinysweep.trainer.model import layer_sizes
+from tinysweep.trainer.spec.model import layer_sizes
 
 SFU_PER_UNIT = {"sigmoid": 2, "tanh": 2, "relu": 0}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from tinysweep.trainer import triton_backend
+from tinysweep.trainer.backends import triton_backend
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"line_100k": HERE / "workloads" / "line_100k.yaml",
@@ -38,8 +38,8 @@ DEFAULT_SPLIT = triton_backend.SPLIT    # the backend's own; layouts below chang
 
 def loaded_group(path):
     """The workload's one group of runs, loaded into the kernels' layout, and its sample-steps."""
-    from tinysweep.trainer.sweep import prepare
-    from tinysweep.trainer.torch_backend import group_rows
+    from tinysweep.trainer.pipeline.sweep import prepare
+    from tinysweep.trainer.backends.torch_backend import group_rows
 
     plan = prepare(path, backend="triton", device="cuda")
     chunk = plan.chunk

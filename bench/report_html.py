@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tinysweep.trainer.report_html import page_info, write_html
-from tinysweep.trainer.results import Results
+from tinysweep.trainer.insight.report_html import page_info, write_html
+from tinysweep.trainer.pipeline.results import Results
 
 EPOCHS = 100
 

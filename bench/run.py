@@ -58,10 +58,10 @@ import digits  # noqa: E402
 import floor  # noqa: E402
 
 import tinysweep  # noqa: E402
-from tinysweep.trainer import numba_backend, reference, triton_backend  # noqa: E402
-from tinysweep.trainer.backend import Chunk, evaluation_epochs, steps_per_epoch  # noqa: E402
-from tinysweep.trainer.results import atomic_write  # noqa: E402
-from tinysweep.trainer.sweep import Plan, prepare, train_chunk  # noqa: E402
+from tinysweep.trainer.backends import numba_backend, reference, triton_backend  # noqa: E402
+from tinysweep.trainer.backends.backend import Chunk, evaluation_epochs, steps_per_epoch  # noqa: E402
+from tinysweep.trainer.pipeline.results import atomic_write  # noqa: E402
+from tinysweep.trainer.pipeline.sweep import Plan, prepare, train_chunk  # noqa: E402
 
 WORKLOADS = {
     "a": ("line study", HERE.parent / "examples" / "line_batch_size.yaml"),
@@ -218,7 +218,7 @@ def time_backend(backend: str, chunk: Chunk, picked: list[int], device: str,
 # loading from a full one).
 _FIRST_CALL = """
 import sys, time
-from tinysweep.trainer.sweep import Plan, prepare, train_chunk
+from tinysweep.trainer.pipeline.sweep import Plan, prepare, train_chunk
 sys.path.insert(0, {here!r})
 from run import sub_chunk
 chunk = prepare({path!r}, backend="torch", device="cpu").chunk
@@ -248,8 +248,8 @@ def numba_compile_seconds(path: Path) -> dict:
 def triton_kernel_seconds(chunk: Chunk, repeats: int) -> float:
     """Device time of the triton backend's launches alone (CUDA events around each group's
     training, its state loaded beforehand): the median over ``repeats`` fresh loads."""
-    from tinysweep.trainer.torch_backend import group_rows
-    from tinysweep.trainer.triton_backend import _TritonGroup
+    from tinysweep.trainer.backends.torch_backend import group_rows
+    from tinysweep.trainer.backends.triton_backend import _TritonGroup
 
     times = []
     for _ in range(repeats):
@@ -311,9 +311,12 @@ def bookkeeping(key: str, quick: bool, device: str, scale: int = 1) -> dict:
     import tempfile
 
     import matplotlib.figure  # noqa: F401  (imported before the clock, as torch is)
-    from tinysweep.trainer import config as config_module, report as report_module, sweep
-    from tinysweep.trainer import numba_backend as numba_module
-    from tinysweep.trainer import tables, torch_backend, triton_backend as triton_module  # noqa: F401
+    from tinysweep.trainer.spec import config as config_module
+    from tinysweep.trainer.insight import report as report_module
+    from tinysweep.trainer.pipeline import sweep
+    from tinysweep.trainer.backends import numba_backend as numba_module
+    from tinysweep.trainer.pipeline import tables  # noqa: F401
+    from tinysweep.trainer.backends import torch_backend, triton_backend as triton_module
 
     title, path = WORKLOADS[key]
     raw = config_module.read_config_file(path)

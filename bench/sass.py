@@ -47,8 +47,8 @@ def kernel_of(key: str):
     import torch
 
     from tinysweep.kernels import mlp, wide
-    from tinysweep.trainer import torch_backend, triton_backend
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.backends import torch_backend, triton_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
 
     if key in WORKLOADS:
         config = HERE / "workloads" / WORKLOADS[key]
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
                         help="lanes per run of the lane kernel (default: one, as on the CPU)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     if args.wide:
         triton_backend.LANE_WEIGHTS = 0
     triton_backend.SPLIT = args.split

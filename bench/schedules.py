@@ -128,7 +128,7 @@ def epochs_trained(config: dict, runs: int) -> int:
     """The epochs a schedule's stages train in all, from the counts alone (no run
     diverging): halving keeps ceil(keep x n) at each rung, Hyperband max(1, n // eta) in each
     bracket; the grid and PBT train every run to the end."""
-    from tinysweep.trainer.sweep import brackets
+    from tinysweep.trainer.pipeline.sweep import brackets
     sweep, epochs = config["sweep"], config["train"]["epochs"]
     if "halving" in sweep:
         h, total, alive, reached = sweep["halving"], 0, runs, 0
@@ -155,8 +155,8 @@ def epochs_trained(config: dict, runs: int) -> int:
 
 def mean_steps_per_epoch(config: dict, data) -> float:
     """The sampled runs' mean optimizer steps per epoch (before training)."""
-    from tinysweep.trainer.backend import steps_per_epoch
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.backends.backend import steps_per_epoch
+    from tinysweep.trainer.pipeline.sweep import prepare
     plan = prepare(config, "torch", "cpu", data=data)
     return float(np.mean(steps_per_epoch(plan.chunk.data.n_train, plan.chunk.runs.batch_size)))
 

@@ -38,9 +38,9 @@ def one(hidden: list[int]) -> dict:
     import torch
     from triton.testing import do_bench
 
-    from tinysweep.trainer import torch_backend, triton_backend
-    from tinysweep.trainer.config import parse_config
-    from tinysweep.trainer.sweep import Plan, prepare, train_chunk
+    from tinysweep.trainer.backends import torch_backend, triton_backend
+    from tinysweep.trainer.spec.config import parse_config
+    from tinysweep.trainer.pipeline.sweep import Plan, prepare, train_chunk
 
     config = parse_config(config_for(hidden), Path.cwd())
     chunk = prepare(config, backend="torch", device="cpu").chunk

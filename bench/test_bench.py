@@ -19,8 +19,8 @@ pytest.importorskip("pytest_benchmark")
 from run import QUICK_EPOCHS, QUICK_RUNS, WORKLOADS, sub_chunk, workload_chunk  # noqa: E402
 from contenders import spread  # noqa: E402
 
-from tinysweep.trainer.backend import evaluation_epochs  # noqa: E402
-from tinysweep.trainer.sweep import Plan, train_chunk  # noqa: E402
+from tinysweep.trainer.backends.backend import evaluation_epochs  # noqa: E402
+from tinysweep.trainer.pipeline.sweep import Plan, train_chunk  # noqa: E402
 
 
 @pytest.mark.parametrize("key", sorted(WORKLOADS))

@@ -5,7 +5,7 @@
 Under TINYSWEEP_TF32=1 the triton backend's wide kernel (kernels/wide.py) computes its
 layer products with ``tl.dot(..., input_precision="tf32")``: the tensor cores read each
 operand with a 10-bit mantissa and accumulate in fp32. Only a GPU has tf32; this script
-emulates it in the reference backend (trainer/reference.py, one nn.Module and torch.optim
+emulates it in the reference backend (trainer/backends/reference.py, one nn.Module and torch.optim
 per run), whose Linear layers get a forward and backward that round the operands of their
 three products (forward x W^T; backward g W and g^T x) to tf32 before an fp32 product.
 Biases, activations, batchnorm, the loss and the optimizer stay fp32. Two roundings:
@@ -142,7 +142,7 @@ def dot_layers(n_features: int, hidden, batchnorm: bool, n_outputs: int) -> list
     """For each Linear layer, first to last: does the wide kernel compute its products with
     tl.dot (tf32 under TINYSWEEP_TF32=1)? wide.py's _mm_t, _mm and _mm_tn use tl.dot when
     the tile's rows (WIDE_ROWS) and the layer's padded input and output are all >= 16."""
-    from tinysweep.trainer.triton_backend import WIDE_ROWS, _pow2, kernel_for
+    from tinysweep.trainer.backends.triton_backend import WIDE_ROWS, _pow2, kernel_for
 
     if kernel_for(n_features, list(hidden), batchnorm, n_outputs) != "wide" or WIDE_ROWS < 16:
         return [False] * (len(hidden) + 1)
@@ -156,7 +156,7 @@ def emulated(rounding: str, scope: str):
     docstring): its models' Linear layers get TF32Linear's forward."""
     from torch import nn
 
-    from tinysweep.trainer import reference
+    from tinysweep.trainer.backends import reference
 
     function, plain = _linear_function(), reference.seeded_model
     cast = lambda t: tf32(t, rounding)

@@ -58,8 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     import optuna
     import tinysweep
-    from tinysweep.trainer.config import load_config
-    from tinysweep.trainer.sweep import config_data
+    from tinysweep.trainer.spec.config import load_config
+    from tinysweep.trainer.pipeline.sweep import config_data
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for sampler in ("tpe", "random"):
         t = time.perf_counter()

@@ -18,7 +18,7 @@ lanes of one program waste few iterations.
 Unshuffled lanes read the training rows in order. A shuffled lane reads, just as
 contiguously, a copy of them in its epoch's order, one per (seed, epoch), which the host
 gathers after ``order_kernel`` writes the permutations (the counter-based Feistel
-permutation of trainer/order.py): no dependent load per row (kernels/NOTES.md, v6).
+permutation of trainer/spec/order.py): no dependent load per row (kernels/NOTES.md, v6).
 
 The math, for an MLP with layers A (input), B, C (as deep as the model is):
 

@@ -29,7 +29,7 @@ runs so), position ``p`` is one row for every lane, loaded once and broadcast; e
 lane gathers its own row.
 
 Shuffled lanes read their row from ``order`` (int32 permutation tables, one per (seed,
-epoch), written by ``order_tables``: trainer/order.py's counter-based Feistel permutation,
+epoch), written by ``order_tables``: trainer/spec/order.py's counter-based Feistel permutation,
 ported here).
 
 The math (the triton kernel's), for layers 0..depth with weights W_k [out, in], biases b_k:
@@ -377,7 +377,7 @@ ACT_SIGMOID, ACT_TANH, ACT_RELU = 0, 1, 2
 LOSS_MSE, LOSS_BCE, LOSS_CE = 0, 1, 2     # mse (one output or k), bce_with_logits, cross_entropy
 OPT_SGD, OPT_ADAM = 0, 1        # adam covers adamw (decoupled weight decay per lane)
 
-# Rows of the per-run hyperparameter tables (host: trainer/numba_backend.py).
+# Rows of the per-run hyperparameter tables (host: trainer/backends/numba_backend.py).
 # fhp, float64 [F_ROWS, runs]: LR is the current learning rate (StepLR multiplies it by
 # GAMMA as torch's StepLR does), B1T/B2T Adam's beta ** step: state kept between calls.
 F_LR, F_GAMMA, F_BETA1, F_BETA2, F_EPS, F_MOM, F_WDC, F_WDD, F_B1T, F_B2T = range(10)
@@ -520,7 +520,7 @@ def _act_grad(h, act):
     return vwhere(vgt(h, _0), _1, _0)
 
 
-# ---- batch order: trainer/order.py's Feistel permutation ------------------------------
+# ---- batch order: trainer/spec/order.py's Feistel permutation ------------------------------
 _MASK32 = np.uint64(0xFFFFFFFF)
 _U15, _U16 = np.uint64(15), np.uint64(16)
 _MIX1, _MIX2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
@@ -1092,7 +1092,7 @@ def train_blocks(depth: int, multi: bool):
 
     trains epochs e0..e1-1 of blocks b_lo..b_hi-1 (LANES runs each), evaluating each run
     after its evaluation epochs in that range. Releases the GIL: the host trains ranges of
-    blocks from several threads (trainer/numba_backend.py).
+    blocks from several threads (trainer/backends/numba_backend.py).
 
     Variant: depth (hidden layers, 0 to 2); multi: K outputs (cross_entropy, several mse
         targets), else one.

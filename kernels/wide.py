@@ -3,7 +3,7 @@ small matrix products.
 
 ``train_wide_kernel`` trains what ``mlp.train_kernel`` trains (the same runs, batches,
 optimizers, evaluations and divergence rule, launched the same way by
-trainer/triton_backend.py), for models whose layers are too wide for one lane's registers:
+trainer/backends/triton_backend.py), for models whose layers are too wide for one lane's registers:
 up to 2 hidden layers of 64 units. Each program trains one run with all its warps. A
 batch's rows are visited in tiles of ``BLOCK_M``; each layer of a tile is one ``tl.dot``
 ([rows, in] x [in, out]), forward and backward, so a layer's weights are read once per
@@ -110,7 +110,7 @@ def _tile_rows(xe, pos, valid, d, d_in, D):
 # As train_kernel: per-launch integers are not specialized.
 @triton.jit(do_not_specialize=PER_LAUNCH)
 def train_wide_kernel(
-        # state, one row per run (trainer/triton_backend.py's tiles of one run): [RS, P]
+        # state, one row per run (trainer/backends/triton_backend.py's tiles of one run): [RS, P]
         # parameters and optimizer state m and v, [RS, D] running statistics; [RS] steps
         # and diverged flags
         par_ptr, m_ptr, v_ptr, rmean_ptr, rvar_ptr, steps_ptr, div_ptr,

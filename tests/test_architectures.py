@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import tinysweep
-from tinysweep.trainer import cli, triton_backend
-from tinysweep.trainer.diagnose import variants
-from tinysweep.trainer.export import load_exported
-from tinysweep.trainer.sweep import config_data, prepare
+from tinysweep.trainer import cli
+from tinysweep.trainer.backends import triton_backend
+from tinysweep.trainer.insight.diagnose import variants
+from tinysweep.trainer.insight.export import load_exported
+from tinysweep.trainer.pipeline.sweep import config_data, prepare
 
 from conftest import assert_same_runs
 
@@ -117,7 +118,7 @@ def test_the_report_plots_loss_against_width_and_depth(tmp_path):
 
 def test_diagnose_tries_a_wider_and_a_deeper_network():
     config = prepare({"data": {"source": "moons"}, "model": {"hidden": [8], "loss": "bce_with_logits"}}).config
-    from tinysweep.trainer.diagnose import base_run
+    from tinysweep.trainer.insight.diagnose import base_run
     changes = {v.change: v.overrides for v in variants(base_run(config), 100)}
     assert changes["hidden: [16] (wider)"] == {"hidden": (16,)}
     assert changes["hidden: [8, 8] (deeper)"] == {"hidden": (8, 8)}

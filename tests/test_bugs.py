@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import tinysweep
-from tinysweep.trainer import triton_backend
-from tinysweep.trainer.config import BUGS
-from tinysweep.trainer.sweep import prepare
+from tinysweep.trainer.backends import triton_backend
+from tinysweep.trainer.spec.config import BUGS
+from tinysweep.trainer.pipeline.sweep import prepare
 
 from conftest import assert_same_runs
 
@@ -45,7 +45,7 @@ def test_bugs_change_training_but_evaluations_stay_the_true_loss():
     for bug in BUGS[1:]:
         assert not np.allclose(table.loc[bug].final_train_loss, table.loc["none"].final_train_loss)
     # the true loss of the final weights: the exported model, evaluated by hand
-    from tinysweep.trainer.sweep import config_data
+    from tinysweep.trainer.pipeline.sweep import config_data
     data = config_data(prepare(bug_sweep("bce_with_logits")).config)
     for run_id in range(len(res.table)):
         with torch.no_grad():
@@ -86,7 +86,7 @@ def test_the_reference_trains_a_bug_as_a_plain_torch_loop_with_that_mistake(bug)
               "model": {"hidden": [], "loss": "mse"},
               "train": {"epochs": 1, "lr": 0.05, "batch_size": 5, "shuffle": False,
                         "optimizer": "sgd", "bug": bug}, "sweep": {"params": {}}}
-    from tinysweep.trainer import reference
+    from tinysweep.trainer.backends import reference
     plan = prepare(config)
     chunk = plan.chunk
     # the loop above takes 3 steps; so does a run on the first 15 rows of the same data

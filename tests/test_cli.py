@@ -13,8 +13,9 @@ import torch
 import yaml
 
 import tinysweep
-from tinysweep.trainer import cli, sweep
-from tinysweep.trainer.results import RESULT_FILES
+from tinysweep.trainer import cli
+from tinysweep.trainer.pipeline import sweep
+from tinysweep.trainer.pipeline.results import RESULT_FILES
 
 from conftest import assert_same_runs
 

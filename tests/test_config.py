@@ -1,4 +1,4 @@
-"""Tests for tinysweep.trainer.config and trainer.space: reading, checking and expanding a config.
+"""Tests for tinysweep.trainer.spec.config and trainer.space: reading, checking and expanding a config.
 
 Every config is written to a file under tmp_path and read back through load_config, as the
 CLI does; runs come from expand(). Each user mistake must be one UserError, one line, naming
@@ -11,9 +11,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from tinysweep.trainer.config import RunParams, check_run_value, load_config, parse_config
-from tinysweep.trainer.errors import UserError
-from tinysweep.trainer.space import expand
+from tinysweep.trainer.spec.config import RunParams, check_run_value, load_config, parse_config
+from tinysweep.trainer.spec.errors import UserError
+from tinysweep.trainer.spec.space import expand
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinysweep.trainer.backend import evaluation_epochs, stepped_lr
-from tinysweep.trainer.sweep import prepare, train_chunk
+from tinysweep.trainer.backends.backend import evaluation_epochs, stepped_lr
+from tinysweep.trainer.pipeline.sweep import prepare, train_chunk
 
 from conftest import _close
 

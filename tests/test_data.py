@@ -1,4 +1,4 @@
-"""Tests for tinysweep.trainer.data: generators, file loading, checks and the split."""
+"""Tests for tinysweep.trainer.spec.data: generators, file loading, checks and the split."""
 
 import pathlib
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinysweep.trainer.data import SOURCES, Dataset, load_data
-from tinysweep.trainer.errors import UserError
+from tinysweep.trainer.spec.data import SOURCES, Dataset, load_data
+from tinysweep.trainer.spec.errors import UserError
 
 
 def load(source, params=None, *, seed=0, val_fraction=0.0, loss="mse", base_dir=pathlib.Path(".")):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tinysweep.trainer import cli
-from tinysweep.trainer.diagnose import diagnose, format_findings
-from tinysweep.trainer.errors import UserError
+from tinysweep.trainer.insight.diagnose import diagnose, format_findings
+from tinysweep.trainer.spec.errors import UserError
 
 # The heart-rate study's failing setup: raw rates around 92 bpm into a sigmoid MLP.
 HEART = dict(data={"source": "heart_rate", "params": {"n": 300}},

@@ -1,7 +1,7 @@
 """The guide in docs/ and the README hold together: every relative link resolves (files,
 and #anchors by GitHub's heading slugs), every ```python block runs as written (unless an
 HTML comment `<!-- not run -->` stands above it), every ```yaml config is a valid config,
-and the config reference names every key and default that trainer/config.py defines.
+and the config reference names every key and default that trainer/spec/config.py defines.
 
 The README's own checks (its length, its examples' output, its figures) are in
 test_readme.py, which uses the helpers here."""
@@ -182,7 +182,7 @@ def test_shell_blocks_marked_run_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("page", PAGES, ids=name)
 def test_yaml_blocks_are_valid_configs(page, tmp_path):
-    from tinysweep.trainer.config import parse_config
+    from tinysweep.trainer.spec.config import parse_config
     for code, marker in blocks(page, "yaml"):
         if marker != NOT_RUN:
             parse_config(yaml.safe_load(code), base_dir=ROOT / "examples")
@@ -211,8 +211,8 @@ def table_rows(page: Path, section: str) -> dict[str, list[str]]:
 
 
 def test_the_config_reference_names_every_key_and_default():
-    from tinysweep.trainer import config as cfg
-    from tinysweep.trainer.data import _PARAMS
+    from tinysweep.trainer.spec import config as cfg
+    from tinysweep.trainer.spec.data import _PARAMS
     page = ROOT / "docs/config.md"
     text = page.read_text()
     train = table_rows(page, "## `train`")

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import tinysweep
-from tinysweep.trainer import cli, doctor
+from tinysweep.trainer import cli
+from tinysweep.trainer.insight import doctor
 
 
 def write_script(tmp_path, body: str, name: str = "train.py"):

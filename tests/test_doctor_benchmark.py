@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tinysweep.trainer import cli, doctor
+from tinysweep.trainer import cli
+
+from tinysweep.trainer.insight import doctor
 
 SCRIPTS = Path(__file__).resolve().parent / "doctor_scripts"
 BUGGY = sorted(SCRIPTS.glob("buggy_*.py"))

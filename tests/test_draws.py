@@ -1,4 +1,4 @@
-"""Tests for trainer/draws.py: draw_columns against the run-by-run loop it replaces, bit for bit.
+"""Tests for trainer/spec/draws.py: draw_columns against the run-by-run loop it replaces, bit for bit.
 
 The module is loaded by path so that these tests do not depend on the package's __init__.
 """
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 _spec = importlib.util.spec_from_file_location(
-    "draws", pathlib.Path(__file__).parent.parent / "trainer" / "draws.py")
+    "draws", pathlib.Path(__file__).parent.parent / "trainer" / "spec" / "draws.py")
 draws = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(draws)
 

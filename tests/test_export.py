@@ -10,10 +10,10 @@ from torch import nn
 
 import tinysweep
 from tinysweep import UserError
-from tinysweep.trainer.config import RUN_PARAM_NAMES
-from tinysweep.trainer.export import FORMAT, export_run, load_exported, pick_run
-from tinysweep.trainer.model import Standardize
-from tinysweep.trainer.results import Results
+from tinysweep.trainer.spec.config import RUN_PARAM_NAMES
+from tinysweep.trainer.insight.export import FORMAT, export_run, load_exported, pick_run
+from tinysweep.trainer.spec.model import Standardize
+from tinysweep.trainer.pipeline.results import Results
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import yaml
 
 import tinysweep
 from tinysweep.trainer import cli
-from tinysweep.trainer.errors import UserError
-from tinysweep.trainer.folds import check_assignment, fold_assignment
-from tinysweep.trainer.store import ChunkStore
-from tinysweep.trainer.sweep import execute, prepare, train_slice
+from tinysweep.trainer.spec.errors import UserError
+from tinysweep.trainer.spec.folds import check_assignment, fold_assignment
+from tinysweep.trainer.pipeline.store import ChunkStore
+from tinysweep.trainer.pipeline.sweep import execute, prepare, train_slice
 
 from conftest import assert_same_runs
 
@@ -319,7 +319,7 @@ def test_commands_that_train_no_folds_refuse_cv(tmp_path, capsys, wine_csv):
                                 {"assignment": [[0, 1] * 89, [1, 0] * 89]}])
 def test_the_resolved_config_reads_back_to_the_same_folds(cv, tmp_path):
     """config.yaml records data.cv so that --resume and a rerun find the same folds."""
-    from tinysweep.trainer.config import load_config
+    from tinysweep.trainer.spec.config import load_config
     x, y = wine()
     res = tinysweep.run(cv_config(cv), backend="torch", data=(x, y), out=tmp_path / "o",
                         save_data=True)

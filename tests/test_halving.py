@@ -10,7 +10,7 @@ import pytest
 
 import tinysweep
 from tinysweep.trainer import cli
-from tinysweep.trainer.sweep import prepare
+from tinysweep.trainer.pipeline.sweep import prepare
 
 from conftest import assert_same_runs
 
@@ -108,7 +108,7 @@ def test_val_loss_needs_a_validation_split():
 def counting_steps(monkeypatch):
     """Counts the optimizer steps every chunk trained (its steps less its start's) and the
     chunks trained: sweep.train_chunk, wrapped."""
-    from tinysweep.trainer import sweep
+    from tinysweep.trainer.pipeline import sweep
     seen = {"steps": 0, "chunks": 0}
     train = sweep.train_chunk
 
@@ -152,7 +152,7 @@ def test_halving_on_the_fused_backends_matches_the_reference(backend):
 
 def test_resume_finishes_an_interrupted_halving_sweep_without_training_again(tmp_path,
                                                                            monkeypatch):
-    from tinysweep.trainer import sweep
+    from tinysweep.trainer.pipeline import sweep
     path, out = _yaml(tmp_path, halving_sweep()), tmp_path / "out"
     whole = tinysweep.run(str(path), backend="torch", chunk_runs=9)
     seen = counting_steps(monkeypatch)
@@ -179,7 +179,7 @@ def interrupted_then_resumed(tmp_path, monkeypatch, config: dict, dies_at: int):
     """A sweep trained at once, and the same sweep in --out killed as it starts its
     ``dies_at``-th chunk (KeyboardInterrupt), then resumed: (whole, resumed, the steps the
     resumed run trained). Checks that a run without --resume refuses the directory."""
-    from tinysweep.trainer import sweep
+    from tinysweep.trainer.pipeline import sweep
     path, out = _yaml(tmp_path, config), tmp_path / "out"
     whole = tinysweep.run(str(path), backend="torch", chunk_runs=3)
     seen = counting_steps(monkeypatch)

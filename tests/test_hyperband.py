@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinysweep
-from tinysweep.trainer.sweep import brackets, prepare
+from tinysweep.trainer.pipeline.sweep import brackets, prepare
 
 from conftest import assert_same_runs
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import tinysweep
-from tinysweep.trainer.errors import UserError
+from tinysweep.trainer.spec.errors import UserError
 
 from conftest import MIXED, assert_same_runs, optimizer_sweep
 
@@ -47,7 +47,7 @@ def assert_same_runs_diverged_aside(actual, expected):
 def lanes(request, monkeypatch):
     """Every group in blocks of this many lanes (kernels/numba_mlp.py: with_lanes), whatever
     its size would choose."""
-    from tinysweep.trainer import numba_backend
+    from tinysweep.trainer.backends import numba_backend
     monkeypatch.setattr(numba_backend, "FORCE_LANES", request.param)
     return request.param
 
@@ -216,7 +216,7 @@ def test_chunk_size_changes_nothing(write_config):
 ], ids=["blocks", "groups"])
 def test_thread_count_changes_nothing(write_config, monkeypatch, params):
     numba = pytest.importorskip("numba")
-    from tinysweep.trainer import numba_backend
+    from tinysweep.trainer.backends import numba_backend
     path = write_config(data={"source": "moons", "params": {"n": 50}},
                         model={"hidden": [5], "activation": "tanh", "loss": "bce_with_logits"},
                         sweep={"params": params})
@@ -242,7 +242,7 @@ def test_thread_count_changes_nothing(write_config, monkeypatch, params):
 def test_windows_of_epochs_change_nothing(write_config, monkeypatch):
     """Permutation tables for one epoch at a time (several kernel calls, the state kept
     between them) give the same bits as the whole sweep in one call."""
-    from tinysweep.trainer import numba_backend
+    from tinysweep.trainer.backends import numba_backend
     path = write_config(data={"source": "line", "params": {"n": 10}},
                         train={"epochs": 4, "lr": 0.05, "eval_every": 3,
                                "lr_schedule": "step", "step_size": 1, "gamma": 0.5},
@@ -263,7 +263,7 @@ def test_windows_of_epochs_change_nothing(write_config, monkeypatch):
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 100, 1000, 4097])
 def test_order_tables_equal_order_py(n):
     from tinysweep.kernels.numba_mlp import order_tables
-    from tinysweep.trainer.order import half_bits, permutations, round_keys
+    from tinysweep.trainer.spec.order import half_bits, permutations, round_keys
 
     seeds = np.array([0, 1, 2**40 + 3, 12345, 2**63 - 1])
     epochs = np.array([0, 5, 1, 99, 10**6])
@@ -273,8 +273,8 @@ def test_order_tables_equal_order_py(n):
 
 
 def test_auto_picks_numba_on_the_cpu(write_config, monkeypatch):
-    from tinysweep.trainer import numba_backend
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.backends import numba_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
     assert prepare(write_config(), backend="auto", device="cpu").backend == "numba"
     classes = write_config("classes.yaml", data={"source": "blobs", "params": {"n": 30}},
                            model={"hidden": [4], "loss": "cross_entropy"})
@@ -340,7 +340,7 @@ def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(writ
     import numba
 
     from tinysweep.kernels import numba_mlp
-    from tinysweep.trainer import numba_backend
+    from tinysweep.trainer.backends import numba_backend
 
     @numba.njit
     def stand_in(a, b, flag, *, scale):      # a fresh function: nothing compiled yet
@@ -372,7 +372,7 @@ def test_a_kernel_that_cannot_compile_falls_back_to_torch_in_one_line(write_conf
     from numba.core.errors import LoweringError
 
     from tinysweep.kernels import numba_mlp
-    from tinysweep.trainer import numba_backend
+    from tinysweep.trainer.backends import numba_backend
 
     def refuse(kernel, signature):
         if error == "lowering":
@@ -406,8 +406,8 @@ def test_auto_trains_on_torch_where_it_predicts_torch_clearly_faster(write_confi
     with a small sweep, said once; or one run of a wide model in a block of 64 lanes (63
     idle), said nowhere. Busy cores, or torch predicted slower: numba. The run in a block
     of 8 lanes, as lanes_for gives it: numba."""
-    from tinysweep.trainer import numba_backend, torch_backend
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.backends import numba_backend, torch_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
     path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
                         sweep={"params": {"lr": [0.01, 0.1]}})
     tinysweep.run(path, backend="numba")
@@ -461,9 +461,9 @@ def test_an_empty_numba_cache_is_seen_as_not_compiled(tmp_path):
     import sys
 
     code = ("import tinysweep\n"
-            "from tinysweep.trainer import numba_backend\n"
+            "from tinysweep.trainer.backends import numba_backend\n"
             "numba_backend.busy = lambda: False\n"
-            "from tinysweep.trainer.sweep import prepare\n"
+            "from tinysweep.trainer.pipeline.sweep import prepare\n"
             "print(numba_backend.cached(1, False))\n"
             "cfg = {'data': {'source': 'line', 'params': {'n': 20}}, 'model': {'hidden': [2]},\n"
             "       'train': {'epochs': 2}}\n"

@@ -134,8 +134,8 @@ def test_a_missing_observed_file_and_weights_of_a_hidden_model(write_config, tmp
 def test_observed_runs_take_the_configs_architecture_and_single_values():
     """The architecture of the model section, or of a single-valued sweep param, is every
     observed run's; so are the other single values."""
-    from tinysweep.trainer.config import parse_config
-    from tinysweep.trainer.observed import read_observed
+    from tinysweep.trainer.spec.config import parse_config
+    from tinysweep.trainer.insight.observed import read_observed
     frame = pd.DataFrame({"lr": [0.1, 0.01], "final_train_loss": [0.5, 0.2]})
     for sweep, hidden in (({}, (4,)), ({"hidden": [3, 2], "batch_size": [8]}, (3, 2))):
         config = parse_config({"data": {"source": "line"},

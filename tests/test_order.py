@@ -1,4 +1,4 @@
-"""Tests for tinysweep.trainer.order: the per-(seed, epoch) row order every backend shares.
+"""Tests for tinysweep.trainer.spec.order: the per-(seed, epoch) row order every backend shares.
 
 All of it is deterministic integer hashing, so the statistical checks below are fixed
 numbers, not flaky draws.
@@ -7,7 +7,7 @@ numbers, not flaky draws.
 import numpy as np
 import pytest
 
-from tinysweep.trainer.order import epoch_order, half_bits, permutations
+from tinysweep.trainer.spec.order import epoch_order, half_bits, permutations
 
 SIZES = [1, 2, 3, 4, 5, 7, 8, 16, 17, 31, 64, 65, 100, 1000, 1023, 1024, 1025]
 SEEDS = [0, 1, 12345, 2**32 - 1, 2**32, 2**40 + 3, 2**63 - 1]

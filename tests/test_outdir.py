@@ -16,8 +16,8 @@ import pytest
 
 import tinysweep
 from tinysweep.trainer import cli
-from tinysweep.trainer.store import ChunkStore
-from tinysweep.trainer.sweep import execute, prepare
+from tinysweep.trainer.pipeline.store import ChunkStore
+from tinysweep.trainer.pipeline.sweep import execute, prepare
 
 from conftest import assert_same_runs
 
@@ -26,7 +26,8 @@ from conftest import assert_same_runs
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from tinysweep.trainer import cli, sweep
+    from tinysweep.trainer import cli
+    from tinysweep.trainer.pipeline import sweep
     started, gate, args = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
     execute = sweep.execute
     def waiting(*a, **k):
@@ -135,7 +136,7 @@ def test_a_write_failure_is_one_line_and_resume_finishes_once_there_is_room(writ
 
 def test_write_error_names_the_file_and_survives_pickling(tmp_path):
     import pickle
-    from tinysweep.trainer.results import atomic_write
+    from tinysweep.trainer.pipeline.results import atomic_write
 
     def full(f):
         raise OSError(28, "No space left on device")

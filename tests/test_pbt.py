@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tinysweep
-from tinysweep.trainer import sweep as sweep_module
-from tinysweep.trainer.sweep import prepare
+from tinysweep.trainer.pipeline import sweep as sweep_module
+from tinysweep.trainer.pipeline.sweep import prepare
 
 from conftest import assert_same_runs
 
@@ -122,7 +122,7 @@ def test_pbt_on_triton_matches_the_reference(monkeypatch, kernel):
     pytest.importorskip("triton")
     import torch
 
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     if kernel == "wide":
         monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
     config = pbt_sweep(perturb={"lr": [0.5, 2.0], "batch_size": [4, 6], "beta2": [0.9, 1.01]},

@@ -9,7 +9,7 @@ import torch
 
 import tinysweep
 from tinysweep.trainer import cli
-from tinysweep.trainer.config import load_config
+from tinysweep.trainer.spec.config import load_config
 
 from conftest import assert_same_runs
 
@@ -103,14 +103,14 @@ def test_save_data_lets_the_command_resume_a_sweep_whose_data_was_in_memory(tmp_
     first = tinysweep.run(CONFIG, data=(X, Y), out=out, save_data=True, chunk_runs=1)
     assert (out / "data.npz").is_file()
     # an interrupted sweep: the results gone, two of the four chunks kept
-    from tinysweep.trainer.store import ChunkStore
-    from tinysweep.trainer.sweep import execute, prepare
+    from tinysweep.trainer.pipeline.store import ChunkStore
+    from tinysweep.trainer.pipeline.sweep import execute, prepare
     plan = prepare(CONFIG, chunk_runs=1, data=(X, Y))
     store = ChunkStore(out)
     store.start(plan)
     whole = execute(plan)
     for lo in (0, 2):
-        from tinysweep.trainer.sweep import train_slice
+        from tinysweep.trainer.pipeline.sweep import train_slice
         store.save(lo, train_slice(plan, lo, lo + 1))
     (out / "results.csv").unlink()
     assert cli.main(["run", str(out / "config.yaml"), "--out", str(out), "--resume",

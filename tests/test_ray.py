@@ -9,8 +9,9 @@ import sys
 import pytest
 
 import tinysweep
-from tinysweep.trainer import cli, sweep
-from tinysweep.trainer.store import ChunkStore
+from tinysweep.trainer import cli
+from tinysweep.trainer.pipeline import sweep
+from tinysweep.trainer.pipeline.store import ChunkStore
 
 from conftest import assert_same_runs
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import tinysweep
-from tinysweep.trainer.order import epoch_order
-from tinysweep.trainer.sweep import prepare
+from tinysweep.trainer.spec.order import epoch_order
+from tinysweep.trainer.pipeline.sweep import prepare
 
 
 def hand_written(x, y, *, hidden, act, norm, seed, batch_size, shuffle, epochs, make_opt, loss):

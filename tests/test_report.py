@@ -10,8 +10,8 @@ import torch
 
 import tinysweep
 from tinysweep.trainer import cli
-from tinysweep.trainer.export import load_exported
-from tinysweep.trainer.report import ranking, write_report
+from tinysweep.trainer.insight.export import load_exported
+from tinysweep.trainer.insight.report import ranking, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -174,7 +174,7 @@ def test_export_round_trips_through_the_command_line(write_config, tmp_path, cap
 def test_every_example_config_is_valid():
     from pathlib import Path
 
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.pipeline.sweep import prepare
     examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
     assert {p.stem for p in examples} >= {"line_batch_size", "heart_rate"}
     for path in examples:
@@ -184,7 +184,7 @@ def test_every_example_config_is_valid():
 
 def test_a_sweep_where_every_run_diverged_still_gets_its_report(write_config, tmp_path):
     import tinysweep
-    from tinysweep.trainer.report import write_report
+    from tinysweep.trainer.insight.report import write_report
     path = write_config(data={"source": "line", "params": {"n": 20}}, model={"hidden": []},
                         train={"epochs": 2, "optimizer": "sgd"},
                         sweep={"params": {"lr": [1e30, 1e35]}})
@@ -209,7 +209,7 @@ def _pngs(out) -> dict[str, bytes]:
 
 def test_plots_drawn_in_a_forked_child_equal_those_drawn_in_process(write_config, tmp_path,
                                                                     monkeypatch):
-    from tinysweep.trainer import report
+    from tinysweep.trainer.insight import report
     out = _line_sweep(write_config, tmp_path)
     res = tinysweep.load(out)
     forked = []
@@ -233,7 +233,7 @@ def test_plots_drawn_in_a_forked_child_equal_those_drawn_in_process(write_config
 def test_a_child_that_fails_to_draw_raises_after_the_results_are_written(
         write_config, tmp_path, monkeypatch, capfd):
     import pytest
-    from tinysweep.trainer import report
+    from tinysweep.trainer.insight import report
     out = _line_sweep(write_config, tmp_path)
     res = tinysweep.load(out)
 
@@ -250,7 +250,7 @@ def test_a_child_that_fails_to_draw_raises_after_the_results_are_written(
 
 def test_with_another_python_thread_alive_the_plots_are_drawn_in_process(monkeypatch):
     import threading
-    from tinysweep.trainer import report
+    from tinysweep.trainer.insight import report
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     assert report._can_fork()
     monkeypatch.undo()
@@ -265,7 +265,7 @@ def test_with_another_python_thread_alive_the_plots_are_drawn_in_process(monkeyp
 
 
 def test_log_axes_are_labelled_in_plain_text_with_minor_ticks_over_few_decades():
-    from tinysweep.trainer.report import _figure, _log_scale
+    from tinysweep.trainer.insight.report import _figure, _log_scale
     fig, (wide, narrow) = _figure(2)
     _log_scale(wide, "x", 1e-4, 1.0)
     _log_scale(narrow, "y", 1.5, 9.0)

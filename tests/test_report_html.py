@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 
 import tinysweep
-from tinysweep.trainer import report_html
+from tinysweep.trainer.insight import report_html
 from tinysweep.trainer.cli import main
-from tinysweep.trainer.report_html import (BEST_LINES, MAX_LINES, aggregate, page_info,
+from tinysweep.trainer.insight.report_html import (BEST_LINES, MAX_LINES, aggregate, page_info,
                                            parcoords_info, shown_settings, write_html)
-from tinysweep.trainer.results import Results
+from tinysweep.trainer.pipeline.results import Results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from report_html import synthetic  # noqa: E402  (bench/report_html.py's made tables)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import tinysweep
-from tinysweep.trainer import report_schedules
-from tinysweep.trainer.report import save_with_report
-from tinysweep.trainer.report_schedules import (hyperband_info, hyperband_page, pbt_info,
+from tinysweep.trainer.insight import report_schedules
+from tinysweep.trainer.insight.report import save_with_report
+from tinysweep.trainer.insight.report_schedules import (hyperband_info, hyperband_page, pbt_info,
                                                 pbt_page)
 
 from test_hyperband import hyperband_sweep

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import tinysweep
-from tinysweep.trainer import tables
-from tinysweep.trainer.model import pointwise_loss, Standardize
-from tinysweep.trainer.sweep import prepare
+from tinysweep.trainer.pipeline import tables
+from tinysweep.trainer.spec.model import pointwise_loss, Standardize
+from tinysweep.trainer.pipeline.sweep import prepare
 
 
 @pytest.fixture
@@ -131,9 +131,9 @@ def test_saved_config_reruns_to_the_same_results(write_config, tmp_path):
     ([10**9], 10**8, [k * 10**8 for k in range(1, 11)]),
 ])
 def test_evaluation_epochs(epochs, every, expected):
-    from tinysweep.trainer.backend import count_evaluation_epochs, evaluation_epochs
-    from tinysweep.trainer.config import RunParams
-    from tinysweep.trainer.runs import Runs
+    from tinysweep.trainer.backends.backend import count_evaluation_epochs, evaluation_epochs
+    from tinysweep.trainer.spec.config import RunParams
+    from tinysweep.trainer.spec.runs import Runs
     runs = Runs.from_rows([RunParams(epochs=e).resolved() for e in epochs])
     assert list(evaluation_epochs(runs, every)) == expected
     assert count_evaluation_epochs(runs, every) == len(expected)

@@ -106,7 +106,7 @@ def test_invalid_random_configs_are_refused_with_one_line(config, tmp_path_facto
 
 
 def test_chunks_shrink_to_fit_the_memory_free(write_config, monkeypatch):
-    from tinysweep.trainer import sweep
+    from tinysweep.trainer.pipeline import sweep
     path = write_config(model={"hidden": [4], "activation": "tanh", "loss": "mse"},
                         sweep={"params": {"batch_size": [3, 8], "seed": [0, 1, 2, 3, 4]}})
     roomy = sweep.prepare(path, backend="torch", device="cpu")

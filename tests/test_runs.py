@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinysweep.trainer.config import RUN_PARAM_NAMES, RunParams, check_run_value, parse_config
-from tinysweep.trainer.errors import UserError
-from tinysweep.trainer.runs import Runs, check_column
-from tinysweep.trainer.space import MAX_RUNS, expand
+from tinysweep.trainer.spec.config import RUN_PARAM_NAMES, RunParams, check_run_value, parse_config
+from tinysweep.trainer.spec.errors import UserError
+from tinysweep.trainer.spec.runs import Runs, check_column
+from tinysweep.trainer.spec.space import MAX_RUNS, expand
 
 
 def _python(x, rounded):
@@ -199,7 +199,7 @@ def test_vector_checks_agree_with_the_scalar_check(name, rounded):
 
 # ---- scale -------------------------------------------------------------------------------
 def test_a_million_runs_expand_check_and_chunk_as_columns():
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.pipeline.sweep import prepare
     config = parse_config({
         "name": "m", "data": {"source": "line", "params": {"n": 100}},
         "train": {"epochs": 1},
@@ -234,7 +234,7 @@ def test_too_many_runs_are_refused_before_any_column_is_built():
 
 
 def test_runs_round_trip_through_rows_and_group_like_dicts():
-    from tinysweep.trainer.torch_backend import group_rows
+    from tinysweep.trainer.backends.torch_backend import group_rows
     config = config_of({"input_norm": ["none", "standardize"], "optimizer": ["sgd", "adam", "adamw"],
                         "lr": [0.1, 0.01, 0.5]})
     runs = expand(config)

@@ -92,7 +92,7 @@ def test_import_tinysweep_is_light_and_its_names_work():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == ("[] ['tinysweep.trainer.sweep', 'tinysweep.trainer.results', "
+    assert proc.stdout.strip() == ("[] ['tinysweep.trainer.pipeline.sweep', 'tinysweep.trainer.pipeline.results', "
                                    "'Results', 'UserError'] True")
 
 

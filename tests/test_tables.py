@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tinysweep.trainer import tables
+from tinysweep.trainer.pipeline import tables
 
 # Floats whose text is easy to get wrong: exponents, the shortest repr, integral values,
 # signed zero, subnormals, the ends of the range where Arrow's layout differs from repr's.

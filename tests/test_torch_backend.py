@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinysweep
-from tinysweep.trainer.config import RUN_PARAM_NAMES
+from tinysweep.trainer.spec.config import RUN_PARAM_NAMES
 
 from conftest import MIXED, assert_same_runs, optimizer_sweep
 
@@ -98,7 +98,7 @@ def test_same_config_twice_gives_identical_results(write_config):
 @pytest.mark.parametrize("seeds, epochs, k", [(3, 5, 1000), (1, 1, 7), (5000, 300, 2000)])
 def test_distinct_pairs_equal_numpy_unique(seeds, epochs, k):
     # the second case is dense, the third too sparse for the dense table
-    from tinysweep.trainer.torch_backend import _distinct_pairs
+    from tinysweep.trainer.backends.torch_backend import _distinct_pairs
     rng = np.random.default_rng(k)
     q, e = rng.integers(0, seeds, k), rng.integers(10, 10 + epochs, k)
     pairs, which = _distinct_pairs(q, e)

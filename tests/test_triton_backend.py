@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import tinysweep
-from tinysweep.trainer.errors import UserError
+from tinysweep.trainer.spec.errors import UserError
 
 from conftest import MIXED, assert_same_runs, optimizer_sweep
 
@@ -33,7 +33,7 @@ def kernel(request, monkeypatch):
     """Which kernel trains the test's small models: one lane per run (mlp.py), or, with every
     model counted as too large for a lane, the wide kernel (wide.py: one program per run)."""
     if request.param == "wide":
-        from tinysweep.trainer import triton_backend
+        from tinysweep.trainer.backends import triton_backend
         monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
     return request.param
 
@@ -70,7 +70,7 @@ def test_mixed_sweep_matches_reference(write_config, hidden, activation, loss, s
 def test_lanes_per_run_change_nothing_but_rounding(write_config, monkeypatch, split):
     """Each run's batch rows shared by 1, 2 or 8 lanes (more than some batches have rows),
     with batchnorm, shuffles and a validation split: all match the reference."""
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     monkeypatch.setattr(triton_backend, "SPLIT", split)
     path = write_config(
         data={"source": "moons", "params": {"n": 14}, "seed": 3, "val_fraction": 0.2},
@@ -92,7 +92,7 @@ def test_long_intervals_are_split_when_shuffled_copies_would_not_fit(
     """Room for the shuffled copies of 10 rows (x and y) of two seeds for one epoch, or of
     one: an evaluation interval of 3 epochs takes 3 launches, or 6, one seed at a time (runs
     in order in the first); nothing changes."""
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     path = write_config(data={"source": "line", "params": {"n": 10}},
                         train={"epochs": 4, "lr": 0.05, "eval_every": 3},
                         sweep={"params": {"batch_size": [3, 4], "seed": [0, 1],
@@ -149,7 +149,7 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every, kerne
 def test_chunk_size_changes_nothing(write_config, monkeypatch, kernel):
     """Each run is computed on its own lanes (two per run here), or its own program in the
     wide kernel: chunking changes no bit."""
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     monkeypatch.setattr(triton_backend, "SPLIT", 2)
     path = write_config(data={"source": "line", "params": {"n": 9}},
                         model={"hidden": [4], "activation": "sigmoid", "loss": "mse"},
@@ -174,7 +174,7 @@ def test_chunk_size_changes_nothing(write_config, monkeypatch, kernel):
     (1_000, 100, 0, 1),         # the interpreter
 ])
 def test_lanes_per_run_fill_the_gpu_with_few_runs(runs, batch, sms, split):
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     assert triton_backend.split_for(runs, batch, sms) == split
 
 
@@ -182,7 +182,7 @@ def test_lanes_per_run_are_chosen_from_the_whole_sweep(write_config, monkeypatch
     """On a (pretended) GPU that 16 lanes fill, a sweep of 10 runs trains with 2 lanes per
     run, and so does each chunk of 3 runs (which alone would take 8): the table does not
     change by a bit, and matches the reference."""
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     monkeypatch.setattr(triton_backend, "multiprocessors", lambda device: 1)
     monkeypatch.setattr(triton_backend, "LANES_PER_SM", 16)
     splits = []
@@ -206,7 +206,7 @@ def test_lanes_per_run_are_chosen_from_the_whole_sweep(write_config, monkeypatch
 
 def test_order_kernel_matches_the_reference_permutations():
     from tinysweep.kernels import mlp
-    from tinysweep.trainer.order import half_bits, permutations, round_keys
+    from tinysweep.trainer.spec.order import half_bits, permutations, round_keys
 
     for n in (1, 2, 7, 64, 100, 1000):
         seeds = np.array([0, 1, 2**40 + 3, 12345])
@@ -237,8 +237,8 @@ def test_triton_on_the_cpu_needs_the_interpreter(write_config, monkeypatch):
     with pytest.raises(UserError, match="needs --device cuda"):
         tinysweep.run(write_config(), backend="triton", device="cpu")
     # auto never picks triton on the CPU: numba where it is installed, else torch
-    from tinysweep.trainer import numba_backend
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.backends import numba_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
     cpu = "torch" if numba_backend.available() else "numba"
     assert prepare(write_config(), backend="auto", device="cpu").backend == cpu
 
@@ -305,7 +305,7 @@ def test_the_wide_kernel_trains_the_mixed_sweep(write_config, monkeypatch, hidde
                                                  loss, source):
     """Every model through the wide kernel: batch sizes below, at and above its 16-row tile,
     every optimizer and input norm in one sweep."""
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     monkeypatch.setattr(triton_backend, "LANE_WEIGHTS", 0)
     path = write_config(
         data={"source": source, "params": {"n": 37}, "seed": 3},
@@ -319,8 +319,8 @@ def test_the_wide_kernel_trains_the_mixed_sweep(write_config, monkeypatch, hidde
 def test_two_hidden_layers_of_64_train_on_the_triton_backend(write_config):
     """The issue's widest model, 1-64-64-1 (4,353 parameters), and 3 classes from 64-wide
     layers: the wide kernel, and `auto` sends them there on CUDA."""
-    from tinysweep.trainer import triton_backend
-    from tinysweep.trainer.sweep import prepare
+    from tinysweep.trainer.backends import triton_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
     path = write_config(
         data={"source": "line", "params": {"n": 25}, "val_fraction": 0.2},
         model={"hidden": [64, 64], "activation": "tanh", "loss": "mse"},
@@ -360,7 +360,7 @@ def test_a_slow_first_launch_says_it_is_compiling(monkeypatch, capsys):
     on stderr names the model; a second launch of the variant, and a fast one, say nothing."""
     import time
 
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     monkeypatch.setattr(triton_backend, "interpreted", lambda: False)
     monkeypatch.setattr(triton_backend, "COMPILE_NOTICE_S", 0.05)
     monkeypatch.setattr(triton_backend, "_LAUNCHED", set())
@@ -392,7 +392,7 @@ def test_the_lanes_of_a_run_end_with_bitwise_identical_state(write_config, monke
     """Every lane of a run keeps its own copy of the run's state (weights, m, v, running
     statistics) and takes the same steps: at the end the copies are equal bit for bit,
     shuffled and not, with short last batches, sgd with momentum and adam."""
-    from tinysweep.trainer import triton_backend
+    from tinysweep.trainer.backends import triton_backend
     monkeypatch.setattr(triton_backend, "SPLIT", split)
     seen = []
     unload = triton_backend._TritonGroup.unload
@@ -443,7 +443,7 @@ def test_the_order_kernel_loops_when_rows_pass_the_grid_limit(monkeypatch):
     is capped and each program loops: with the cap set to 3, 5,000 rows in blocks of 256
     (20 blocks) give the reference permutations."""
     from tinysweep.kernels import mlp
-    from tinysweep.trainer.order import half_bits, permutations, round_keys
+    from tinysweep.trainer.spec.order import half_bits, permutations, round_keys
 
     assert mlp.order_grid(4, 67_107_840, 1024) == (4, 65_535)
     assert mlp.order_grid(4, 67_107_841, 1024) == (4, 65_535)
@@ -481,8 +481,8 @@ def test_auto_sends_models_too_large_for_a_lane_to_torch(write_config, monkeypat
     512 padded weights (2 min to compile for sm_90 here, its rows through shared memory).
     auto gives it to the torch backend on CUDA; --backend
     triton still takes it; 65 features and one output (128 weights) stay on triton."""
-    from tinysweep.trainer import triton_backend
-    from tinysweep.trainer.sweep import prepare, resolve_backend
+    from tinysweep.trainer.backends import triton_backend
+    from tinysweep.trainer.pipeline.sweep import prepare, resolve_backend
     assert triton_backend.padded_weights(300, [], 1) == 512
     assert triton_backend.kernel_for(300, [], False, 1) == "lanes"
     chunks = {}

@@ -14,7 +14,7 @@
     with tinysweep.doctor.watch() as d: train()        # bugs in your own training code
 """
 
-from tinysweep.trainer.errors import UserError, WriteError
+from tinysweep.trainer.spec.errors import UserError, WriteError
 
 __all__ = ["run", "diagnose", "tune", "doctor", "load", "Results", "Sweep", "linspace", "logspace",
            "uniform", "loguniform", "UserError", "WriteError"]
@@ -22,13 +22,13 @@ __version__ = "0.1.0"
 
 # Imported on first use: `import tinysweep` (which the `tinysweep` command and
 # `python -m tinysweep` do first) stays free of torch and pandas.
-_LAZY = {"run": "tinysweep.trainer.sweep", "load": "tinysweep.trainer.results",
-         "Results": "tinysweep.trainer.results", "diagnose": "tinysweep.trainer.diagnose",
-         "tune": "tinysweep.trainer.tune",
+_LAZY = {"run": "tinysweep.trainer.pipeline.sweep", "load": "tinysweep.trainer.pipeline.results",
+         "Results": "tinysweep.trainer.pipeline.results", "diagnose": "tinysweep.trainer.insight.diagnose",
+         "tune": "tinysweep.trainer.insight.tune",
          **{name: "tinysweep.trainer.builder"
             for name in ("Sweep", "linspace", "logspace", "uniform", "loguniform")}}
 # Names that are a module themselves (tinysweep.doctor.watch()), not one of its attributes.
-_LAZY_MODULES = {"doctor": "tinysweep.trainer.doctor"}
+_LAZY_MODULES = {"doctor": "tinysweep.trainer.insight.doctor"}
 
 
 def __getattr__(name: str):

@@ -11,13 +11,13 @@
 
 ``SweepSearchCV`` follows GridSearchCV's contract, but trains every candidate on every
 fold (and every seed) at once: the folds are a run axis of the sweep (``data.cv`` with a
-row table, trainer/folds.py), so cross-validation costs one launch, not one fit per
+row table, trainer/spec/folds.py), so cross-validation costs one launch, not one fit per
 (candidate, fold). ``MLPClassifier`` and ``MLPRegressor`` train one run; they are what
 ``best_estimator_`` holds, and they can be fitted alone, in a Pipeline or in
 ``cross_val_score``.
 
 Every per-run hyperparameter of tinysweep (``lr``, ``batch_size``, ``hidden``, ...: the
-fields of trainer/config.py's RunParams, except ``seed``, which is a replicate, and ``bug``)
+fields of trainer/spec/config.py's RunParams, except ``seed``, which is a replicate, and ``bug``)
 is an argument of the estimators and may be a key of ``param_grid``.
 
 This module imports scikit-learn; ``import tinysweep`` never imports it (scikit-learn is
@@ -39,8 +39,8 @@ from sklearn.model_selection import ParameterGrid, check_cv
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .trainer.config import RUN_PARAM_NAMES, check_run_value
-from .trainer.errors import UserError
+from .trainer.spec.config import RUN_PARAM_NAMES, check_run_value
+from .trainer.spec.errors import UserError
 
 __all__ = ["SweepSearchCV", "MLPClassifier", "MLPRegressor"]
 
@@ -191,7 +191,7 @@ class _TinyMLP(BaseEstimator):
                             "activation": self.activation, "loss": loss},
                   "train": self._train_section(),
                   "sweep": {"strategy": "grid", "params": {"seed": [int(s) for s in seeds]}}}
-        from .trainer.sweep import run
+        from .trainer.pipeline.sweep import run
         t0 = time.perf_counter()
         try:
             res = run(config, backend=self.backend, device=self.device, data=(X, y))
@@ -658,7 +658,7 @@ class SweepSearchCV(BaseEstimator):
                             "lr": _plain(self.lr), "batch_size": _plain(self.batch_size),
                             "input_norm": self.input_norm},
                   "sweep": {"strategy": "grid", "params": params}}
-        from .trainer.sweep import run
+        from .trainer.pipeline.sweep import run
         t0 = time.perf_counter()
         try:
             res = run(config, backend=self.backend, device=self.device, data=(X, target),
@@ -668,7 +668,7 @@ class SweepSearchCV(BaseEstimator):
         seconds = time.perf_counter() - t0
         n_cand = int(np.prod([len(grid[k]) for k in names], dtype=np.int64))
         n_splits = len(table) * (int(table.max()) + 1)
-        # Runs are numbered split-major (trainer/folds.py): [splits, candidates, seeds].
+        # Runs are numbered split-major (trainer/spec/folds.py): [splits, candidates, seeds].
         fold = res.table["fold"].to_numpy()
         repeat = res.table["repeat"].to_numpy() if "repeat" in res.table else 0
         split = repeat * (int(table.max()) + 1) + fold

@@ -104,12 +104,12 @@ class Sweep:
 
     def run(self, **kwargs: Any):
         """Trains the sweep: ``tinysweep.run(self.config, data=..., **kwargs)``."""
-        from .sweep import run
+        from .pipeline.sweep import run
         return run(self.config, **self._data(), **kwargs)
 
     def diagnose(self, **kwargs: Any):
         """Diagnoses the setup: ``tinysweep.diagnose(self.config, data=..., **kwargs)``."""
-        from .diagnose import diagnose
+        from .insight.diagnose import diagnose
         return diagnose(self.config, **self._data(), **kwargs)
 
     def _data(self) -> dict:

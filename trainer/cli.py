@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import outdir
-from .config import BACKENDS, DEVICES
-from .errors import UserError, WriteError
+from .pipeline import outdir
+from .spec.config import BACKENDS, DEVICES
+from .spec.errors import UserError, WriteError
 
 # Each command imports what it runs: --help, a missing command or a mistake in the config
 # take no numpy, pandas, torch, matplotlib or triton, and answer in 0.1 s where importing
@@ -254,7 +254,7 @@ def _headline(res, plan, setup: float, training: float, writing: float) -> str:
     loss (the validation loss with a validation split or folds, else the training loss)
     moves with each swept parameter, the best settings over their replicates (seeds,
     folds, repeats: Results.summary) when there are any, the best and worst runs."""
-    from .results import REPLICATE_COLUMNS
+    from .pipeline.results import REPLICATE_COLUMNS
     table = res.table
     metric = res.default_metric()
     swept = [k for k in plan.config.sweep.params if (table[k] != table[k].iloc[0]).any()]
@@ -267,7 +267,7 @@ def _headline(res, plan, setup: float, training: float, writing: float) -> str:
              f"training {_seconds(training)}, writing {_seconds(writing)} "
              f"({plan.backend} backend, {plan.device}); {int(table.diverged.sum()):,} diverged"]
     if "stopped_epoch" in table:     # halving: what the stopped runs would have taken
-        from .report import halving_steps
+        from .insight.report import halving_steps
         full = halving_steps(table)
         how = "hyperband" if "bracket" in table else "halving"
         lines[0] += (f"; {how} trained {res.steps_trained:,} steps where the whole grid "
@@ -299,11 +299,11 @@ def cmd_run(args) -> int:
     start = time.perf_counter()
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite: pass one or the other")
-    from .config import load_config
+    from .spec.config import load_config
     # The config alone first: its mistakes are reported before sweep loads numpy and
     # pandas, and the plan torch.
     config = load_config(args.config)
-    from .sweep import prepare
+    from .pipeline.sweep import prepare
     plan = prepare(config, args.backend, args.device, args.chunk_runs)
     # The imports' objects (about 200,000: torch, pandas, numpy) are never garbage, yet
     # each full collection walked them: 0.15 to 0.35 s a pass, on the 2-core CPU. Frozen
@@ -319,8 +319,8 @@ def cmd_run(args) -> int:
 
 
 def _run_plan(args, plan, out: Path, start: float) -> int:
-    from .report import save_with_report
-    from .sweep import ChunkFailures, execute
+    from .insight.report import save_with_report
+    from .pipeline.sweep import ChunkFailures, execute
     store = outdir.prepare_out(out, plan, args.resume, args.overwrite)
     if store is None:
         print(f"nothing to resume: {out}/ already holds the finished sweep")
@@ -346,9 +346,9 @@ def _run_plan(args, plan, out: Path, start: float) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .config import load_config
+    from .spec.config import load_config
     config = load_config(args.config)       # before diagnose imports torch
-    from .diagnose import diagnose, write_diagnosis
+    from .insight.diagnose import diagnose, write_diagnosis
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-diagnose"
     outdir.check_out(out)
     with outdir.locked(out):
@@ -356,7 +356,7 @@ def cmd_diagnose(args) -> int:
             raise UserError(f"--out: {out} holds a sweep's results; give the diagnosis its "
                             f"own directory")
         if args.observed:
-            from .observed import write_observed
+            from .insight.observed import write_observed
             d = diagnose(config, backend=args.backend, device=args.device,
                          observed=args.observed)
             report = write_observed(d, out)
@@ -369,8 +369,8 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .results import load
+    from .insight.report import write_report
+    from .pipeline.results import load
     out = Path(args.dir)
     res = load(out)
     with outdir.locked(out, "DIR"):
@@ -381,22 +381,22 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     if args.to is not None:
-        from .export_tools import export_to
+        from .insight.export_tools import export_to
         print(export_to(args.dir, args.to, args.out, args.top))
         return 0
     if args.out is None or args.top is not None:
         raise UserError("export: --run ID or --best takes --out FILE.pt (and no --top)")
-    from .export import export_run
+    from .insight.export import export_run
     weights, spec = export_run(args.dir, args.out, run_id=args.run, best=args.best)
     print(f"exported: {weights} (state_dict) and {spec} (architecture); load it with "
-          f"tinysweep.trainer.export.load_exported({str(weights)!r})")
+          f"tinysweep.trainer.insight.export.load_exported({str(weights)!r})")
     return 0
 
 
 def cmd_tune(args) -> int:
-    from .config import load_config
+    from .spec.config import load_config
     config = load_config(args.config)
-    from .tune import tune
+    from .insight.tune import tune
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-tune"
     progress = lambda line: print(f"tinysweep tune: {line}", file=sys.stderr, flush=True)
     study = tune(config, args.trials, args.batch, args.sampler, args.metric, out,
@@ -417,7 +417,7 @@ def cmd_tune(args) -> int:
 def cmd_doctor(args) -> int:
     if not Path(args.script).is_file():
         raise UserError(f"{args.script}: file not found")
-    from .doctor import run_script                  # imports torch
+    from .insight.doctor import run_script  # imports torch
     return run_script(args.script, args.args, args.out)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from . import torch_backend
 from .backend import Chunk, ChunkResult, evaluation_epochs, fused_unsupported, said_if_slow
-from .order import half_bits, round_keys
+from ..spec.order import half_bits, round_keys
 from .torch_backend import _Group
 
 MAX_DEPTH = 2
@@ -181,7 +181,7 @@ class _TritonGroup(_Group):
     def load(self):
         """Moves the group's state into the kernels' layout: runs sorted into lanes, every
         state tensor [entries, runs] so a program reads its lanes' entries contiguously."""
-        from ..kernels import mlp
+        from ...kernels import mlp
 
         c, dev, chunk = self.c, self.device, self.chunk
         lanes = np.lexsort((c.seed, c.shuffle, c.batch))    # lane j trains group run lanes[j]
@@ -271,7 +271,7 @@ class _TritonGroup(_Group):
     def train_interval(self, e0: int, e1: int):
         """Trains epochs e0..e1-1 and evaluates the runs due after epoch e1: one launch
         (several only if the shuffled copies of the rows would pass ORDER_BYTES)."""
-        from ..kernels import mlp, wide as wide_kernels
+        from ...kernels import mlp, wide as wide_kernels
 
         c, s, padded = self.c, self.state, self.padded
         col = int(self.chunk.column(e1))

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import INPUT_NORMS, MAX_HIDDEN_LAYERS, Config, RunParams, load_config
-from .errors import UserError
-from .results import Results, atomic_write
-from .runs import Runs
-from .space import expand
+from ..spec.config import INPUT_NORMS, MAX_HIDDEN_LAYERS, Config, RunParams, load_config
+from ..spec.errors import UserError
+from ..pipeline.results import Results, atomic_write
+from ..spec.runs import Runs
+from ..spec.space import expand
 
 SEEDS = 5
 FIX_RATIO = 2.0             # a change that lowers the median final loss this much fixes
@@ -325,7 +325,7 @@ def diagnose(config: str | Path | dict | Config, backend: str = "auto",
         from .observed import diagnose_observed
         return diagnose_observed(config, observed, backend, device, data=data, target=target,
                                  followup=diagnose)
-    from .sweep import config_data, execute, plan_for
+    from ..pipeline.sweep import config_data, execute, plan_for
 
     config = load_config(config, data, target)
     base = base_run(config)

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import widths_of
+from ..spec.config import widths_of
 from .figures import _figure, _log_scale, _log_y, _save
 from .report_schedules import halving_steps
-from .results import REPLICATE_COLUMNS, Results, atomic_write
+from ..pipeline.results import REPLICATE_COLUMNS, Results, atomic_write
 
 LOSS = "final_train_loss"
 MAX_CATEGORIES = 6          # a parameter with at most this many values can split the lines
@@ -674,7 +674,7 @@ def _fork(draws: list) -> tuple[int, int]:
         pass                             # the parent has it too, and says so
     except BaseException as e:
         import pickle
-        from .errors import UserError, WriteError
+        from ..spec.errors import UserError, WriteError
         if not isinstance(e, (UserError, WriteError)):      # a bug: its traceback
             import traceback
             traceback.print_exc()

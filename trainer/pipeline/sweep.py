@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs,
+from ..backends.backend import (Chunk, ChunkResult, count_evaluation_epochs, evaluation_epochs,
                       steps_per_epoch)
-from .config import BACKENDS, DEVICES, Config, load_config
-from .errors import UserError
-from .space import MAX_RUNS, expand
+from ..spec.config import BACKENDS, DEVICES, Config, load_config
+from ..spec.errors import UserError
+from ..spec.space import MAX_RUNS, expand
 
 if TYPE_CHECKING:               # results.py imports pandas: not needed to check a config
-    from .folds import Folds
+    from ..spec.folds import Folds
     from .results import Results
 
 # Runs x evaluation epochs, per curve: 1e8 float32 values are 400 MB each (train_loss,
@@ -187,7 +187,7 @@ def resolve_backend(backend: str, device: str, chunk: Chunk, launches: int = 1) 
     if backend not in BACKENDS:
         raise UserError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numba" or (backend == "auto" and device == "cpu"):
-        from . import numba_backend
+        from ..backends import numba_backend
         why = numba_backend.available() or numba_backend.unsupported(chunk)
         if backend == "auto":
             if why:
@@ -201,7 +201,7 @@ def resolve_backend(backend: str, device: str, chunk: Chunk, launches: int = 1) 
         return backend
     if backend not in ("auto", "triton"):
         return backend
-    from . import triton_backend
+    from ..backends import triton_backend
     why = triton_backend.available() or triton_backend.unsupported(chunk)
     if device == "cpu" and not triton_backend.interpreted():
         why = why or "the triton backend needs --device cuda (or TRITON_INTERPRET=1 on the CPU)"
@@ -223,8 +223,8 @@ def prepare(config: str | Path | dict | Config, backend: str = "auto",
     data = config_data(config, folds=True)
     folds = None
     if config.data.cv is not None:
-        from .folds import Folds, make_assignment
-        from .runs import tile_runs
+        from ..spec.folds import Folds, make_assignment
+        from ..spec.runs import tile_runs
         table = make_assignment(config.data.cv, data.y_train.numpy(), config.model.loss)
         folds = Folds(data, table, len(runs))
         if len(runs) * folds.splits > MAX_RUNS:
@@ -243,7 +243,7 @@ def config_data(config: Config, folds: bool = False):
     """The config's dataset, loaded and checked. With data.cv (``folds``: the caller
     trains folds), every row is a training row (val_fraction is 0); a caller that trains
     no folds refuses data.cv."""
-    from .data import load_data
+    from ..spec.data import load_data
     if config.data.cv is not None and not folds:
         raise UserError("data.cv: only `tinysweep run` (and tinysweep.run) train folds so "
                         "far; use data.val_fraction here")
@@ -279,15 +279,15 @@ def plan_for(config: Config, runs, data, backend: str, device: str | None,
 
 def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     if plan.backend == "reference":
-        from . import reference
+        from ..backends import reference
         return reference.train(chunk, progress=progress)
     if plan.backend == "triton":
-        from . import triton_backend
+        from ..backends import triton_backend
         return triton_backend.train(chunk, device=plan.device, progress=progress)
     if plan.backend == "numba":
-        from . import numba_backend
+        from ..backends import numba_backend
         return numba_backend.train(chunk, progress=progress)
-    from . import torch_backend
+    from ..backends import torch_backend
     return torch_backend.train(chunk, device=plan.device, progress=progress)
 
 
@@ -614,8 +614,8 @@ def _resample(config: Config, name: str, rng: np.random.Generator, default):
     """One value of ``name`` redrawn from the sweep's search space: a list's (or grid
     range's) value picked at random, a uniform or loguniform drawn; ``default`` (the run's
     own fixed value) where the space does not vary it."""
-    from .config import check_run_value
-    from .space import _RANDOM_FORMS, grid_axis
+    from ..spec.config import check_run_value
+    from ..spec.space import _RANDOM_FORMS, grid_axis
     space = config.sweep.params.get(name)
     if isinstance(space, dict) and any(k in _RANDOM_FORMS for k in space):
         form = next(k for k in space if k in _RANDOM_FORMS)
@@ -726,7 +726,7 @@ def _put_runs(result: ChunkResult, rows: np.ndarray, part: ChunkResult, sub: Chu
     """Writes a stage's runs (``part``, curves on ``sub``'s evaluation epochs) into the
     whole sweep's ``result`` at ``rows``: the curves after epoch ``after`` (where the
     stage started), the rest whole."""
-    from .backend import put_rows
+    from ..backends.backend import put_rows
     later = sub.eval_epochs > after
     columns = chunk.column(sub.eval_epochs[later])
     for name, values in part.curves.items():
@@ -788,7 +788,7 @@ def write_results(results: Results, plan: Plan, out: Path, save_data: bool = Fal
     (The command's plots and reports: report.save_with_report, which writes the results
     too.)"""
     if save_data:
-        from .data import SAVED_DATA
+        from ..spec.data import SAVED_DATA
         from .results import atomic_write
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / SAVED_DATA, plan.config.memory.save)

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 
 from .backend import Chunk, ChunkResult, RunState, corner, put_rows, steps_per_epoch
-from .model import (Standardize, accuracy, layer_sizes, linear_names, pointwise_loss,
+from ..spec.model import (Standardize, accuracy, layer_sizes, linear_names, pointwise_loss,
                     predictions, seeded_model)
-from .order import permutations
-from .runs import Runs, is_constant
+from ..spec.order import permutations
+from ..spec.runs import Runs, is_constant
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1      # nn.BatchNorm1d's defaults
 # Steps per block, at most: enough to amortize a block's set-up (a few hundred us) over
@@ -715,7 +715,7 @@ def group_rows(chunk: Chunk) -> list[np.ndarray]:
 # dozen ops on small tensors (TORCH_STEP_S: 40 us for the line model, 100 to 140 us for
 # digits' 64-16-10 and 64-16-16-10, one run, measured), plus its arithmetic (TORCH_FLOPS:
 # digits' 72-run grid did 7.4e10 flops in 3.6 s on 2 threads, 6.8 s on one), plus
-# the shuffled epochs' permutations (PERMUTATION_S a row: trainer/order.py in numpy).
+# the shuffled epochs' permutations (PERMUTATION_S a row: trainer/spec/order.py in numpy).
 # A prediction for a choice, not a promise (bench/NOTES.md).
 TORCH_STEP_S = 1e-4
 TORCH_FLOPS = 1.5e10

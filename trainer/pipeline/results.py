@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .backend import Chunk, ChunkResult, corner, widest
-from .config import dump_yaml, read_config_file, widths_of
+from ..backends.backend import Chunk, ChunkResult, corner, widest
+from ..spec.config import dump_yaml, read_config_file, widths_of
 from . import tables
-from .errors import UserError, WriteError
-from .runs import Labels, is_constant
+from ..spec.errors import UserError, WriteError
+from ..spec.runs import Labels, is_constant
 
 if TYPE_CHECKING:
     from torch import nn
@@ -110,7 +110,7 @@ class Results:
         logits (bce_with_logits) or predictions (mse)."""
         import torch
 
-        from .model import build_model
+        from ..spec.model import build_model
         if which not in ("init", "final"):
             raise ValueError(f"which must be 'init' or 'final', got {which!r}")
         if not 0 <= run_id < len(self.table):
@@ -132,7 +132,7 @@ class Results:
     def n_outputs(self, run_id: int) -> int:
         """Run ``run_id``'s outputs: its last layer's biases (the entries of a name beyond a
         run's own shape are NaN, and initial biases are finite)."""
-        from .model import linear_names
+        from ..spec.model import linear_names
         hidden, _ = self.architecture(run_id)
         last = linear_names(len(hidden) + 1)[-1]
         return int(np.isfinite(self.params[f"init.{last}.bias"][run_id]).sum())
@@ -173,7 +173,7 @@ class Results:
     def setting_columns(self) -> list[str]:
         """The table's per-run hyperparameter columns, other than the replicates' (seed;
         fold and repeat are not hyperparameters): what names a setting."""
-        from .config import RUN_PARAM_NAMES
+        from ..spec.config import RUN_PARAM_NAMES
         return [c for c in self.table.columns
                 if c in RUN_PARAM_NAMES and c not in REPLICATE_COLUMNS]
 

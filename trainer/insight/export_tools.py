@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
+from ..spec.errors import UserError
 from .report_html import aggregate, higher_is_better, swept
-from .results import Results, load
+from ..pipeline.results import Results, load
 
 TOOLS = ("optuna", "tensorboard")
 DEFAULT_TOP = {"optuna": 1000, "tensorboard": 250}

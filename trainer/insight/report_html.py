@@ -57,8 +57,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RUN_PARAM_NAMES, widths_of
-from .results import Results, atomic_write
+from ..spec.config import RUN_PARAM_NAMES, widths_of
+from ..pipeline.results import Results, atomic_write
 
 MAX_LINES = 3000          # parcoords lines at most (plotly.js#1071: WebGL breaks past 10-20k)
 BEST_LINES = 500          # of them, the best settings; the rest a seeded sample

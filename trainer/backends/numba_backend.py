@@ -37,7 +37,7 @@ import torch
 
 from . import torch_backend
 from .backend import Chunk, ChunkResult, fused_unsupported, said_if_slow, stepped_lr
-from .order import half_bits, round_keys
+from ..spec.order import half_bits, round_keys
 from .torch_backend import _Group
 
 MAX_DEPTH = 2
@@ -83,7 +83,7 @@ def lanes_for(runs: int) -> int:
 
 def kernels_for(runs: int):
     """kernels/numba_mlp.py compiled for the lanes a group of ``runs`` runs takes."""
-    from ..kernels import numba_mlp
+    from ...kernels import numba_mlp
     return numba_mlp.with_lanes(lanes_for(runs))
 
 
@@ -177,7 +177,7 @@ def cached(depth: int, multi: bool, lanes: int = WIDE) -> bool | None:
     compiling it, 6 to 13 s). None where numba's cache cannot be read this way (its index
     is numba's own, not a public API): counted as compiled, the behaviour before the
     check."""
-    from ..kernels import numba_mlp
+    from ...kernels import numba_mlp
     kernel = numba_mlp.with_lanes(lanes).train_blocks(depth, multi)
     try:
         signature = _signature(kernel, depth, multi)
@@ -278,7 +278,7 @@ def unsupported(chunk: Chunk) -> str | None:
 
 def _layers(layout: torch_backend.Layout, n_features: int, hidden, n_outputs: int) -> np.ndarray:
     """int64 [depth + 1, 6]: (in, out, weight row, bias row, 0, 0) of each Linear layer."""
-    from .model import layer_sizes, linear_names
+    from ..spec.model import layer_sizes, linear_names
     offset = dict(zip(layout.names, layout.offsets))
     sizes = layer_sizes(n_features, hidden, n_outputs)
     out = np.zeros((len(sizes), 6), np.int64)

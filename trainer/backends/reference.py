@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from .backend import Chunk, ChunkResult, RunState, stack_rows, stepped_lr
-from .config import RunParams
-from .model import accuracy, pointwise_loss, predictions, seeded_model
-from .order import epoch_order
+from ..spec.config import RunParams
+from ..spec.model import accuracy, pointwise_loss, predictions, seeded_model
+from ..spec.order import epoch_order
 
 
 def make_optimizer(run: RunParams, params) -> torch.optim.Optimizer:

@@ -76,7 +76,7 @@ def hyperband_info(res) -> dict | None:
     table = res.table
     if not hb or "bracket" not in table or not len(table):
         return None
-    from .sweep import brackets
+    from ..pipeline.sweep import brackets
     metric = hb["metric"]
     final = _floats(table.get(f"final_{metric}", np.full(len(table), np.nan)))
     bracket = table["bracket"].to_numpy(np.int64)

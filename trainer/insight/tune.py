@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RUN_PARAM_NAMES, Config, RunParams, check_run_value, run_field, widths_of
-from .errors import UserError
-from .space import fixed_values
+from ..spec.config import RUN_PARAM_NAMES, Config, RunParams, check_run_value, run_field, widths_of
+from ..spec.errors import UserError
+from ..spec.space import fixed_values
 
 SAMPLERS = ("tpe", "random", "cmaes")
 METRICS = ("final_val_loss", "final_train_loss")
@@ -102,9 +102,9 @@ def tune(config, trials: int, batch: int, sampler: str = "tpe", metric: str | No
     minimizes, final_val_loss (the default with a validation split) or final_train_loss.
     ``out``: a directory for the study (optuna.db) and the trials' results; ``resume``
     continues the study there. ``progress``: called with a line after each round."""
-    from . import outdir
-    from .config import load_config
-    from .sweep import config_data
+    from ..pipeline import outdir
+    from ..spec.config import load_config
+    from ..pipeline.sweep import config_data
     optuna = _optuna()
     config = load_config(config, data, target)
     for value, name in ((trials, "--trials"), (batch, "--batch")):
@@ -167,9 +167,9 @@ def _rounds(study, config, space, data_set, trials, batch, metric, backend, devi
     """Asks, trains and tells rounds of at most ``batch`` trials until the study has
     ``trials`` finished ones."""
     import optuna
-    from .results import assemble
-    from .runs import Runs
-    from .sweep import execute, plan_for
+    from ..pipeline.results import assemble
+    from ..spec.runs import Runs
+    from ..pipeline.sweep import execute, plan_for
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     while True:
         done = len(study.get_trials(deepcopy=False, states=finished))
@@ -197,23 +197,23 @@ def _rounds(study, config, space, data_set, trials, batch, metric, backend, devi
 def _save_round(out: Path, numbers: list[int], part) -> None:
     """A finished round's runs, as the chunk store writes chunks: DIR/.rounds/round-FIRST.npz
     (FIRST: its first trial number), its trial numbers beside it."""
-    from .results import atomic_write
-    from .store import ChunkStore
+    from ..pipeline.results import atomic_write
+    from ..pipeline.store import ChunkStore
     ChunkStore(out, ROUNDS).save(numbers[0], part)
     text = json.dumps(numbers).encode()
     atomic_write(out / ROUNDS / f"round-{numbers[0]:09d}.json", lambda f: f.write(text))
 
 
 def _save_config(out: Path, config: Config) -> None:
-    from .config import dump_yaml
-    from .results import atomic_write
+    from ..spec.config import dump_yaml
+    from ..pipeline.results import atomic_write
     text = dump_yaml(config.to_dict()).encode()
     atomic_write(out / ROUNDS / "config.yaml", lambda f: f.write(text))
 
 
 def _check_same(out: Path, config: Config) -> None:
-    from .config import read_config_file
-    from .store import config_hash
+    from ..spec.config import read_config_file
+    from ..pipeline.store import config_hash
     saved = out / ROUNDS / "config.yaml"
     if saved.is_file() and config_hash(read_config_file(saved)) != config_hash(config.to_dict()):
         raise UserError(f"--resume: {out} holds a study of a different config; pick another "
@@ -223,11 +223,11 @@ def _check_same(out: Path, config: Config) -> None:
 def write_results(out: Path, config: Config, study) -> None:
     """DIR as a results directory of every trial trained so far, in trial order, with a
     ``trial`` column (and the plots and report.md)."""
-    from .backend import Chunk, evaluation_epochs
+    from ..backends.backend import Chunk, evaluation_epochs
     from .report import save_with_report
-    from .results import assemble, merge_chunks
-    from .runs import Runs
-    from .store import ChunkStore
+    from ..pipeline.results import assemble, merge_chunks
+    from ..spec.runs import Runs
+    from ..pipeline.store import ChunkStore
     store = ChunkStore(out, ROUNDS)
     numbers, parts = [], []
     for path in sorted((out / ROUNDS).glob("round-*.json")):
@@ -241,7 +241,7 @@ def write_results(out: Path, config: Config, study) -> None:
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     runs = Runs.from_rows([_trial_run(config, by_number[n].params) for n in numbers])
     eval_epochs = evaluation_epochs(runs, config.eval_every)
-    from .sweep import config_data
+    from ..pipeline.sweep import config_data
     chunk = Chunk(config.model, config_data(config), runs, config.eval_every, eval_epochs)
     res = assemble(config.to_dict(), chunk, merge_chunks(parts))
     res.table.insert(1, "trial", np.array(numbers, dtype=np.int64))

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UserError
+from ..spec.errors import UserError
 
 LOCK = ".lock"
 
@@ -83,7 +83,7 @@ def prepare_out(out: Path, plan, resume: bool, overwrite: bool, flag: str = "--o
     if holds_results(out) and not overwrite:
         raise UserError(f"{flag}: {out} already holds results; pass --resume to finish "
                         f"them or --overwrite to replace them")
-    from .data import SAVED_DATA
+    from ..spec.data import SAVED_DATA
     for name in (*WRITTEN_FILES, SAVED_DATA):   # --overwrite: what the sweep replaces
         (out / name).unlink(missing_ok=True)
     (out / "report.md").unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import atomic_write
+from ..pipeline.results import atomic_write
 
 BLOCK_ROWS = 1 << 16        # curves scanned this many runs at a time: no [runs, epochs] copy
 DPI = 110                   # the figures' resolution, for the layout and the PNG alike

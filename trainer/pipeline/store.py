@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import ChunkResult
-from .config import read_config_file
-from .errors import UserError
+from ..backends.backend import ChunkResult
+from ..spec.config import read_config_file
+from ..spec.errors import UserError
 from .results import atomic_write
 
 _PARTS = ("curves", "init", "final", "optim")

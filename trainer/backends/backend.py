@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import ModelSpec, RunParams
-from .runs import Runs
+from ..spec.config import ModelSpec, RunParams
+from ..spec.runs import Runs
 
 if TYPE_CHECKING:               # data.py builds torch tensors: not imported to check a config
-    from .data import Dataset
+    from ..spec.data import Dataset
 
 
 def steps_per_epoch(n_train, batch_size):

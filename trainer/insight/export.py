@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import RUN_PARAM_NAMES
-from .errors import UserError
-from .model import build_model
-from .results import Results, atomic_write, load
+from ..spec.config import RUN_PARAM_NAMES
+from ..spec.errors import UserError
+from ..spec.model import build_model
+from ..pipeline.results import Results, atomic_write, load
 
 FORMAT = "tinysweep-model/1"
 

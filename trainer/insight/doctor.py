@@ -70,7 +70,7 @@ from torch import nn
 
 from . import doctor_checks
 from .doctor_checks import LoopChecks
-from .errors import UserError, WriteError
+from ..spec.errors import UserError, WriteError
 
 FIXES = {
     "broadcast_loss": "make the target's shape match the prediction's, e.g. y.view_as(pred) / "
@@ -168,7 +168,7 @@ def _times(n: int) -> str:
 def _library_dirs() -> tuple[str, ...]:
     """Directories whose code is not the user's: torch, tinysweep, the standard library and
     the installed packages."""
-    here = Path(__file__).resolve().parent              # trainer/, as tinysweep.trainer
+    here = Path(__file__).resolve().parent.parent       # trainer/, as tinysweep.trainer
     import tinysweep
     dirs = {os.path.dirname(torch.__file__), str(here), str(here.parent / "kernels"),
             os.path.dirname(tinysweep.__file__)}
@@ -792,7 +792,7 @@ class Doctor(LoopChecks):
     def write(self, out: str | Path = ".", command: str | None = None,
               exit_code: int | None = None) -> Path:
         """Writes ``out/doctor.md`` (the directory made if missing) and returns its path."""
-        from .results import atomic_write
+        from ..pipeline.results import atomic_write
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "doctor.md"

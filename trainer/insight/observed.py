@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BUGS, RUN_PARAM_NAMES, Config, RunParams, check_run_value
-from .errors import UserError
-from .runs import Labels, Runs
-from .space import fixed_values
+from ..spec.config import BUGS, RUN_PARAM_NAMES, Config, RunParams, check_run_value
+from ..spec.errors import UserError
+from ..spec.runs import Labels, Runs
+from ..spec.space import fixed_values
 
 SEEDS = 5
 CAP = 100.0                 # a distance no larger than this (a diverged explanation: CAP)
@@ -255,8 +255,8 @@ def diagnose_observed(config, observed, backend: str = "auto", device: str | Non
     well each reproduces ``observed`` (a CSV's path or a DataFrame; see the module).
     ``followup``: diagnose.diagnose, called on one setup when correct code explains the
     observations best (passed in, not imported: diagnose imports this module)."""
-    from .config import load_config
-    from .sweep import config_data, execute, plan_for
+    from ..spec.config import load_config
+    from ..pipeline.sweep import config_data, execute, plan_for
     config = load_config(config, data, target)
     data = config_data(config)
     setups, runs, metrics, values = read_observed(observed, config, data.n_features)
@@ -286,7 +286,7 @@ def _one_change(config: Config, runs: Runs, values: np.ndarray, metrics: list[st
                 backend: str, device: str | None, diagnose):
     """Today's diagnosis (``diagnose``) of one observed setup: the one with the highest
     observed final loss (else the first)."""
-    from .config import SweepSpec
+    from ..spec.config import SweepSpec
     row = 0
     if "final_train_loss" in metrics:
         loss = values[:, metrics.index("final_train_loss")]
@@ -303,7 +303,7 @@ def write_observed(d: ObservedDiagnosis, out: str | Path) -> Path:
     """Writes the sweep's results, plots/observed.png and diagnose.md into ``out``."""
     from .figures import _save
     from .report_html import write_html
-    from .results import atomic_write
+    from ..pipeline.results import atomic_write
     out = Path(out)
     d.results.save(out)
     write_html(d.results, out)      # report.html: the diagnostic sweep, interactive
