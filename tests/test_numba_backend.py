@@ -474,3 +474,17 @@ def test_an_empty_numba_cache_is_seen_as_not_compiled(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "torch"]
     assert "rather than compiling the numba kernels" in done.stderr
+
+
+def test_busy_reads_the_cores_working_share_now(monkeypatch):
+    """busy(): the cores' working share over a short sample of /proc/stat (not the load
+    average, which lags a minute), against the cores less half a core."""
+    from tinysweep.trainer.backends import numba_backend
+    total, idle = numba_backend._cpu_times()            # this machine's own /proc/stat
+    assert total > idle >= 0
+    monkeypatch.setattr(numba_backend.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(numba_backend.time, "sleep", lambda s: None)
+    for idle, expected in ((20, True), (50, False), (25, True), (26, False)):
+        samples = iter([(1000, 500), (1100, 500 + idle)])     # 100 jiffies, `idle` of them idle
+        monkeypatch.setattr(numba_backend, "_cpu_times", lambda: next(samples))
+        assert numba_backend.busy() is expected, idle

@@ -30,6 +30,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -240,13 +241,13 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     on each other; with other jobs on the 2 cores (load average 3 to 8) digits' 72-run
     grid took 88 to 121 s on it against 3.6 s on a quiet machine, and numba's kernels,
     one call per window of epochs, slowed by 2x at most (bench/NOTES.md)."""
-    if not AUTO_PREDICT or busy():
+    if not AUTO_PREDICT:
         return False, None
     cold = [v for v in variants(chunk, launches) if cached(*v) is False]
     compile_s = COLD_COMPILE_S * len(cold)
     numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
-    if torch_s * TORCH_MARGIN >= numba_s:
+    if torch_s * TORCH_MARGIN >= numba_s or busy():
         return False, None
     if not cold:
         return True, None
@@ -255,13 +256,37 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
                   f"{compile_s:.0f} s, once per machine; --backend numba compiles them)")
 
 
+BUSY_SAMPLE_S = 0.1
+
+
 def busy() -> bool:
-    """Whether other work keeps this machine's cores busy: the last minute's load average
-    at least the cores, less half a core (False where the OS does not say)."""
+    """Whether other work keeps this machine's cores busy now: the cores' working share of
+    the next BUSY_SAMPLE_S (Linux's /proc/stat; this process sleeps meanwhile) at least the
+    cores less half a core. Elsewhere the last minute's load average, which lags: right
+    after a job ends it still says busy (bench/digits.py's fresh process, started after
+    scikit-learn's, saw 1.5 and compiled for 16 s), and as one starts it still says quiet.
+    False where the OS says neither."""
+    cores = os.cpu_count() or 1
     try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
+        before = _cpu_times()
+        time.sleep(BUSY_SAMPLE_S)
+        after = _cpu_times()
+        total, idle = after[0] - before[0], after[1] - before[1]
+        return total > 0 and (total - idle) / total * cores >= cores - 0.5
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0] >= cores - 0.5
     except (AttributeError, OSError):
         return False
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all, idle) jiffies of every core so far: /proc/stat's first line (idle and iowait
+    count as idle)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]
 
 
 def available() -> str | None:
