@@ -379,7 +379,13 @@ class _NumbaGroup(_Group):
         ihp[nk.I_EPOCHS] = per_lane(c.epochs, np.int64, 0)      # padding: never trains
         ihp[nk.I_SSIZE] = per_lane(np.where(c.scheduled, c.step_size, 0), np.int64, 0)
         ihp[nk.I_NEST] = per_lane(c.nesterov, np.int64, 0)
-        ihp[nk.I_ORDER] = -1
+        # each shuffled run's table: its seed's among the group's (one table per (seed,
+        # epoch), written per window by _orders); -1: rows in order. Once per group: per
+        # window, np.unique over a million runs' seeds took 40 ms, 4 s of the line headline's
+        # 100 windows, on one core while the other waited.
+        self.order_seeds = np.unique(c.seed[c.shuffle])
+        which = np.where(c.shuffle, np.searchsorted(self.order_seeds, c.seed), -1)
+        ihp[nk.I_ORDER] = per_lane(which, np.int64, -1)
         ihp[nk.I_ROW] = per_lane(self.rows, np.int64, 0)
         ihp[nk.I_ACTIVE] = per_lane(np.ones(n_runs), np.int64, 0)
         ihp[nk.I_STEPS] = per_lane(k0, np.int64, 0)
@@ -413,20 +419,15 @@ class _NumbaGroup(_Group):
         permutation tables under ORDER_BYTES and the call under CALL_SAMPLE_STEPS."""
         c, n = self.c, self.n
         left = c.epochs > e0
-        seeds = np.unique(c.seed[c.shuffle & left])
-        span = ORDER_BYTES // max(1, len(seeds) * n * 4)
+        span = ORDER_BYTES // max(1, len(self.order_seeds) * n * 4)
         span = min(span, CALL_SAMPLE_STEPS // max(1, int(left.sum()) * n))
         return min(last, e0 + max(1, span))
 
     def _orders(self, e0: int, e1: int) -> np.ndarray:
-        """Permutation tables int32 [Q, e1 - e0, n] of every seed a shuffled run needs in
-        epochs e0..e1-1, and each lane's table in ihp[I_ORDER] (-1: rows in order)."""
+        """Permutation tables int32 [Q, e1 - e0, n] of epochs e0..e1-1 for the group's Q
+        shuffled seeds (a lane's q: ihp[I_ORDER], set by load)."""
         nk = self.nk
-        c, n = self.c, self.n
-        needs = c.shuffle & (c.epochs > e0)
-        seeds = np.unique(c.seed[needs])
-        which = np.where(needs, np.searchsorted(seeds, c.seed), -1)
-        self.ihp[nk.I_ORDER, :len(self.lanes)] = which[self.lanes]
+        n, seeds = self.n, self.order_seeds
         if len(seeds) == 0:
             return np.zeros((1, 1, 1), np.int32)
         epochs = np.arange(e0, e1)
