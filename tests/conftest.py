@@ -17,6 +17,9 @@ if not torch.cuda.is_available():
 # numba's kernels not compiled yet, a quiet machine): that choice would depend on what
 # ran before and on the load, so the tests that need it set it themselves.
 os.environ["TINYSWEEP_AUTO_PREDICT"] = "0"
+# nor does any test leave a kernel compiling in the background (the one that checks it
+# replaces the process it would start)
+os.environ["TINYSWEEP_WARM"] = "0"
 
 
 @pytest.fixture

@@ -488,3 +488,40 @@ def test_busy_reads_the_cores_working_share_now(monkeypatch):
         samples = iter([(1000, 500), (1100, 500 + idle)])     # 100 jiffies, `idle` of them idle
         monkeypatch.setattr(numba_backend, "_cpu_times", lambda: next(samples))
         assert numba_backend.busy() is expected, idle
+
+
+def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background(
+        write_config, monkeypatch, capsys):
+    """Where auto trains on torch rather than wait for a compile, a detached process at the
+    lowest priority compiles the variants into numba's cache once the sweep has trained (not
+    beside torch's threads), once per variant and process, and the line on stderr says so;
+    compile_variants is what that process runs."""
+    import subprocess
+
+    from tinysweep.trainer.backends import numba_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append((args, kw)))
+    monkeypatch.setattr(numba_backend, "WARM", True)
+    monkeypatch.setattr(numba_backend, "_WARMING", set())
+    monkeypatch.setattr(numba_backend, "_PENDING", set())
+    monkeypatch.setattr(numba_backend, "AUTO_PREDICT", True)
+    monkeypatch.setattr(numba_backend, "busy", lambda: False)
+    monkeypatch.setattr(numba_backend, "cached", lambda depth, multi, lanes: False)
+    path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
+                        sweep={"params": {"lr": [0.01, 0.1]}})
+    capsys.readouterr()
+    assert prepare(path, backend="auto", device="cpu").backend == "torch"
+    assert started == []                            # not while the sweep trains
+    res = tinysweep.run(path)
+    assert res.table.steps.gt(0).all() and len(started) == 1
+    tinysweep.run(path)
+    assert len(started) == 1                               # once per variant and process
+    args, kw = started[0]
+    assert args[-1] == "[(1, False, 8)]" and "os.nice(19)" in args[-2]
+    assert kw["start_new_session"] and kw["stdout"] == subprocess.DEVNULL
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].endswith("background after this sweep, for the next)")
+    numba_backend.compile_variants([(1, False, 8)])        # what the process runs
+    kernel = numba_backend.kernels_for(2).train_blocks(1, False)
+    assert numba_backend._signature(kernel, 1, False) in kernel.overloads

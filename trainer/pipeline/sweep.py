@@ -342,6 +342,19 @@ def _train_on_ray(plan: Plan, todo: list[tuple[int, int]], done, task_fn=train_s
 
 def execute(plan: Plan, progress: bool = False, store=None, executor: str = "local",
             task_fn=train_slice, raw: bool = False) -> Results:
+    """Trains every chunk of the plan and assembles the results (_execute). Then, where
+    auto trained on torch rather than wait for the numba kernels' first compile, has them
+    compiled in the background for the next sweep (numba_backend.compile_pending): not
+    before, where the compile would take the cores torch's threads train on."""
+    results = _execute(plan, progress, store, executor, task_fn, raw)
+    if not raw and plan.device == "cpu":
+        from ..backends import numba_backend
+        numba_backend.compile_pending()
+    return results
+
+
+def _execute(plan: Plan, progress: bool = False, store=None, executor: str = "local",
+             task_fn=train_slice, raw: bool = False) -> Results:
     """Trains every chunk of the plan and assembles the results.
 
     With a ChunkStore, chunks already in it are loaded instead of trained, and each newly
