@@ -205,3 +205,23 @@ def test_summary_files_are_written_beside_the_results(write_config, tmp_path):
     row = summary[summary.lr == 0.1].iloc[0]
     assert row.final_val_loss_mean == pytest.approx(lr_01.mean())
     assert row.final_val_loss_std == pytest.approx(lr_01.std(ddof=1))
+
+
+def test_summaries_kept_computes_each_summary_once_and_hands_out_copies(write_config,
+                                                                         monkeypatch):
+    """Within summaries_kept (save_with_report's writers), summary(metric) is computed once
+    per metric; each caller gets its own copy; outside, every call computes afresh."""
+    from tinysweep.trainer.pipeline import results as results_module
+    res = tinysweep.run(write_config(sweep={"params": {"lr": [0.01, 0.1], "seed": [0, 1]}}))
+    calls = []
+    real = results_module.summarize
+    monkeypatch.setattr(results_module, "summarize",
+                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    with res.summaries_kept():
+        first = res.summary()
+        first["rank"] = -1                              # a caller's change stays its own
+        again = res.summary()
+        res.summary("final_train_loss")
+    assert calls == ["final_train_loss"]                # the default metric here: one call
+    assert (again["rank"] > 0).all() and again.equals(res.summary())
+    assert len(calls) == 2                              # outside: computed again

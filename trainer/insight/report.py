@@ -743,4 +743,5 @@ def save_with_report(res: Results, out: str | Path) -> Path:
     path. The files are written while the plots draw (see _draw_all); results.csv is still
     the last file of the results to land, report.md the last file of all."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    return write_report(res, out, alongside=functools.partial(res.save, out))
+    with res.summaries_kept():
+        return write_report(res, out, alongside=functools.partial(res.save, out))
