@@ -462,19 +462,27 @@ def workload(key: str, quick: bool, device: str, repeats: int, peaks, scale: int
             size["sample_steps"], size["optimizer_steps"], size["runs"], chunk.data.n_train),
             peaks)
     for name, fig in c.items():
-        if "seconds" not in fig:
-            continue
-        s = fig["seconds"]
-        fig.update(sample_steps_per_s=size["sample_steps"] / s,
-                   run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
-                   speedup_vs_loop=loop_s / s,
-                   speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None,
-                   speedup_vs_torch_backend=(torch_s / s) if torch_s else None)
-        if peaks is not None and not name.endswith("(cpu)"):
-            # the floor bounds device work: against the launches alone where they are timed
-            fig.update(floor_seconds=fl["floor_s"], floor=fl,
-                       of_floor=fl["floor_s"] / fig.get("kernel_seconds", s))
+        if "seconds" in fig:
+            rates(fig, size, loop_s, vmap_s, torch_s,
+                  fl if peaks is not None and not name.endswith("(cpu)") else None)
     return result
+
+
+def rates(fig: dict, size: dict, loop_s: float, vmap_s: float | None, torch_s: float | None,
+          fl: dict | None) -> None:
+    """A contender's figures from its seconds: work per second, its speedups over the loop
+    (``loop_s``), vmap + compile and the torch backend (where measured), and its share of
+    the floor ``fl`` (floor.floor_seconds; None: none)."""
+    s = fig["seconds"]
+    fig.update(sample_steps_per_s=size["sample_steps"] / s,
+               run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
+               speedup_vs_loop=loop_s / s,
+               speedup_vs_vmap_compile=(vmap_s / s) if vmap_s else None,
+               speedup_vs_torch_backend=(torch_s / s) if torch_s else None)
+    if fl is not None:
+        # the floor bounds device work: against the launches alone where they are timed
+        fig.update(floor_seconds=fl["floor_s"], floor=fl,
+                   of_floor=fl["floor_s"] / fig.get("kernel_seconds", s))
 
 
 def digits_workload(quick: bool, repeats: int, peaks) -> dict:
@@ -528,18 +536,11 @@ def digits_workload(quick: bool, repeats: int, peaks) -> dict:
     torch_s = c.get("tinysweep torch, training", {}).get("seconds")
     fl = floor.floor_seconds(digits.flops(chunk), peaks) if peaks is not None else None
     for name, fig in c.items():
-        if "seconds" not in fig:
-            continue
-        s = fig["seconds"]
-        # a new process against a new process, a warm call against a warm call
-        base = fresh_sk if "new process" in name and fresh_sk else sk_s
-        fig.update(sample_steps_per_s=size["sample_steps"] / s,
-                   run_steps_per_s=size["optimizer_steps"] / s, runs_per_s=size["runs"] / s,
-                   speedup_vs_loop=base / s, speedup_vs_vmap_compile=None,
-                   speedup_vs_torch_backend=(torch_s / s) if torch_s else None,
-                   peak_mb=fig.get("peak_mb", float("nan")))
-        if fl is not None:
-            fig.update(floor_seconds=fl["floor_s"], floor=fl, of_floor=fl["floor_s"] / s)
+        if "seconds" in fig:
+            # a new process against a new process, a warm call against a warm call
+            base = fresh_sk if "new process" in name and fresh_sk else sk_s
+            rates(fig, size, base, None, torch_s, fl)
+            fig.setdefault("peak_mb", float("nan"))
     return result
 
 
