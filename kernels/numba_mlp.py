@@ -1270,7 +1270,7 @@ def _variant(depth, multi):
                     # from lr / (1 - b1^t) in float64, then rounded to float32. (A float32
                     # division instead moved a chaotic digits run's validation loss 100x
                     # further from the reference's after 2 epochs.) Line model, batch 10,
-                    # a block's step: 416 ns with a branch per lane (sgd: 270), 130 now.
+                    # a block's step: 416 ns with a branch per lane, 285 now (sgd: 270, 147).
                     for l in range(LANES):
                         take = on[l] and bend[l] == q
                         tk[l] = take

@@ -339,7 +339,6 @@ def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(writ
     two), and says on stderr what the wait is when it takes longer than COMPILE_NOTICE_S."""
     import numba
 
-    from tinysweep.kernels import numba_mlp
     from tinysweep.trainer.backends import numba_backend
 
     @numba.njit
@@ -495,16 +494,27 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
     """Where auto trains on torch rather than wait for a compile, a detached process at the
     lowest priority compiles the variants into numba's cache once the sweep has trained (not
     beside torch's threads), once per variant and process, and the line on stderr says so;
-    compile_variants is what that process runs."""
+    the next choice waits for that process to end; compile_variants is what it runs."""
     import subprocess
 
     from tinysweep.trainer.backends import numba_backend
     from tinysweep.trainer.pipeline.sweep import prepare
-    started = []
-    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append((args, kw)))
+    started, waited = [], []
+
+    class Compiling:                                # the background process, still running
+        def __init__(self, args, **kw):
+            started.append((args, kw))
+
+        def poll(self):
+            return None
+
+        def wait(self):
+            waited.append(self)
+    monkeypatch.setattr(subprocess, "Popen", Compiling)
     monkeypatch.setattr(numba_backend, "WARM", True)
     monkeypatch.setattr(numba_backend, "_WARMING", set())
     monkeypatch.setattr(numba_backend, "_PENDING", set())
+    monkeypatch.setattr(numba_backend, "_WARM_PROCS", [])
     monkeypatch.setattr(numba_backend, "AUTO_PREDICT", True)
     monkeypatch.setattr(numba_backend, "busy", lambda: False)
     monkeypatch.setattr(numba_backend, "cached", lambda depth, multi, lanes: False)
@@ -514,9 +524,10 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
     assert prepare(path, backend="auto", device="cpu").backend == "torch"
     assert started == []                            # not while the sweep trains
     res = tinysweep.run(path)
-    assert res.table.steps.gt(0).all() and len(started) == 1
+    assert res.table.steps.gt(0).all() and len(started) == 1 and waited == []
     tinysweep.run(path)
     assert len(started) == 1                               # once per variant and process
+    assert len(waited) == 1        # the next sweep's choice waited for the compile to end
     args, kw = started[0]
     assert args[-1] == "[(1, False, 8)]" and "os.nice(19)" in args[-2]
     assert kw["start_new_session"] and kw["stdout"] == subprocess.DEVNULL

@@ -208,21 +208,21 @@ AUTO_PREDICT = os.environ.get("TINYSWEEP_AUTO_PREDICT", "1") not in ("", "0")
 
 def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     """The kernels' predicted training time for the chunk, compiled: per group, its blocks
-    of LANES runs (in each of ``launches`` parts) spread over the threads, each block
-    LANES x its longest run's rows (training, and evaluations at a third of the cost) x
-    the model's weights x LANE_WEIGHT_S."""
+    of ``lanes_for`` lanes (in each of ``launches`` parts) spread over the threads, each
+    block its lanes x its longest run's rows (training, and evaluations at a third of the
+    cost) x the model's weights x LANE_WEIGHT_S (x NARROW_COST for narrow lanes)."""
     runs, n = chunk.runs, chunk.data.n_train
     n_threads = threads()
     seconds = 0.0
     for rows in torch_backend.group_rows(chunk):
-        LANES = lanes_for(-(-len(rows) // launches))     # a launch's runs of the group
-        cost = NARROW_COST if LANES == NARROW else 1.0
+        lanes = lanes_for(-(-len(rows) // launches))     # a launch's runs of the group
+        cost = NARROW_COST if lanes == NARROW else 1.0
         weights = torch_backend.group_weights(chunk, rows) * cost
         epochs = float(runs.epochs[rows].max())
         evaluations = epochs / chunk.eval_every + 1
-        block = LANES * weights * LANE_WEIGHT_S * (
+        block = lanes * weights * LANE_WEIGHT_S * (
             epochs * n + evaluations * (n + chunk.data.n_val) / 3)
-        blocks = -(-len(rows) // (LANES * launches))       # per launch
+        blocks = -(-len(rows) // (lanes * launches))       # per launch
         seconds += launches * -(-blocks // n_threads) * block
     return seconds
 
@@ -243,6 +243,7 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     one call per window of epochs, slowed by 2x at most (bench/NOTES.md)."""
     if not AUTO_PREDICT:
         return False, None
+    _wait_for_warming()
     cold = [v for v in variants(chunk, launches) if cached(*v) is False]
     compile_s = COLD_COMPILE_S * len(cold)
     numba_s = predicted_seconds(chunk, launches) + compile_s
@@ -267,37 +268,44 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
 WARM = os.environ.get("TINYSWEEP_WARM", "1") not in ("", "0")
 _PENDING: set = set()       # variants auto passed over, to compile once the sweep is done
 _WARMING: set = set()       # those a background process was started for
-_WARM_CODE = ("import os, sys\n"
+_WARM_PROCS: list = []      # those processes
+_WARM_CODE = ("import ast, os, sys\n"
               "os.nice(19)\n"
               "from tinysweep.trainer.backends.numba_backend import compile_variants\n"
-              "compile_variants(eval(sys.argv[1]))\n")
+              "compile_variants(ast.literal_eval(sys.argv[1]))\n")
 
 
-def compile_in_background(variants: list[tuple[int, bool, int]]) -> bool:
-    """Compiles ``variants`` (depth, multi, lanes) into numba's disk cache in a process of
-    its own, at the lowest priority, detached (it outlives this one); once per variant and
-    process. Whether one was started."""
-    todo = sorted(set(variants) - _WARMING)
+def compile_pending() -> None:
+    """Compiles the variants (depth, multi, lanes) auto passed over into numba's disk cache,
+    in a process of its own at the lowest priority, detached (it outlives this one); once
+    per variant and process. sweep.execute calls it once the sweep is trained: a compile
+    beside torch's threads took the digits grid from 6.5 to 18.5 s."""
+    todo = sorted(_PENDING - _WARMING)
+    _PENDING.clear()
     if not WARM or not todo:
-        return bool(WARM and variants)
+        return
     import subprocess
     try:
-        subprocess.Popen([sys.executable, "-c", _WARM_CODE, repr(todo)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        _WARM_PROCS.append(subprocess.Popen(
+            [sys.executable, "-c", _WARM_CODE, repr(todo)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     except OSError:
-        return False
+        return
     _WARMING.update(todo)
-    return True
 
 
-def compile_pending() -> bool:
-    """compile_in_background of the variants auto passed over (sweep.execute calls it once
-    the sweep is trained: a compile beside torch's threads took the digits grid from 6.5 to
-    18.5 s)."""
-    todo = sorted(_PENDING)
-    _PENDING.clear()
-    return compile_in_background(todo) if todo else False
+def _wait_for_warming() -> None:
+    """Waits for the background compiles this process started (compile_pending) before auto
+    chooses again: a sweep trained on torch beside one had its threads wait on the compile
+    at every op (24 digits runs, 2 epochs: 13.6 s against 0.08 s), where after it the
+    kernels load from the cache."""
+    alive = [p for p in _WARM_PROCS if p.poll() is None]
+    if alive:
+        with said_if_slow(COMPILE_NOTICE_S, "tinysweep: waiting for the numba kernels "
+                                            "compiling in the background (once per machine)"):
+            for p in alive:
+                p.wait()
+    _WARM_PROCS.clear()
 
 
 def compile_variants(variants) -> None:
