@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError, _suggest, check_keys  # noqa: F401  (check_keys: config's too)
+from .errors import UserError, _suggest, check_keys
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 LOSSES = ("mse", "bce_with_logits", "cross_entropy")
