@@ -612,6 +612,15 @@ def _add_to(flat, row, c, value):
 
 
 @njit(**_INLINE)
+def _bn_grads(flat, c, g0, gamma, d, row_dh0, row_xhat):
+    """Batchnorm's weight and bias gradients of one row, from its dL/dh0 and xhat."""
+    for f in range(d):
+        dh = vload(flat, (row_dh0 + f) * LANES + c)
+        _add_to(flat, g0 + gamma + f, c, vmul(dh, vload(flat, (row_xhat + f) * LANES + c)))
+        _add_to(flat, g0 + gamma + d + f, c, dh)
+
+
+@njit(**_INLINE)
 def _backward(flat, c, z, lt, depth, act, loss, row_h0, row_y, g0, bn, row_xhat, row_dh0,
               gamma, d):
     """Adds the chunk's gradients of one row (output z) to the gradient rows (g0 + a
@@ -658,10 +667,7 @@ def _backward(flat, c, z, lt, depth, act, loss, row_h0, row_y, g0, bn, row_xhat,
                 if propagate:
                     _add_to(flat, din + i, c, vmul(vload(flat, (wo + i) * LANES + c), dv))
     if bn:
-        for f in range(d):
-            dh = vload(flat, (row_dh0 + f) * LANES + c)
-            _add_to(flat, g0 + gamma + f, c, vmul(dh, vload(flat, (row_xhat + f) * LANES + c)))
-            _add_to(flat, g0 + gamma + d + f, c, dh)
+        _bn_grads(flat, c, g0, gamma, d, row_dh0, row_xhat)
 
 
 # ---- K outputs (cross_entropy's K logits, k regression targets) ---------------------------
@@ -699,12 +705,13 @@ def _softmax_terms(flat, c, zr, kout):
 
 
 @njit(**_INLINE)
-def _output_delta(flat, c, lt, depth, loss, row_y):
+def _output_delta(flat, c, lt, depth, loss, row_y, off):
     """dL/dz of the K outputs (layer depth's output rows) into its delta rows, for a loss
     that is the mean over the batch (the 1 / rows comes with the step):
     mse: 2 (z_j - y_j) / K (F.mse_loss averages over the outputs too);
-    cross_entropy: softmax(z)_j - [y == j], y the class in row_y."""
-    zr, dr, kout = lt[6 * depth + 4], lt[6 * depth + 5], lt[6 * depth + 1]
+    cross_entropy: softmax(z)_j - [y == j], y the class in row_y. off: the row's slot
+    (its output and delta rows are off rows below layer depth's)."""
+    zr, dr, kout = lt[6 * depth + 4] + off, lt[6 * depth + 5] + off, lt[6 * depth + 1]
     if loss == LOSS_MSE:
         scale = np.float32(2.0 / kout)
         for j in range(kout):
@@ -743,18 +750,15 @@ def _backward_k(flat, c, lt, depth, act, row_h0, g0, bn, row_xhat, row_dh0, gamm
                 if propagate:
                     _add_to(flat, din + i, c, vmul(vload(flat, (wo + i) * LANES + c), dv))
     if bn:
-        for f in range(d):
-            dh = vload(flat, (row_dh0 + f) * LANES + c)
-            _add_to(flat, g0 + gamma + f, c, vmul(dh, vload(flat, (row_xhat + f) * LANES + c)))
-            _add_to(flat, g0 + gamma + d + f, c, dh)
+        _bn_grads(flat, c, g0, gamma, d, row_dh0, row_xhat)
 
 
 @njit(**_INLINE)
-def _eval_k(flat, c, lt, depth, loss, y, r):
+def _eval_k(flat, c, lt, depth, loss, y, r, off):
     """The loss of training row r (y [N, k]) summed over the K outputs (mse: the host
     divides by K) and its hit (cross_entropy: the first largest logit is the class, as
-    torch.argmax; a NaN logit counts as +inf)."""
-    zr, kout = lt[6 * depth + 4], lt[6 * depth + 1]
+    torch.argmax; a NaN logit counts as +inf); off: the row's slot."""
+    zr, kout = lt[6 * depth + 4] + off, lt[6 * depth + 1]
     if loss == LOSS_MSE:
         acc = vsplat(_0)
         for j in range(kout):
@@ -788,6 +792,102 @@ def _normalize(flat, c, d, row_x, row_mean, row_rstd, row_xhat, row_h0, gamma):
         vstore(flat, (row_h0 + f) * LANES + c,
                vadd(vmul(xh, vload(flat, (gamma + f) * LANES + c)),
                     vload(flat, (gamma + d + f) * LANES + c)))
+
+
+# ---- tiles of rows (K outputs) ---------------------------------------------------------
+# Row by row, a layer's weights are read once per row and each unit's sum is one chain of
+# dependent FMAs (_dot); the weights' gradient sums are read and written back once per row
+# too. A tile takes TILE rows of a segment (none of them ends a lane's batch but the last)
+# through each layer together: a weight is loaded once for the four rows, the four sums are
+# independent chains, and a gradient sum takes four products between its load and store.
+# The rows' inputs, activations and deltas lie in TILE slots, ``S`` floats apart (the
+# kernel's rows XR.. up to the layers' deltas, repeated). Each gradient sum adds the rows'
+# products in the rows' order, as row by row does: the same operations on the same values,
+# so the same bits.
+TILE = 4
+assert EVAL_FLUSH % TILE == 0
+
+
+@njit(**_INLINE)
+def _dot_tile(flat, c, bias, w, h, n, S):
+    """_dot of the tile's rows: their inputs at h, h + S, h + 2 S, h + 3 S."""
+    a0 = vload(flat, bias + c)
+    a1, a2, a3 = a0, a0, a0
+    for i in range(n):
+        wv = vload(flat, w + i * LANES + c)
+        at = h + i * LANES + c
+        a0 = vadd(a0, vmul(wv, vload(flat, at)))
+        a1 = vadd(a1, vmul(wv, vload(flat, at + S)))
+        a2 = vadd(a2, vmul(wv, vload(flat, at + 2 * S)))
+        a3 = vadd(a3, vmul(wv, vload(flat, at + 3 * S)))
+    return a0, a1, a2, a3
+
+
+@njit(**_INLINE)
+def _forward_k_tile(flat, c, lt, depth, act, row_h0, S):
+    """_forward_k of the tile's rows."""
+    row_in = row_h0
+    for k in range(depth + 1):
+        n_in, n_out, w, b, out = lt[6 * k], lt[6 * k + 1], lt[6 * k + 2], lt[6 * k + 3], lt[6 * k + 4]
+        for o in range(n_out):
+            a0, a1, a2, a3 = _dot_tile(flat, c, (b + o) * LANES, (w + o * n_in) * LANES,
+                                       row_in * LANES, n_in, S)
+            if k < depth:
+                a0, a1, a2, a3 = _act(a0, act), _act(a1, act), _act(a2, act), _act(a3, act)
+            at = (out + o) * LANES + c
+            vstore(flat, at, a0)
+            vstore(flat, at + S, a1)
+            vstore(flat, at + 2 * S, a2)
+            vstore(flat, at + 3 * S, a3)
+        row_in = out
+
+
+@njit(**_INLINE)
+def _backward_k_tile(flat, c, lt, depth, act, row_h0, g0, bn, row_xhat, row_dh0, gamma, d,
+                     S, s_rows):
+    """_backward_k of the tile's rows (S: their slots' distance in floats, s_rows in
+    rows)."""
+    for k in range(depth, -1, -1):
+        n_in, n_out, w, b = lt[6 * k], lt[6 * k + 1], lt[6 * k + 2], lt[6 * k + 3]
+        out, dl = lt[6 * k + 4], lt[6 * k + 5]
+        row_in = row_h0 if k == 0 else lt[6 * k - 2]
+        propagate = k > 0 or bn
+        din = row_dh0 if k == 0 else lt[6 * k - 1]
+        if propagate:
+            for i in range(n_in):
+                at = (din + i) * LANES + c
+                for t in range(TILE):
+                    vstore(flat, at + t * S, vsplat(_0))
+        for o in range(n_out):
+            at = (dl + o) * LANES + c
+            d0, d1, d2, d3 = (vload(flat, at), vload(flat, at + S), vload(flat, at + 2 * S),
+                              vload(flat, at + 3 * S))
+            if k < depth:
+                ah = (out + o) * LANES + c
+                d0 = vmul(d0, _act_grad(vload(flat, ah), act))
+                d1 = vmul(d1, _act_grad(vload(flat, ah + S), act))
+                d2 = vmul(d2, _act_grad(vload(flat, ah + 2 * S), act))
+                d3 = vmul(d3, _act_grad(vload(flat, ah + 3 * S), act))
+            ab = (g0 + b + o) * LANES + c
+            vstore(flat, ab, vadd(vadd(vadd(vadd(vload(flat, ab), d0), d1), d2), d3))
+            wo = w + o * n_in
+            for i in range(n_in):
+                ah = (row_in + i) * LANES + c
+                ag = (g0 + wo + i) * LANES + c
+                g = vadd(vload(flat, ag), vmul(d0, vload(flat, ah)))
+                g = vadd(g, vmul(d1, vload(flat, ah + S)))
+                g = vadd(g, vmul(d2, vload(flat, ah + 2 * S)))
+                vstore(flat, ag, vadd(g, vmul(d3, vload(flat, ah + 3 * S))))
+                if propagate:
+                    wv = vload(flat, (wo + i) * LANES + c)
+                    ai = (din + i) * LANES + c
+                    vstore(flat, ai, vadd(vload(flat, ai), vmul(wv, d0)))
+                    vstore(flat, ai + S, vadd(vload(flat, ai + S), vmul(wv, d1)))
+                    vstore(flat, ai + 2 * S, vadd(vload(flat, ai + 2 * S), vmul(wv, d2)))
+                    vstore(flat, ai + 3 * S, vadd(vload(flat, ai + 3 * S), vmul(wv, d3)))
+    if bn:
+        for t in range(TILE):
+            _bn_grads(flat, c, g0, gamma, d, row_dh0 + t * s_rows, row_xhat + t * s_rows)
 
 
 # ---- a block's rows ------------------------------------------------------------------------
@@ -940,17 +1040,35 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
 
 @njit(**_INLINE)
 def _evaluate_k(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, XH, H0,
-                BM, BR, ACC):
+                BM, BR, ACC, SR):
     """_evaluate of a model with K outputs (_eval_k: y [N, k], the loss summed over the
-    outputs; cross_entropy's hits: the argmax)."""
+    outputs; cross_entropy's hits: the argmax): tiles of rows as in _segment_k, then the
+    rest row by row. (A tile's rows never straddle a flush: TILE divides EVAL_FLUSH.)"""
     n_rows = x.shape[0]
-    for r in range(n_rows):
-        _fill_rows(flat, x, y, d, y.shape[1], r, XR, YR)
+    ky = y.shape[1]
+    tiled = n_rows - n_rows % TILE
+    for r0 in range(0, tiled, TILE):
+        for t in range(TILE):
+            _fill_rows(flat, x, y, d, ky, r0 + t, XR + t * SR, YR + t * SR)
+        for c in range(0, LANES, W):
+            if bn:
+                for t in range(TILE):
+                    off = t * SR
+                    _normalize(flat, c, d, XR + off, BM, BR, XH + off, H0 + off, gamma)
+            _forward_k_tile(flat, c, lt, depth, act, H0, SR * LANES)
+            for t in range(TILE):
+                lv, hit = _eval_k(flat, c, lt, depth, loss, y, r0 + t, t * SR)
+                _add_to(flat, ACC, c, lv)
+                _add_to(flat, ACC + 1, c, hit)
+        if (r0 + TILE) % EVAL_FLUSH == 0 or r0 + TILE == n_rows:
+            _flush(flat, ev, slot, ACC)
+    for r in range(tiled, n_rows):
+        _fill_rows(flat, x, y, d, ky, r, XR, YR)
         for c in range(0, LANES, W):
             if bn:
                 _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
             _forward_k(flat, c, lt, depth, act, H0)
-            lv, hit = _eval_k(flat, c, lt, depth, loss, y, r)
+            lv, hit = _eval_k(flat, c, lt, depth, loss, y, r, 0)
             _add_to(flat, ACC, c, lv)
             _add_to(flat, ACC + 1, c, hit)
         if (r + 1) % EVAL_FLUSH == 0 or r == n_rows - 1:
@@ -1046,10 +1164,32 @@ def _segment_line(flat, x, y, p, q, uniform, first_q, oq, order, te, rows, lt, l
 
 @njit(**_INLINE)
 def _segment_k(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, depth, act,
-               loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma):
-    """_segment of a model with K outputs; y [n, k]."""
+               loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma, SR):
+    """_segment of a model with K outputs; y [n, k]. Tiles of TILE rows, then the rest
+    row by row; SR: the rows between two slots of a tile."""
     ky = y.shape[1]
-    for pos in range(p, q + 1):
+    S = SR * LANES
+    pos = p
+    while pos + TILE <= q + 1:
+        for t in range(TILE):
+            off = t * SR
+            if uniform:
+                _fill_rows(flat, x, y, d, ky, pos + t if first_q < 0 else order[first_q, te, pos + t],
+                           XR + off, YR + off)
+            else:
+                _position_rows(rows, oq, order, te, pos + t)
+                _gather_rows(flat, x, y, d, ky, rows, XR + off, YR + off)
+        for c in range(0, LANES, W):
+            if bn:
+                for t in range(TILE):
+                    off = t * SR
+                    _normalize(flat, c, d, XR + off, BM, BR, XH + off, H0 + off, gamma)
+            _forward_k_tile(flat, c, lt, depth, act, H0, S)
+            for t in range(TILE):
+                _output_delta(flat, c, lt, depth, loss, YR + t * SR, t * SR)
+            _backward_k_tile(flat, c, lt, depth, act, H0, G, bn, XH, DH, gamma, d, S, SR)
+        pos += TILE
+    for pos in range(pos, q + 1):
         if uniform:
             _fill_rows(flat, x, y, d, ky, pos if first_q < 0 else order[first_q, te, pos], XR, YR)
         else:
@@ -1059,7 +1199,7 @@ def _segment_k(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt, d
             if bn:
                 _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
             _forward_k(flat, c, lt, depth, act, H0)
-            _output_delta(flat, c, lt, depth, loss, YR)
+            _output_delta(flat, c, lt, depth, loss, YR, 0)
             _backward_k(flat, c, lt, depth, act, H0, G, bn, XH, DH, gamma, d)
 
 
@@ -1170,7 +1310,9 @@ def _variant(depth, multi):
             lt = (lay[0, 0], lay[0, 1], lay[0, 2], lay[0, 3], lay[0, 4], lay[0, 5],
                   lay[1, 0], lay[1, 1], lay[1, 2], lay[1, 3], lay[1, 4], lay[1, 5],
                   lay[2, 0], lay[2, 1], lay[2, 2], lay[2, 3], lay[2, 4], lay[2, 5])
-            PL = LAY + 2 * width                    # per-lane values of an optimizer step
+            # K outputs: the rows XR..LAY + 2 width are a tile's first slot, TILE of them
+            SR = LAY + 2 * width - XR if multi else 0
+            PL = XR + TILE * SR if multi else LAY + 2 * width   # per-lane values of a step
             SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM, NEST, WDC, CNT, START, ACC = \
                 range(PL, PL + 15)
             rows_ws = PL + 16                       # ACC and ACC + 1
@@ -1253,7 +1395,7 @@ def _variant(depth, multi):
                     # (numba prunes the branch not taken: multi is the variant's constant)
                     if multi:
                         _segment_k(flat, x, y, d, p, q, uniform, first_q, oq, order, te, rows, lt,
-                                   depth, act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma)
+                                   depth, act, loss, bn, XR, YR, XH, H0, BM, BR, DH, G, gamma, SR)
                     elif depth == 0 and d == 1 and not bn:
                         _segment_line(flat, x, y, p, q, uniform, first_q, oq, order, te, rows,
                                       lt, loss, XR, YR, G)
@@ -1339,7 +1481,7 @@ def _variant(depth, multi):
                     xs, ys = (x, y) if split == 0 else (xv, yv)
                     if multi:
                         _evaluate_k(flat, ev, 2 * split, xs, ys, lt, depth, act, loss, bn, d,
-                                    gamma, XR, YR, XH, H0, BM, BR, ACC)
+                                    gamma, XR, YR, XH, H0, BM, BR, ACC, SR)
                     else:
                         _evaluate(flat, ev, 2 * split, xs, ys, lt, depth, act, loss, bn, d, gamma,
                                   XR, YR, XH, H0, BM, BR, ACC)
