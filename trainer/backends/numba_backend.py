@@ -66,26 +66,41 @@ COLD_COMPILE_S = 8.0
 # group's runs fill 64-lane blocks poorly. A narrow lane costs NARROW_COST wide ones, the
 # middle of what was measured one thread, full blocks (2-core Xeon, 2026-12-06): 1.0 for
 # digits' 64-wide models, 1.6 for the batchnorm 2-32-32-1, 2.0 for the 1-16-1 MLP (the
-# per-row bookkeeping is shared by 8 runs, not 64). So digits' groups of 24 runs take 8
-# (24 lanes against 64), a group of 40 keeps 64, one run takes 8.
+# per-row bookkeeping is shared by 8 runs, not 64). So a group of 40 keeps 64, one run
+# takes 8. Models with K outputs take 8 whatever their runs: their rows go through the
+# layers in tiles (numba_mlp's TILE), whose vectors of 64 lanes no longer fit the
+# registers. Per lane-row, digits with 16 hidden units: 126 cpu-ns at 8 lanes against
+# 169 at 64; 32 units: 224 against 322; 16 and 16: 164 against 195 (full blocks, 5 epochs,
+# batch 128, taken one after the other, 2026-12-06).
 WIDE, NARROW = 64, 8
 NARROW_COST = 1.6
+# A narrow lane of a K-output model, its rows in tiles, against LANE_WEIGHT_S: digits' 72-run
+# grid trained in 0.60 s against 1.03 predicted at NARROW_COST, one run of 64-32-10 in 0.127
+# s against 0.244 (2-core Xeon, warm, 2026-12-06).
+TILED_COST = 0.9
 FORCE_LANES: int | None = None      # tests: every group at this width
 
 
-def lanes_for(runs: int) -> int:
+def lanes_for(runs: int, multi: bool = False) -> int:
     """The lanes a block for a group of ``runs`` runs: the width that pads the fewest
-    lane-equivalents (NARROW ones cost NARROW_COST)."""
+    lane-equivalents (NARROW ones cost NARROW_COST); NARROW for K outputs (multi)."""
     if FORCE_LANES is not None:
         return FORCE_LANES
+    if multi:
+        return NARROW
     padded = lambda w: -(-runs // w) * w
     return NARROW if padded(NARROW) * NARROW_COST < padded(WIDE) else WIDE
 
 
-def kernels_for(runs: int):
+def is_multi(chunk: Chunk) -> bool:
+    """Whether the chunk's model has K outputs (the kernels' multi variants)."""
+    return chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1
+
+
+def kernels_for(runs: int, multi: bool = False):
     """kernels/numba_mlp.py compiled for the lanes a group of ``runs`` runs takes."""
     from ...kernels import numba_mlp
-    return numba_mlp.with_lanes(lanes_for(runs))
+    return numba_mlp.with_lanes(lanes_for(runs, multi))
 
 
 def threads() -> int:
@@ -148,11 +163,11 @@ def _compile(kernel, signature: tuple) -> None:
 def variants(chunk: Chunk, launches: int = 1) -> list[tuple[int, bool, int]]:
     """The kernel variants (depth, multi, lanes) that train the chunk (in ``launches``
     parts): one per depth of its groups and the lanes each group's size takes."""
-    multi = chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1
+    multi = is_multi(chunk)
     out = set()
     for rows in torch_backend.group_rows(chunk):
         depth = len(chunk.runs.row(int(rows[0])).hidden)
-        out.add((depth, multi, lanes_for(-(-len(rows) // launches))))
+        out.add((depth, multi, lanes_for(-(-len(rows) // launches), multi)))
     return sorted(out)
 
 
@@ -210,13 +225,15 @@ def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     """The kernels' predicted training time for the chunk, compiled: per group, its blocks
     of ``lanes_for`` lanes (in each of ``launches`` parts) spread over the threads, each
     block its lanes x its longest run's rows (training, and evaluations at a third of the
-    cost) x the model's weights x LANE_WEIGHT_S (x NARROW_COST for narrow lanes)."""
+    cost) x the model's weights x LANE_WEIGHT_S (narrow lanes: x NARROW_COST, or TILED_COST
+    for K outputs)."""
     runs, n = chunk.runs, chunk.data.n_train
     n_threads = threads()
+    multi = is_multi(chunk)
     seconds = 0.0
     for rows in torch_backend.group_rows(chunk):
-        lanes = lanes_for(-(-len(rows) // launches))     # a launch's runs of the group
-        cost = NARROW_COST if lanes == NARROW else 1.0
+        lanes = lanes_for(-(-len(rows) // launches), multi)    # a launch's runs
+        cost = (TILED_COST if multi else NARROW_COST) if lanes == NARROW else 1.0
         weights = torch_backend.group_weights(chunk, rows) * cost
         epochs = float(runs.epochs[rows].max())
         evaluations = epochs / chunk.eval_every + 1
@@ -380,7 +397,7 @@ class _NumbaGroup(_Group):
     threads: int | None = None      # threads its kernel calls use (None: threads())
 
     def train(self):
-        nk = self.nk = kernels_for(len(self.rows))
+        nk = self.nk = kernels_for(len(self.rows), is_multi(self.chunk))
         self.load(nk)
         e0, last = self.chunk.start_epoch(), int(self.c.epochs.max())
         while e0 < last:
@@ -564,7 +581,9 @@ def _train(chunk: Chunk, progress) -> ChunkResult:
     alone: the results are the same either way."""
     n_threads = threads()
     groups = torch_backend.group_rows(chunk)
-    small = [rows for rows in groups if -(-len(rows) // lanes_for(len(rows))) < n_threads]
+    multi = is_multi(chunk)
+    small = [rows for rows in groups
+             if -(-len(rows) // lanes_for(len(rows), multi)) < n_threads]
     if len(small) < 2:
         return torch_backend.train(chunk, "cpu", progress, group_class=_NumbaGroup)
     result = chunk.empty_result()
