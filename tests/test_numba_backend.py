@@ -239,6 +239,44 @@ def test_thread_count_changes_nothing(write_config, monkeypatch, params):
         assert side_by_side == []
 
 
+def test_groups_of_a_few_blocks_train_side_by_side(write_config, monkeypatch):
+    """Two groups of three 8-lane blocks (24 runs of a K-output model each) on 2 threads:
+    one after the other each leaves a thread idle for its third block, side by side they
+    do not, so they train side by side, the longest first; the results are those of one
+    thread."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 threads")
+    from tinysweep.trainer.backends import numba_backend, torch_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
+    path = write_config(data={"source": "moons", "params": {"n": 40}},
+                        model={"activation": "relu", "loss": "cross_entropy"},
+                        train={"epochs": 2, "batch_size": 8},
+                        sweep={"params": {"hidden": [[4], [6]],
+                                          "lr": {"logspace": [-3, -1, 12]}, "seed": [0, 1]}})
+    chunk = prepare(path, backend="numba").chunk
+    groups = torch_backend.group_rows(chunk)
+    assert [len(rows) for rows in groups] == [24, 24]
+    assert numba_backend.side_by_side(chunk, groups, 2) == [1, 0]      # [6] costs more
+    assert numba_backend.side_by_side(chunk, groups[:1], 2) == []      # one group alone
+    assert numba_backend.side_by_side(chunk, groups, 1) == []
+    together = []
+    real = numba_backend._train_without_grad
+    monkeypatch.setattr(numba_backend, "_train_without_grad",
+                        lambda group: together.append(len(group.rows)) or real(group))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = tinysweep.run(path, backend="numba")
+        assert together == []
+        numba.set_num_threads(2)
+        two = tinysweep.run(path, backend="numba")
+    finally:
+        numba.set_num_threads(before)
+    assert together == [24, 24]
+    assert_identical(two, one)
+
+
 def test_windows_of_epochs_change_nothing(write_config, monkeypatch):
     """Permutation tables for one epoch at a time (several kernel calls, the state kept
     between them) give the same bits as the whole sweep in one call."""

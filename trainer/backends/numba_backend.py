@@ -53,6 +53,8 @@ CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")   # the ke
 # Ranges of blocks per thread and call: enough that a thread whose blocks end early takes
 # more, few enough that a call's dispatch (tens of us) stays out of sight.
 RANGES_PER_THREAD = 4
+# Groups of up to this many blocks a thread may train side by side (side_by_side).
+SIDE_BY_SIDE_BLOCKS = 4
 # A kernel variant not yet on this machine compiles in 9 to 13 s (bench/NOTES.md), one from
 # numba's cache loads in about 0.5: past this many seconds of preparing a kernel, the
 # progress bar's reader is told what the wait is.
@@ -221,25 +223,29 @@ TORCH_MARGIN = 1.5
 AUTO_PREDICT = os.environ.get("TINYSWEEP_AUTO_PREDICT", "1") not in ("", "0")
 
 
+def _blocks(chunk: Chunk, rows: np.ndarray, launches: int = 1) -> tuple[int, float]:
+    """A group's blocks (per launch: the chunk trains in ``launches`` parts) and each
+    block's predicted seconds: its lanes x its longest run's rows (training, and
+    evaluations at a third of the cost) x the model's weights x LANE_WEIGHT_S (narrow
+    lanes: x NARROW_COST, or TILED_COST for K outputs)."""
+    runs, n, multi = chunk.runs, chunk.data.n_train, is_multi(chunk)
+    lanes = lanes_for(-(-len(rows) // launches), multi)    # a launch's runs
+    cost = (TILED_COST if multi else NARROW_COST) if lanes == NARROW else 1.0
+    weights = torch_backend.group_weights(chunk, rows) * cost
+    epochs = float(runs.epochs[rows].max())
+    evaluations = epochs / chunk.eval_every + 1
+    block = lanes * weights * LANE_WEIGHT_S * (
+        epochs * n + evaluations * (n + chunk.data.n_val) / 3)
+    return -(-len(rows) // (lanes * launches)), block
+
+
 def predicted_seconds(chunk: Chunk, launches: int = 1) -> float:
     """The kernels' predicted training time for the chunk, compiled: per group, its blocks
-    of ``lanes_for`` lanes (in each of ``launches`` parts) spread over the threads, each
-    block its lanes x its longest run's rows (training, and evaluations at a third of the
-    cost) x the model's weights x LANE_WEIGHT_S (narrow lanes: x NARROW_COST, or TILED_COST
-    for K outputs)."""
-    runs, n = chunk.runs, chunk.data.n_train
+    (_blocks, in each of ``launches`` parts) spread over the threads."""
     n_threads = threads()
-    multi = is_multi(chunk)
     seconds = 0.0
     for rows in torch_backend.group_rows(chunk):
-        lanes = lanes_for(-(-len(rows) // launches), multi)    # a launch's runs
-        cost = (TILED_COST if multi else NARROW_COST) if lanes == NARROW else 1.0
-        weights = torch_backend.group_weights(chunk, rows) * cost
-        epochs = float(runs.epochs[rows].max())
-        evaluations = epochs / chunk.eval_every + 1
-        block = lanes * weights * LANE_WEIGHT_S * (
-            epochs * n + evaluations * (n + chunk.data.n_val) / 3)
-        blocks = -(-len(rows) // (lanes * launches))       # per launch
+        blocks, block = _blocks(chunk, rows, launches)
         seconds += launches * -(-blocks // n_threads) * block
     return seconds
 
@@ -573,32 +579,51 @@ def train(chunk: Chunk, device="cpu", progress=None) -> ChunkResult:
         return torch_backend.train(chunk, "cpu", progress)
 
 
+def side_by_side(chunk: Chunk, groups: list, n_threads: int) -> list[int]:
+    """The groups (indices) to train side by side, a thread each, in this order; the rest
+    train one after the other, each on every thread. Candidates: the groups of at most
+    SIDE_BY_SIDE_BLOCKS blocks a thread. Side by side, longest first, they end when the
+    most loaded thread does; one after the other, each takes its blocks' rounds over the
+    threads (a group of 3 blocks on 2 threads: 2 block-times, a thread idle half of the
+    second). The faster of the two, as _blocks predicts them."""
+    cost = {}
+    for i, rows in enumerate(groups):
+        blocks, block = _blocks(chunk, rows)
+        if blocks <= SIDE_BY_SIDE_BLOCKS * n_threads:
+            cost[i] = (blocks, block)
+    together = sorted(cost, key=lambda i: -cost[i][0] * cost[i][1])
+    loads = np.zeros(n_threads)
+    for i in together:                    # a loop over groups: each goes to the idlest thread
+        loads[np.argmin(loads)] += cost[i][0] * cost[i][1]
+    apart = sum(-(-blocks // n_threads) * block for blocks, block in cost.values())
+    return together if len(together) > 1 and loads.max() < apart else []
+
+
 def _train(chunk: Chunk, progress) -> ChunkResult:
-    """numba's training of the chunk. A group with a block of lanes for every thread trains
-    on all of them, one group after the other; the groups with fewer blocks (a sweep of
-    many architectures with a few runs each) train side by side, a thread each, so that no
-    thread waits while one group's only block trains. A run's arithmetic is its lane's
-    alone: the results are the same either way."""
+    """numba's training of the chunk. A group with many blocks trains on every thread, one
+    group after the other; groups of few blocks (digits' grid: three of three; a sweep of
+    many architectures with a few runs each) train side by side, a thread each, where
+    that is predicted faster (side_by_side), so that no thread waits while another ends a
+    group. A run's arithmetic is its lane's alone: the results are the same either way."""
     n_threads = threads()
     groups = torch_backend.group_rows(chunk)
-    multi = is_multi(chunk)
-    small = [rows for rows in groups
-             if -(-len(rows) // lanes_for(len(rows), multi)) < n_threads]
-    if len(small) < 2:
+    order = side_by_side(chunk, groups, n_threads)
+    if not order:
         return torch_backend.train(chunk, "cpu", progress, group_class=_NumbaGroup)
     result = chunk.empty_result()
     with torch.no_grad():
         # Built here, one after the other: a group's initial weights come from torch's
         # global RNG (seeded_model), which threads would share.
-        built = []
-        for rows in groups:
+        built, together = {}, set(order)
+        for i, rows in enumerate(groups):
             group = _NumbaGroup(chunk, rows, torch.device("cpu"), result, progress)
-            if any(rows is r for r in small):
+            if i in together:
                 group.threads = 1
-                built.append(group)
+                built[i] = group
                 continue
             group.train()
             group.write_result()
+        built = [built[i] for i in order]       # the longest first
         with ThreadPoolExecutor(min(n_threads, len(built))) as pool:
             for _ in pool.map(_train_without_grad, built):     # re-raises a thread's error
                 pass
