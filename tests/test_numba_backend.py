@@ -9,6 +9,7 @@ first test to train pays for it.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -527,6 +528,35 @@ def test_busy_reads_the_cores_working_share_now(monkeypatch):
         assert numba_backend.busy() is expected, idle
 
 
+def test_auto_waits_for_another_process_compiling_into_the_same_cache(monkeypatch, capsys,
+                                                                      tmp_path):
+    """Another process's background compile into this numba cache holds warm_lock(): auto
+    waits for it to end before choosing, and says so; another cache has another lock."""
+    import subprocess
+    import time
+
+    from tinysweep.trainer.backends import numba_backend
+    pytest.importorskip("fcntl")
+    monkeypatch.setattr(numba_backend, "COMPILE_NOTICE_S", 0.2)
+    monkeypatch.setattr(numba_backend, "_WARM_PROCS", [])
+    lock = numba_backend.warm_lock()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\n"
+         "fcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(1.5)\n", lock],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t = time.monotonic()
+    numba_backend._wait_for_warming()
+    assert time.monotonic() - t > 1.0                  # until the other process let go
+    holder.wait()
+    assert "waiting for the numba kernels compiling in the background" in capsys.readouterr().err
+    t = time.monotonic()
+    numba_backend._wait_for_warming()                  # nothing compiling: no wait
+    assert time.monotonic() - t < 1.0
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert numba_backend.warm_lock() != lock
+
+
 def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background(
         write_config, monkeypatch, capsys):
     """Where auto trains on torch rather than wait for a compile, a detached process at the
@@ -567,7 +597,8 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
     assert len(started) == 1                               # once per variant and process
     assert len(waited) == 1        # the next sweep's choice waited for the compile to end
     args, kw = started[0]
-    assert args[-1] == "[(1, False, 8)]" and "os.nice(19)" in args[-2]
+    assert args[-2] == "[(1, False, 8)]" and "os.nice(19)" in args[-3]
+    assert args[-1] == numba_backend.warm_lock()
     assert kw["start_new_session"] and kw["stdout"] == subprocess.DEVNULL
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].endswith("background after this sweep, for the next)")

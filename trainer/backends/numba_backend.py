@@ -292,10 +292,22 @@ WARM = os.environ.get("TINYSWEEP_WARM", "1") not in ("", "0")
 _PENDING: set = set()       # variants auto passed over, to compile once the sweep is done
 _WARMING: set = set()       # those a background process was started for
 _WARM_PROCS: list = []      # those processes
-_WARM_CODE = ("import ast, os, sys\n"
+# The process holds an exclusive flock on warm_lock() from its first line to its end (the
+# OS lets go of it when the process ends, however it ends): another tinysweep process
+# waits on it before choosing (_wait_for_warming).
+_WARM_CODE = ("import sys\n"
+              "try:\n"
+              "    import fcntl\n"
+              "    lock = open(sys.argv[2], 'a')\n"
+              "    fcntl.flock(lock, fcntl.LOCK_EX)\n"
+              "except (ImportError, OSError):\n"
+              "    pass\n"
+              "import ast, os\n"
               "os.nice(19)\n"
               "from tinysweep.trainer.backends.numba_backend import compile_variants\n"
               "compile_variants(ast.literal_eval(sys.argv[1]))\n")
+# The longest another process waits on a background compile before choosing anyway.
+WARM_WAIT_S = 120.0
 
 
 def compile_pending() -> None:
@@ -310,25 +322,56 @@ def compile_pending() -> None:
     import subprocess
     try:
         _WARM_PROCS.append(subprocess.Popen(
-            [sys.executable, "-c", _WARM_CODE, repr(todo)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            [sys.executable, "-c", _WARM_CODE, repr(todo), warm_lock()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
     except OSError:
         return
     _WARMING.update(todo)
 
 
+def warm_lock() -> str:
+    """The lock file of the background compiles into this numba cache (NUMBA_CACHE_DIR, or
+    the package's own __pycache__): one per cache, in the temporary folder."""
+    import hashlib
+    import tempfile
+
+    from ... import kernels
+    where = f"{os.environ.get('NUMBA_CACHE_DIR', '')}|{os.path.realpath(kernels.__path__[0])}"
+    key = hashlib.sha1(where.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"tinysweep-numba-warm-{key}.lock")
+
+
 def _wait_for_warming() -> None:
-    """Waits for the background compiles this process started (compile_pending) before auto
-    chooses again: a sweep trained on torch beside one had its threads wait on the compile
-    at every op (24 digits runs, 2 epochs: 13.6 s against 0.08 s), where after it the
-    kernels load from the cache."""
+    """Waits for background compiles into this numba cache (compile_pending) before auto
+    chooses again: those this process started, and another process's (which holds
+    warm_lock(); at most WARM_WAIT_S). A sweep trained on torch beside one had its threads
+    wait on the compile at every op (24 digits runs, 2 epochs: 13.6 s against 0.08 s),
+    where after it the kernels load from the cache."""
+    notice = "tinysweep: waiting for the numba kernels compiling in the background (once " \
+             "per machine)"
     alive = [p for p in _WARM_PROCS if p.poll() is None]
     if alive:
-        with said_if_slow(COMPILE_NOTICE_S, "tinysweep: waiting for the numba kernels "
-                                            "compiling in the background (once per machine)"):
+        with said_if_slow(COMPILE_NOTICE_S, notice):
             for p in alive:
                 p.wait()
     _WARM_PROCS.clear()
+    try:
+        import fcntl
+        with open(warm_lock(), "a") as lock:
+            deadline = time.monotonic() + WARM_WAIT_S
+            with said_if_slow(COMPILE_NOTICE_S, notice):
+                while True:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            return
+                        time.sleep(0.05)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except (ImportError, OSError):      # no flock here, or no temporary folder
+        pass
 
 
 def compile_variants(variants) -> None:
