@@ -1118,36 +1118,27 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
 def _evaluate_k(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR, XH, H0,
                 BM, BR, ACC, SR):
     """_evaluate of a model with K outputs (_eval_k: y [N, k], the loss summed over the
-    outputs; cross_entropy's hits: the argmax): tiles of rows as in _segment_k, then the
-    rest row by row. (A tile's rows never straddle a flush: TILE divides EVAL_FLUSH.)"""
+    outputs; cross_entropy's hits: the argmax): the rows' forward passes in tiles as in
+    _segment_k (the last tile's spare slots take the last row again, and count for
+    nothing), their sums row by row. (A tile's rows never straddle a flush: TILE divides
+    EVAL_FLUSH.)"""
     n_rows = x.shape[0]
     ky = y.shape[1]
-    tiled = n_rows - n_rows % TILE
-    for r0 in range(0, tiled, TILE):
+    for r0 in range(0, n_rows, TILE):
+        rows = min(TILE, n_rows - r0)
         for t in range(TILE):
-            _fill_rows(flat, x, y, d, ky, r0 + t, XR + t * SR, YR + t * SR)
+            _fill_rows(flat, x, y, d, ky, min(r0 + t, n_rows - 1), XR + t * SR, YR + t * SR)
         for c in range(0, LANES, W):
             if bn:
                 for t in range(TILE):
                     off = t * SR
                     _normalize(flat, c, d, XR + off, BM, BR, XH + off, H0 + off, gamma)
             _forward_k_tile(flat, c, lt, depth, act, H0, SR * LANES)
-            for t in range(TILE):
+            for t in range(rows):
                 lv, hit = _eval_k(flat, c, lt, depth, loss, y, r0 + t, t * SR)
                 _add_to(flat, ACC, c, lv)
                 _add_to(flat, ACC + 1, c, hit)
-        if (r0 + TILE) % EVAL_FLUSH == 0 or r0 + TILE == n_rows:
-            _flush(flat, ev, slot, ACC)
-    for r in range(tiled, n_rows):
-        _fill_rows(flat, x, y, d, ky, r, XR, YR)
-        for c in range(0, LANES, W):
-            if bn:
-                _normalize(flat, c, d, XR, BM, BR, XH, H0, gamma)
-            _forward_k(flat, c, lt, depth, act, H0)
-            lv, hit = _eval_k(flat, c, lt, depth, loss, y, r, 0)
-            _add_to(flat, ACC, c, lv)
-            _add_to(flat, ACC + 1, c, hit)
-        if (r + 1) % EVAL_FLUSH == 0 or r == n_rows - 1:
+        if (r0 + TILE) % EVAL_FLUSH == 0 or r0 + rows == n_rows:
             _flush(flat, ev, slot, ACC)
 
 

@@ -59,9 +59,10 @@ SIDE_BY_SIDE_BLOCKS = 4
 # numba's cache loads in about 0.5: past this many seconds of preparing a kernel, the
 # progress bar's reader is told what the wait is.
 COMPILE_NOTICE_S = 2.0
-# A variant's first compile on this machine, for auto's choice (torch_instead): 6 to 10 s
-# measured on the 2-core CPU (bench/NOTES.md).
-COLD_COMPILE_S = 8.0
+# A variant's first compile on this machine, for auto's choice (torch_instead), by its
+# outputs (multi): 7.0 s for one output, 11.2 for K (their tiles of rows) at 8 lanes,
+# measured on the 2-core Xeon, quiet, 2026-12-06 (bench/NOTES.md).
+COLD_COMPILE_S = {False: 7.0, True: 11.0}
 
 
 # Lanes a block, per group (kernels/numba_mlp.py: with_lanes): 64, or NARROW where the
@@ -268,7 +269,7 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
         return False, None
     _wait_for_warming()
     cold = [v for v in variants(chunk, launches) if cached(*v) is False]
-    compile_s = COLD_COMPILE_S * len(cold)
+    compile_s = sum(COLD_COMPILE_S[multi] for _, multi, _ in cold)
     numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
     if torch_s * TORCH_MARGIN >= numba_s or busy():
