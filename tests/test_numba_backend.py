@@ -561,11 +561,15 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
         write_config, monkeypatch, capsys):
     """Where auto trains on torch rather than wait for a compile, a detached process at the
     lowest priority compiles the variants into numba's cache once the sweep has trained (not
-    beside torch's threads), once per variant and process, and the line on stderr says so;
-    the next choice waits for that process to end; compile_variants is what it runs."""
+    beside torch's threads), once per variant and process, and the line on stderr says so,
+    once; while it runs, a next sweep that torch trains faster trains on torch on one
+    thread, and one that the kernels train faster waits for it; compile_variants is what it
+    runs."""
     import subprocess
 
-    from tinysweep.trainer.backends import numba_backend
+    import torch
+
+    from tinysweep.trainer.backends import numba_backend, torch_backend
     from tinysweep.trainer.pipeline.sweep import prepare
     started, waited = [], []
 
@@ -593,9 +597,16 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
     assert started == []                            # not while the sweep trains
     res = tinysweep.run(path)
     assert res.table.steps.gt(0).all() and len(started) == 1 and waited == []
+    threads = []
+    real_train = torch_backend.train
+    monkeypatch.setattr(torch_backend, "train", lambda *a, **kw: threads.append(
+        torch.get_num_threads()) or real_train(*a, **kw))
     tinysweep.run(path)
     assert len(started) == 1                               # once per variant and process
-    assert len(waited) == 1        # the next sweep's choice waited for the compile to end
+    assert waited == [] and threads == [1]      # torch, on one thread beside the compile
+    monkeypatch.setattr(torch_backend, "predicted_seconds", lambda chunk, launches=1: 1e3)
+    assert prepare(path, backend="auto", device="cpu").backend == "numba"
+    assert len(waited) == 1       # the kernels win: it waited for the compile to end
     args, kw = started[0]
     assert args[-2] == "[(1, False, 8)]" and "os.nice(19)" in args[-3]
     assert args[-1] == numba_backend.warm_lock()

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -264,18 +265,25 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     Busy cores: the torch backend's many tiny ops each wake its threads, which then wait
     on each other; with other jobs on the 2 cores (load average 3 to 8) digits' 72-run
     grid took 88 to 121 s on it against 3.6 s on a quiet machine, and numba's kernels,
-    one call per window of epochs, slowed by 2x at most (bench/NOTES.md)."""
+    one call per window of epochs, slowed by 2x at most (bench/NOTES.md). A background
+    compile (compile_pending, in any process) is not other work: it runs at nice 19, and
+    torch beside it ran at its quiet speed (4 digits runs, 10 epochs: 0.094 s against
+    0.091). Counted as busy, it made SweepSearchCV's refit on a fresh machine compile the
+    kernel a second time, in the fit (18 s). Where the kernels win and it compiles them,
+    auto waits for it rather than compile them again."""
     if not AUTO_PREDICT:
         return False, None
-    _wait_for_warming()
+    compiling = warming()
     cold = [v for v in variants(chunk, launches) if cached(*v) is False]
     compile_s = sum(COLD_COMPILE_S[multi] for _, multi, _ in cold)
     numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
-    if torch_s * TORCH_MARGIN >= numba_s or busy():
+    if torch_s * TORCH_MARGIN >= numba_s or (not compiling and busy()):
+        if compiling and cold:
+            _wait_for_warming()
         return False, None
-    if not cold:
-        return True, None
+    if not cold or compiling and WARM and set(cold) <= _WARMING:
+        return True, None          # said when this process passed them over first
     if WARM:
         _PENDING.update(cold)
     return True, (f"tinysweep: training on the torch backend (predicted {torch_s:.1f} s) "
@@ -343,12 +351,44 @@ def warm_lock() -> str:
     return os.path.join(tempfile.gettempdir(), f"tinysweep-numba-warm-{key}.lock")
 
 
+def warming() -> bool:
+    """Whether a background compile into this numba cache runs now: one this process
+    started (compile_pending), or another process's (it holds warm_lock())."""
+    if any(p.poll() is None for p in _WARM_PROCS):
+        return True
+    try:
+        import fcntl
+        with open(warm_lock(), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except (ImportError, OSError):      # no flock here, or no temporary folder
+        pass
+    return False
+
+
+@contextmanager
+def torch_beside_warming():
+    """Torch on one thread while a background compile runs (warming()): its pool of two
+    waited on the compile at every op (digits' SweepSearchCV refit on a fresh machine, one
+    run: 7.4 s, against 5.9 s for the whole fit with it on one thread)."""
+    if not warming():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _wait_for_warming() -> None:
-    """Waits for background compiles into this numba cache (compile_pending) before auto
-    chooses again: those this process started, and another process's (which holds
-    warm_lock(); at most WARM_WAIT_S). A sweep trained on torch beside one had its threads
-    wait on the compile at every op (24 digits runs, 2 epochs: 13.6 s against 0.08 s),
-    where after it the kernels load from the cache."""
+    """Waits for the background compiles into this numba cache (warming()): those this
+    process started, and another process's (at most WARM_WAIT_S), so that the kernels
+    they compile load from the cache instead of compiling again here."""
     notice = "tinysweep: waiting for the numba kernels compiling in the background (once " \
              "per machine)"
     alive = [p for p in _WARM_PROCS if p.poll() is None]

@@ -287,8 +287,11 @@ def train_chunk(plan: Plan, chunk: Chunk, progress=None) -> ChunkResult:
     if plan.backend == "numba":
         from ..backends import numba_backend
         return numba_backend.train(chunk, progress=progress)
-    from ..backends import torch_backend
-    return torch_backend.train(chunk, device=plan.device, progress=progress)
+    from ..backends import numba_backend, torch_backend
+    if plan.device != "cpu":
+        return torch_backend.train(chunk, device=plan.device, progress=progress)
+    with numba_backend.torch_beside_warming():
+        return torch_backend.train(chunk, device=plan.device, progress=progress)
 
 
 class ChunkFailures(Exception):
