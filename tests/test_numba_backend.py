@@ -553,6 +553,17 @@ def test_auto_waits_for_another_process_compiling_into_the_same_cache(monkeypatc
     t = time.monotonic()
     numba_backend._wait_for_warming()                  # nothing compiling: no wait
     assert time.monotonic() - t < 1.0
+    assert numba_backend.compile_left() is None
+    monkeypatch.setattr(numba_backend, "warming", lambda: True)
+    with open(lock, "w") as f:          # as compile_pending writes it: started 3 s ago
+        f.write(repr((time.time() - 3.0, [(1, True, 8), (2, False, 64)])))
+    seconds, doing = numba_backend.compile_left()
+    cold = numba_backend.COLD_COMPILE_S
+    assert doing == [(1, True, 8), (2, False, 64)]
+    assert cold[True] + cold[False] - 3.5 < seconds < cold[True] + cold[False] - 2.5
+    with open(lock, "w") as f:
+        f.write("")                     # unreadable: a whole compile
+    assert numba_backend.compile_left() == (max(cold.values()), [])
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     assert numba_backend.warm_lock() != lock
 

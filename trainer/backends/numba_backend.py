@@ -269,13 +269,18 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     compile (compile_pending, in any process) is not other work: it runs at nice 19, and
     torch beside it ran at its quiet speed (4 digits runs, 10 epochs: 0.094 s against
     0.091). Counted as busy, it made SweepSearchCV's refit on a fresh machine compile the
-    kernel a second time, in the fit (18 s). Where the kernels win and it compiles them,
-    auto waits for it rather than compile them again."""
+    kernel a second time, in the fit (18 s). Its variants count at its seconds left
+    (compile_left): where the kernels then win, auto waits for it rather than compile them
+    again."""
     if not AUTO_PREDICT:
         return False, None
-    compiling = warming()
+    left = compile_left()
+    compiling = left is not None
     cold = [v for v in variants(chunk, launches) if cached(*v) is False]
     compile_s = sum(COLD_COMPILE_S[multi] for _, multi, _ in cold)
+    if compiling and cold:
+        seconds, doing = left
+        compile_s = seconds + sum(COLD_COMPILE_S[v[1]] for v in cold if v not in doing)
     numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
     if torch_s * TORCH_MARGIN >= numba_s or (not compiling and busy()):
@@ -330,6 +335,8 @@ def compile_pending() -> None:
         return
     import subprocess
     try:
+        with open(warm_lock(), "w") as f:       # what compile_left reads
+            f.write(repr((time.time(), todo)))
         _WARM_PROCS.append(subprocess.Popen(
             [sys.executable, "-c", _WARM_CODE, repr(todo), warm_lock()],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -367,6 +374,22 @@ def warming() -> bool:
     except (ImportError, OSError):      # no flock here, or no temporary folder
         pass
     return False
+
+
+def compile_left() -> tuple[float, list] | None:
+    """None where no background compile into this numba cache runs (warming()); else its
+    predicted seconds left and its variants: COLD_COMPILE_S of each, less the time since
+    compile_pending started it (both in warm_lock()), at least 1 s."""
+    if not warming():
+        return None
+    import ast
+    try:
+        with open(warm_lock()) as f:
+            started, todo = ast.literal_eval(f.read())
+        total = sum(COLD_COMPILE_S[multi] for _, multi, _ in todo)
+        return max(1.0, total - (time.time() - started)), [tuple(v) for v in todo]
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+        return max(COLD_COMPILE_S.values()), []
 
 
 @contextmanager
