@@ -1405,6 +1405,9 @@ def _variant(depth, multi):
             f_b1, f_b2 = fhp[F_BETA1, lo:lo + LANES], fhp[F_BETA2, lo:lo + LANES]
             f_b1t, f_b2t = fhp[F_B1T, lo:lo + LANES], fhp[F_B2T, lo:lo + LANES]
             active = ihp[I_ACTIVE, lo:lo + LANES]
+            inv_bs = np.zeros(LANES, np.float32)     # 1 / batch size: a full batch's scale
+            for l in range(LANES):
+                inv_bs[l] = _1 / np.float32(bs[l])
             for l in range(LANES):
                 ws[OMB1, l] = np.float32(1.0 - fhp[F_BETA1, lo + l])
                 ws[B2, l] = np.float32(fhp[F_BETA2, lo + l])
@@ -1438,6 +1441,10 @@ def _variant(depth, multi):
                 for l in range(LANES):
                     if on[l] and ssize[l] > 0 and e > 0 and e % ssize[l] == 0:
                         fhp[F_LR, lo + l] *= fhp[F_GAMMA, lo + l]
+                # the epoch's per-lane values of a step that only the learning rate moves
+                for l in range(LANES):
+                    ws[DECAY, l] = np.float32(1.0 - f_lr[l] * f_wdd[l])
+                    ws[STEP, l] = np.float32(f_lr[l])          # sgd's; Adam's: at each step
                 # One order for the whole block (broadcast rows) or one per lane (gathered rows).
                 first_q = np.int64(-2)
                 uniform = n > 0
@@ -1479,16 +1486,18 @@ def _variant(depth, multi):
                     # from lr / (1 - b1^t) in float64, then rounded to float32. (A float32
                     # division instead moved a chaotic digits run's validation loss 100x
                     # further from the reference's after 2 epochs.) Line model, batch 10,
-                    # a block's step: 416 ns with a branch per lane, 285 now (sgd: 270, 147).
+                    # a block's step: 416 ns with a branch per lane, 285 without (sgd: 270,
+                    # 147), 228 with what only the learning rate moves set once an epoch, a
+                    # full batch's 1 / rows kept, and the lanes' tests as bitwise ands (sgd
+                    # 124; merging these loops into one stopped their vectorizing: 399).
                     for l in range(LANES):
-                        take = on[l] and bend[l] == q
+                        take = on[l] & (bend[l] == q)
                         tk[l] = take
                         ws[TAKE, l] = _1 if take else _0
-                        cnt = np.float32(bend[l] - bstart[l] + 1)    # exact: below 2**24
-                        ws[SCALE, l] = _1 / cnt
-                        ws[CNT, l] = cnt
-                    for l in range(LANES):
-                        ws[DECAY, l] = np.float32(1.0 - f_lr[l] * f_wdd[l])
+                        cnt = bend[l] - bstart[l] + 1
+                        c32 = np.float32(cnt)                        # exact: below 2**24
+                        ws[SCALE, l] = inv_bs[l] if cnt == bs[l] else _1 / c32
+                        ws[CNT, l] = c32
                     if opt == OPT_ADAM:   # bias corrections in float64, as torch.optim
                         for l in range(LANES):
                             f_b1t[l] = f_b1t[l] * f_b1[l] if tk[l] else f_b1t[l]
@@ -1497,9 +1506,10 @@ def _variant(depth, multi):
                         while not tk[first]:
                             first += 1
                         r1, r2 = f_b1t[first], f_b2t[first]
-                        shared = True     # every stepping lane at the same beta powers
+                        differ = 0        # stepping lanes at other beta powers (no branch)
                         for l in range(LANES):
-                            shared &= (not tk[l]) or (f_b1t[l] == r1 and f_b2t[l] == r2)
+                            differ += tk[l] & ((f_b1t[l] != r1) | (f_b2t[l] != r2))
+                        shared = differ == 0
                         if shared:        # one division and one root for the block
                             inv = 1.0 / (1.0 - f_b1t[first])
                             root = np.float32(math.sqrt(1.0 - f_b2t[first]))
@@ -1510,9 +1520,6 @@ def _variant(depth, multi):
                             for l in range(LANES):
                                 ws[STEP, l] = np.float32(f_lr[l] / (1.0 - f_b1t[l]))
                                 ws[BC2S, l] = np.float32(math.sqrt(abs(1.0 - f_b2t[l])))
-                    else:
-                        for l in range(LANES):
-                            ws[STEP, l] = np.float32(f_lr[l])
                     for l in range(LANES):
                         t = tk[l]
                         steps[l] += 1 if t else 0
