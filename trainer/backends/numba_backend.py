@@ -267,11 +267,10 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     grid took 88 to 121 s on it against 3.6 s on a quiet machine, and numba's kernels,
     one call per window of epochs, slowed by 2x at most (bench/NOTES.md). A background
     compile (compile_pending, in any process) is not other work: it runs at nice 19, and
-    torch beside it ran at its quiet speed (4 digits runs, 10 epochs: 0.094 s against
-    0.091). Counted as busy, it made SweepSearchCV's refit on a fresh machine compile the
-    kernel a second time, in the fit (18 s). Its variants count at its seconds left
-    (compile_left): where the kernels then win, auto waits for it rather than compile them
-    again."""
+    torch trains beside it on one thread (sweep.train_chunk: torch_beside_warming).
+    Counted as busy, it made SweepSearchCV's refit on a fresh machine compile the kernel a
+    second time, in the fit (18 s). Its variants count at its seconds left (compile_left):
+    where the kernels then win, auto waits for it rather than compile them again."""
     if not AUTO_PREDICT:
         return False, None
     left = compile_left()
