@@ -395,7 +395,7 @@ class _Group:
     def _initial_states(self) -> dict[str, torch.Tensor]:
         """The runs' initial state_dicts, stacked [R, ...]: nn.Linear's init from each
         run's seed, one model per distinct seed (``_Runs.seeds``)."""
-        spec, data = self.chunk.model, self.chunk.data
+        data = self.chunk.data
         states = [seeded_model(int(seed), data.n_features, self.hidden, self.activation,
                                self.input_norm, self.stats, data.n_outputs).state_dict()
                   for seed in self.c.seeds]
