@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spec.config import RUN_PARAM_NAMES, Config, RunParams, check_run_value, run_field, widths_of
+from ..spec.config import Config, RunParams, check_run_value, run_field, widths_of
 from ..spec.errors import UserError
 from ..spec.space import fixed_values
 

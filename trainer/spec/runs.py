@@ -11,7 +11,6 @@ point (the reference backend, diagnose's handful of runs, tests).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
