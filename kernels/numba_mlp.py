@@ -18,8 +18,8 @@ sums, activations. Models with K outputs (digits' 64-32-10) take a segment's row
 a time through each layer, two units at a time ("tiles of rows" below): a weight loaded
 once for four rows, eight independent FMA chains. The exponentials are vectors too:
 ``_exp`` is Cephes' expf (a Cody-Waite reduction and a degree-5 polynomial, 1.3 ulp),
-where ``math.exp`` is a libm call per lane (numba has no vector math library here). bench/NOTES.md has what the
-assembly holds.
+where ``math.exp`` is a libm call per lane (numba has no vector math library here).
+bench/NOTES.md has what the assembly holds.
 
 Lanes step through the rows in lockstep, one position ``p`` of their epoch's order at a
 time; each lane takes its optimizer step when its own batch ends (``(p + 1) % batch_size
