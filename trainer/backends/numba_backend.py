@@ -419,22 +419,11 @@ def _wait_for_warming() -> None:
             for p in alive:
                 p.wait()
     _WARM_PROCS.clear()
-    try:
-        import fcntl
-        with open(warm_lock(), "a") as lock:
-            deadline = time.monotonic() + WARM_WAIT_S
-            with said_if_slow(COMPILE_NOTICE_S, notice):
-                while True:
-                    try:
-                        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            return
-                        time.sleep(0.05)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    except (ImportError, OSError):      # no flock here, or no temporary folder
-        pass
+    deadline = time.monotonic() + WARM_WAIT_S
+    if warming():                       # another process's: its lock, polled
+        with said_if_slow(COMPILE_NOTICE_S, notice):
+            while warming() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def compile_variants(variants) -> None:
@@ -597,8 +586,7 @@ class _NumbaGroup(_Group):
                   "cross_entropy": nk.LOSS_CE}[spec.loss],
             opt=nk.OPT_SGD if self.sgd else nk.OPT_ADAM, bn=self.running is not None)
         # the kernel of this depth and output kind (compiled once per machine)
-        self.kernel = nk.train_blocks(
-            len(self.hidden), spec.loss == "cross_entropy" or chunk.data.n_outputs > 1)
+        self.kernel = nk.train_blocks(len(self.hidden), is_multi(chunk))
         # targets [n, k]: k regression outputs, or one column (bce's label, the class)
         k = chunk.data.n_outputs if spec.loss == "mse" else 1
         self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
@@ -647,7 +635,7 @@ class _NumbaGroup(_Group):
             self.progress(int((left * c.spe).sum()))
 
     def _variant(self) -> str:
-        multi = self.chunk.model.loss == "cross_entropy" or self.chunk.data.n_outputs > 1
+        multi = is_multi(self.chunk)
         return f"{len(self.hidden)} hidden layers, {'K outputs' if multi else 'one output'}"
 
     def unload(self, nk):
