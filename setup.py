@@ -38,5 +38,5 @@ setup(
                     "sklearn": ["scikit-learn>=1.6"], "tensorboard": ["tensorboard"],
                     "test": ["pytest", "pytest-benchmark", "hypothesis", "ray", "polars",
                              "duckdb", "lightning", "optuna", "scikit-learn>=1.6", "tensorboard", "selenium"]},
-    entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:main"]},
+    entry_points={"console_scripts": ["tinysweep = tinysweep.trainer.cli:entry"]},
 )

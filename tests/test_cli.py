@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -146,7 +147,7 @@ def test_resume_refuses_another_config(write_config, tmp_path, capsys):
 def test_python_dash_m_and_console_script(write_config, tmp_path):
     path = write_config()
     for i, command in enumerate([[sys.executable, "-m", "tinysweep"], [sys.executable, "-c",
-                    "import sys; from tinysweep.trainer.cli import main; sys.exit(main())"]]):
+                    "import sys; from tinysweep.trainer.cli import entry; sys.exit(entry())"]]):
         out = tmp_path / f"out{i}"
         proc = subprocess.run([*command, "run", str(path), "--out", str(out)],
                               capture_output=True, text=True)
@@ -155,6 +156,22 @@ def test_python_dash_m_and_console_script(write_config, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tinysweep", "run", str(path), "--lr", "1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_the_commands_process_takes_small_pages_and_mallocs_arrow_pool():
+    # entry() sets both before numpy and pyarrow are imported; a user's own value is kept
+    probe = ("import sys; from tinysweep.trainer import cli; cli.main = lambda: print("
+             "__import__('numpy')._core.multiarray._set_madvise_hugepage(True), "   # the old
+             "__import__('pyarrow').default_memory_pool().backend_name) or 0; "
+             "sys.exit(cli.entry())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMPY_MADVISE_HUGEPAGE", "ARROW_DEFAULT_MEMORY_POOL")}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "system"]       # numpy's madvise was off
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert proc.stdout.split() == ["False", "jemalloc"], proc.stderr
 
 
 def test_out_that_cannot_be_a_directory_is_refused(write_config, tmp_path, capsys):

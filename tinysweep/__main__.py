@@ -1,5 +1,5 @@
 """``python -m tinysweep``: the same as the ``tinysweep`` command."""
 
-from tinysweep.trainer.cli import main
+from tinysweep.trainer.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -30,6 +30,14 @@ import pyarrow.parquet as pq
 # Rows formatted at a time: 45 MB of text, where the whole of 10,000,000 runs took 3 GB.
 _CHUNK_ROWS = 1 << 18
 
+# The buffers the files are formatted in come from the C library's malloc, not from Arrow's
+# default pool (mimalloc in pyarrow's Linux wheels), whose fresh pages fault in slowly: the
+# million-run line sweep's writing took 3.6 to 3.9 s, 2.6 to 2.7 s with these writers on
+# malloc (1.9 to 2.1 s with the whole process on it, as the tinysweep command has it:
+# cli.entry), on the 2-core Xeon. Local to these writers: a library leaves its caller's
+# default pool as it is.
+_POOL = pa.system_memory_pool()
+
 
 def write_csv(table: pd.DataFrame, f) -> None:
     """Writes ``table`` as CSV to the binary file ``f``: the bytes of ``table.to_csv(index=False)``."""
@@ -68,11 +76,12 @@ def write_csv(table: pd.DataFrame, f) -> None:
                 i = seg[0]
                 column = strings[i][start:stop] if i in strings else \
                     _csv_text(cols[i].iloc[start:stop])
-                fields.append(pc.cast(column, pa.string()))
+                fields.append(pc.cast(column, pa.string(), memory_pool=_POOL))
         if not any(isinstance(x, pa.Array) for x in fields):   # every column constant
-            fields[0] = pa.repeat(fields[0], stop - start)
-        rows = pc.binary_join_element_wise(*fields, ",", options=join)
-        lines = pc.binary_join_element_wise(rows, empty, "\n")      # each row + "\n"
+            fields[0] = pa.repeat(fields[0], stop - start, memory_pool=_POOL)
+        rows = pc.binary_join_element_wise(*fields, ",", options=join, memory_pool=_POOL)
+        lines = pc.binary_join_element_wise(rows, empty, "\n",            # each row + "\n"
+                                            memory_pool=_POOL)
         _, offsets, data = lines.buffers()
         ends = np.frombuffer(offsets, np.int32)[[lines.offset, lines.offset + len(lines)]]
         f.write(memoryview(data)[ends[0]:ends[1]])
@@ -109,7 +118,7 @@ def _csv_text(col: pd.Series) -> pa.Array:
     if values.dtype.kind == "b" or _few_distinct(values):
         return _text_of_distinct(values)
     if values.dtype.kind in "iu":
-        return pc.cast(pa.array(values), pa.string())   # Arrow writes ints as str() does
+        return pc.cast(pa.array(values), pa.string(), memory_pool=_POOL)   # as str() does
     if values.dtype == np.float64:
         return _float64_text(values)
     return _text_of_distinct(values)   # float32 and the like: numpy's own layout
@@ -138,7 +147,7 @@ def _text_of_distinct(values: np.ndarray) -> pa.DictionaryArray:
 def _float64_text(x: np.ndarray) -> pa.Array:
     """repr of each float (null for NaN), as to_csv writes it. Arrow formats 1e6 floats in
     90 ms, numpy's str in 770 ms, Python's repr in 520 ms."""
-    text = pc.cast(pa.array(x, from_pandas=True), pa.string())
+    text = pc.cast(pa.array(x, from_pandas=True), pa.string(), memory_pool=_POOL)
     # Arrow writes repr's shortest round-trip digits, but lays them out differently outside
     # non-integral 1e-4 <= |x| < 1e10: 1.0 as "1", 1e-05 as "0.00001", 1.5e-07 as "1.5e-7",
     # 12345678901.5 as "1.23456789015e+10". Those values are formatted by numpy instead.
@@ -146,7 +155,8 @@ def _float64_text(x: np.ndarray) -> pa.Array:
     other = ~(((mag >= 1e-4) & (mag < 1e10) & (x != np.trunc(x))) | np.isnan(x))
     if other.any():
         text = pc.replace_with_mask(text, pa.array(other),
-                                    pc.cast(_text_of_distinct(x[other]), pa.string()))
+                                    pc.cast(_text_of_distinct(x[other]), pa.string()),
+                                    memory_pool=_POOL)
     return text
 
 
@@ -158,7 +168,7 @@ def write_parquet(table: pd.DataFrame, f) -> None:
                                  names=[str(name) for name in table.columns])
     # Snappy, the default: 33 MB in 0.41 s CPU for 1e6 runs; zstd 23 MB in 0.48 s;
     # uncompressed 48 MB in 0.35 s.
-    pq.write_table(arrow, f)
+    pq.write_table(arrow, f, memory_pool=_POOL)
 
 
 def _arrow_column(col: pd.Series) -> pa.Array:
