@@ -225,3 +225,8 @@ def test_summaries_kept_computes_each_summary_once_and_hands_out_copies(write_co
     assert calls == ["final_train_loss"]                # the default metric here: one call
     assert (again["rank"] > 0).all() and again.equals(res.summary())
     assert len(calls) == 2                              # outside: computed again
+    with res.summaries_kept():                          # nested: the outer's serve
+        with res.summaries_kept():
+            res.summary()
+        res.summary()
+    assert len(calls) == 3
