@@ -297,6 +297,12 @@ def test_windows_of_epochs_change_nothing(write_config, monkeypatch):
     assert windows == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert_identical(split, whole)
     assert_same_runs(split, tinysweep.run(path, backend="reference"))
+    # the windows' time budget splits them too: half an epoch's predicted time, one epoch
+    monkeypatch.setattr(numba_backend, "ORDER_BYTES", 1 << 26)
+    monkeypatch.setattr(numba_backend, "WINDOW_S", 1e-12)
+    windows.clear()
+    assert_identical(tinysweep.run(path, backend="numba"), whole)
+    assert windows == [(0, 1), (1, 2), (2, 3), (3, 4)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 100, 1000, 4097])

@@ -46,14 +46,20 @@ MAX_DEPTH = 2
 # Permutation tables (int32 [seeds, epochs, n]) stay under this (64 MB); a window holds
 # as many epochs as fit.
 ORDER_BYTES = 1 << 26
-# Sample-steps (runs x epochs x rows) per window of epochs, at most: under a second of the
-# 2-core CPU on the 1-16-1 MLP (1.3e8 at about 2e8 a second), so the progress bar moves;
-# a window's own cost (thread start, dispatch: under a millisecond) is nothing against it.
-CALL_SAMPLE_STEPS = 1 << 27
+# A window of epochs (a kernel call per range of blocks) lasts about this long at most, as
+# LANE_WEIGHT_S predicts it, so that the progress bar moves: about a second of the 2-core
+# Xeon on the 1-16-1 MLP, whose rows take twice the prediction, 0.4 s on the line model.
+# A window costs each block its set-up (its workspace, lanes' constants, state in and
+# out: about 2.3 us), and the line headline's windows of one epoch (1e9 sample-steps, the
+# cap before) took 1.73 s for 200,000 runs where windows of 10 epochs took 1.15 to 1.19 s.
+WINDOW_S = 0.4
 CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")   # the kernel's order
 # Ranges of blocks per thread and call: enough that a thread whose blocks end early takes
 # more, few enough that a call's dispatch (tens of us) stays out of sight.
 RANGES_PER_THREAD = 4
+# A block's optimizer step costs about as much as this many of its rows (the line model
+# at 64 lanes: 234 ns a step, 4.9 ns a row), for ranges of blocks of equal cost.
+STEP_ROWS = 48
 # Groups of up to this many blocks a thread may train side by side (side_by_side).
 SIDE_BY_SIDE_BLOCKS = 4
 # A kernel variant not yet on this machine compiles in 9 to 13 s (bench/NOTES.md), one from
@@ -113,12 +119,20 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-def parallel(fn, count: int, n_threads: int | None = None) -> None:
+def parallel(fn, count: int, n_threads: int | None = None, cost=None) -> None:
     """Calls fn(lo, hi) on ranges covering 0..count-1, from ``n_threads`` threads (default:
-    threads())."""
+    threads()): RANGES_PER_THREAD ranges a thread, of as many items each, or with ``cost``
+    (float [count], an item's predicted cost) of about the same cost each."""
     n_threads = max(1, min(n_threads or threads(), count))
-    step = max(1, -(-count // (n_threads * RANGES_PER_THREAD)))
-    ranges = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
+    parts = n_threads * RANGES_PER_THREAD
+    if cost is None:
+        step = max(1, -(-count // parts))
+        ranges = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
+    else:
+        total = np.cumsum(cost, dtype=np.float64)
+        ends = np.searchsorted(total, total[-1] * np.arange(1, parts) / parts, side="right")
+        bounds = np.unique(np.concatenate([[0], ends, [count]]))
+        ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     if n_threads == 1:
         for lo, hi in ranges:
             fn(lo, hi)
@@ -595,11 +609,14 @@ class _NumbaGroup(_Group):
 
     def _window(self, e0: int, last: int) -> int:
         """The end of the window of epochs that starts at e0: as many epochs as keep the
-        permutation tables under ORDER_BYTES and the call under CALL_SAMPLE_STEPS."""
-        c, n = self.c, self.n
-        left = c.epochs > e0
+        permutation tables under ORDER_BYTES and the call's predicted time under WINDOW_S
+        (its blocks' rows at LANE_WEIGHT_S a lane, row and weight, over the threads)."""
+        c, n, lanes = self.c, self.n, self.nk.LANES
+        blocks = -(-int((c.epochs > e0).sum()) // lanes)
+        weights = torch_backend.group_weights(self.chunk, self.rows)
+        epoch_s = blocks * lanes * weights * LANE_WEIGHT_S * n / (self.threads or threads())
         span = ORDER_BYTES // max(1, len(self.order_seeds) * n * 4)
-        span = min(span, CALL_SAMPLE_STEPS // max(1, int(left.sum()) * n))
+        span = min(span, int(WINDOW_S / max(epoch_s, 1e-12)))
         return min(last, e0 + max(1, span))
 
     def _orders(self, e0: int, e1: int) -> np.ndarray:
@@ -628,11 +645,23 @@ class _NumbaGroup(_Group):
         # compiled (or loaded) here, before the threads call it: a compile that takes long
         # is said above the progress bar, and one that fails raises CompileFailed
         prepare(self.kernel, args(0, 0), kwargs, self._variant())
-        parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks, self.threads)
+        parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks, self.threads,
+                 self._block_cost(e0, e1))
         if self.progress is not None:
             c = self.c
             left = np.clip(np.minimum(e1, c.epochs) - e0, 0, None)
             self.progress(int((left * c.spe).sum()))
+
+    def _block_cost(self, e0: int, e1: int) -> np.ndarray:
+        """Each block's predicted cost in epochs e0..e1-1, for ranges of blocks of about
+        the same cost (parallel): its rows and, at STEP_ROWS rows each, its steps (those of
+        its smallest batch), in the epochs its runs train. The line headline's blocks, by
+        batch size 10 to 500, cost 0.44 to 0.08 cpu-ns a lane-row; in ranges of as many
+        blocks its windows' threads waited for each other 13% of the time."""
+        bs = self.ihp[self.nk.I_BS].reshape(self.blocks, -1).min(axis=1)
+        epochs = self.ihp[self.nk.I_EPOCHS].reshape(self.blocks, -1).max(axis=1)
+        trained = np.clip(np.minimum(epochs, e1) - e0, 0, None)
+        return trained * (self.n + STEP_ROWS * -(-self.n // np.minimum(bs, self.n)))
 
     def _variant(self) -> str:
         multi = is_multi(self.chunk)
