@@ -633,3 +633,25 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
     numba_backend.compile_variants([(1, False, 8)])        # what the process runs
     kernel = numba_backend.kernels_for(2).train_blocks(1, False)
     assert numba_backend._signature(kernel, 1, False) in kernel.overloads
+
+
+def test_parallel_ranges_cover_every_item_once_at_about_equal_cost():
+    """parallel's ranges: contiguous, covering 0..count-1 once; with a cost per item
+    (blocks of small batches cost 5x those of large ones), each range's cost within one
+    item's of an equal share."""
+    import threading
+    from tinysweep.trainer.backends import numba_backend
+    cost = np.r_[np.full(100, 5.0), np.full(400, 1.0), [0.0, 0.0]]
+    for weights in (None, cost):
+        ranges, lock = [], threading.Lock()
+
+        def record(lo, hi):
+            with lock:
+                ranges.append((lo, hi))
+        numba_backend.parallel(record, len(cost), 2, weights)
+        ranges.sort()
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(cost)
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+        assert len(ranges) <= 2 * numba_backend.RANGES_PER_THREAD
+    share = cost.sum() / len(ranges)
+    assert all(abs(cost[lo:hi].sum() - share) <= cost.max() for lo, hi in ranges)
