@@ -655,3 +655,30 @@ def test_parallel_ranges_cover_every_item_once_at_about_equal_cost():
         assert len(ranges) <= 2 * numba_backend.RANGES_PER_THREAD
     share = cost.sum() / len(ranges)
     assert all(abs(cost[lo:hi].sum() - share) <= cost.max() for lo, hi in ranges)
+
+
+def test_preload_loads_only_cached_kernels_and_keeps_its_errors_to_itself(write_config,
+                                                                          monkeypatch):
+    """The thread _train starts loads the chunk's cached kernels (through _compile, under
+    the compile lock); one that is not on disk it leaves to prepare, which says it is
+    compiling; an error in the thread stops only the thread."""
+    from tinysweep.trainer.backends import numba_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
+    path = write_config(data={"source": "line", "params": {"n": 12}},
+                        sweep={"params": {"batch_size": [3, 5], "shuffle": [False, True]}})
+    whole = tinysweep.run(path, backend="numba")          # the variant compiled and cached
+    chunk = prepare(path, backend="numba").chunk
+    loaded = []
+    monkeypatch.setattr(numba_backend, "_compile", lambda kernel, sig: loaded.append(sig))
+    numba_backend._preload(chunk).join()
+    assert len(loaded) == len(numba_backend.variants(chunk)) == 1
+    loaded.clear()
+    monkeypatch.setattr(numba_backend, "_in_cache", lambda kernel, sig: False)
+    numba_backend._preload(chunk).join()
+    assert loaded == []
+    monkeypatch.undo()
+    monkeypatch.setattr(numba_backend, "variants", lambda *a: 1 / 0)
+    thread = numba_backend._preload(chunk)
+    thread.join()
+    assert not thread.is_alive()
+    assert_identical(tinysweep.run(path, backend="numba"), whole)
