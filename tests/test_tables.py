@@ -185,3 +185,14 @@ def test_write_times_1e6_rows(capsys):
     assert out["write_csv"] == out["to_csv"]
     with capsys.disabled():
         print(f"\n1,000,000 runs x {table.shape[1]} columns:\n  " + "\n  ".join(lines))
+
+
+@pytest.mark.parametrize("last", [
+    np.where(np.arange(40) % 3 == 0, np.nan, np.arange(40) / 7),    # distinct, some missing
+    np.where(np.arange(40) % 5 == 0, np.nan, 1.0),                  # a dictionary's, missing
+    ["adam"] * 40,                                                  # constant
+    [np.nan] * 40,                                                  # all missing
+], ids=["distinct", "few", "constant", "missing"])
+def test_each_row_ends_in_a_line_break_whatever_its_last_field(last):
+    table = pd.DataFrame({"run_id": np.arange(40), "lr": np.arange(40) % 4 / 10, "last": last})
+    assert csv_bytes(table) == table.to_csv(index=False).encode()
