@@ -12,7 +12,6 @@ imports it): config checking reads ``SOURCES`` and ``check_params`` from here, a
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 import pathlib
@@ -20,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from .errors import UserError, _suggest
 
 if TYPE_CHECKING:
     import torch
@@ -171,10 +170,8 @@ _PARAMS = {
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "expected one of " + ", ".join(choices)
+    """errors' suggestion of the nearest choice, else the choices."""
+    return _suggest(word, choices).removeprefix("; ") or "expected one of " + ", ".join(choices)
 
 
 def check_params(source: str, params) -> dict:
