@@ -653,11 +653,11 @@ class _NumbaGroup(_Group):
     def _window(self, e0: int, last: int) -> int:
         """The end of the window of epochs that starts at e0: as many epochs as keep the
         permutation tables under ORDER_BYTES and the call's predicted time under WINDOW_S
-        (its blocks' rows at LANE_WEIGHT_S a lane, row and weight, over the threads)."""
-        c, n, lanes = self.c, self.n, self.nk.LANES
-        blocks = -(-int((c.epochs > e0).sum()) // lanes)
-        weights = torch_backend.group_weights(self.chunk, self.rows)
-        epoch_s = blocks * lanes * weights * LANE_WEIGHT_S * n / (self.threads or threads())
+        (an epoch of each block still training, at _blocks' prediction, over the threads)."""
+        c, n = self.c, self.n
+        _, block = _blocks(self.chunk, self.rows)           # a block's seconds, all epochs
+        training = -(-int((c.epochs > e0).sum()) // self.nk.LANES)
+        epoch_s = training * block / max(1, int(c.epochs.max())) / (self.threads or threads())
         span = ORDER_BYTES // max(1, len(self.order_seeds) * n * 4)
         span = min(span, int(WINDOW_S / max(epoch_s, 1e-12)))
         return min(last, e0 + max(1, span))
