@@ -170,6 +170,21 @@ def vstore(typingctx, flat, index, value):
 
 
 @intrinsic
+def vbroadcast(typingctx, flat, index):
+    """A vector of W copies of flat[index] (flat: a 1-D float32 array), loaded without
+    numba's wraparound of a negative index (a few scalar operations a load, in loops
+    that do one FMA per load)."""
+    if not (isinstance(flat, types.Array) and flat.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        value = builder.load(builder.gep(data, [args[1]], inbounds=True), align=4)
+        return _vector(builder, value, types.float32)
+    return FVEC(flat, index), codegen
+
+
+@intrinsic
 def vsplat(typingctx, value):
     """A vector of W copies of the float32 ``value``."""
     if not _is_f32(value):
@@ -250,6 +265,31 @@ def _unary_intrinsic(llvm_name, doc):
 vfloor = _unary_intrinsic("floor", "floor(a), lane by lane.")
 vsqrt = _unary_intrinsic("sqrt", "sqrt(a) (IEEE).")
 vabs = _unary_intrinsic("fabs", "|a|.")
+
+
+def _reduce(combine, doc):
+    """A horizontal reduction of a vector's W lanes to a float32: log2(W) halvings, each
+    lane i combined with lane i + half (a tree, not a chain)."""
+    def typer(typingctx, a):
+        if a != FVEC:
+            return None
+
+        def codegen(context, builder, sig, args):
+            v, half = args[0], W // 2
+            while half >= 1:
+                picks = [i + half if i < half else i for i in range(W)]
+                other = builder.shuffle_vector(v, v, ir.Constant(_VI, picks))
+                v = combine(builder, v, other)
+                half //= 2
+            return builder.extract_element(v, ir.Constant(_I32, 0))
+        return types.float32(a), codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+vhsum = _reduce(lambda b, x, y: b.fadd(x, y), "The sum of a vector's lanes (in a tree).")
+vhmax = _reduce(lambda b, x, y: b.select(b.fcmp_ordered(">", x, y), x, y),
+                "The largest of a vector's lanes (a NaN lane may be passed over).")
 
 
 # ---- bits ---------------------------------------------------------------------------------
@@ -1606,3 +1646,434 @@ def _variant(depth, multi):
 def state_rows(n_par: int, d: int) -> int:
     """Rows of a block's state tile (train_blocks' ws_state)."""
     return 3 * n_par + 2 * d
+
+
+# ---- rows as lanes: one run at a time ----------------------------------------------------
+# train_blocks keeps a run per lane, so a block's weights are LANES copies: digits' 64-16-10
+# is 1,184 weights, 76 KB a block at 16 lanes and twice that with its gradient sums, more
+# than L1 holds, and every row streams them from L2 (126 cpu-ns a lane-row at 8 lanes,
+# about a quarter of the FMA pipes' peak, and slower at 16). A group of few runs of a wide
+# model trains better one run at a time: its weights (4.7 KB) stay in L1 and the lanes of
+# a vector are the units of a layer (W of them, the layer padded with zero units to a
+# multiple of W), RT rows of the batch at a time, each row's unit a scalar broadcast:
+#
+#   forward   a[r, o..o+W] = b[o..] + sum_i h[r, i] WT[i, o..]      RT chains, one WT load
+#   weights   GT[i, o..] += sum_r h[r, i] d[r, o..]                 8 inputs' chains
+#   inputs    d'[r, i..i+W] = (sum_o d[r, o] W[o, i..]) act'(h[r, i..])   RT chains
+#
+# The parameters are kept transposed (WT [in, out padded]: the forward pass and the
+# gradient sums read them along the outputs), with a copy of each hidden-to-next layer's
+# weights as [out, in padded] (WN, for the deltas), refreshed after each step. Zero units
+# stay zero: their weights get no gradient (the output deltas of padded units are masked)
+# and the optimizer step keeps them at zero. Same math as train_blocks, in a different
+# order of summation (the reference's tolerances, not its bits). No batchnorm: a group
+# with it trains in lanes.
+RT = 8                      # rows a tile: RT independent chains of FMAs
+R_EVAL = 64                 # rows an evaluation holds at a time
+
+
+@njit(**_INLINE)
+def _r_forward(f, hin, sin, n_in, wt, bo, op, hout, rows, act, hidden):
+    """hout[r, :op] = (act of, for hidden layers) hin[r, :n_in] WT + b for r < rows (a
+    multiple of RT); hin's rows sin floats apart, hout's op."""
+    for r0 in range(0, rows, RT):
+        h = hin + r0 * sin
+        for ob in range(0, op, W):
+            a0 = vload(f, bo + ob)
+            a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
+            for i in range(n_in):
+                w = vload(f, wt + i * op + ob)
+                a0 = vadd(a0, vmul(w, vbroadcast(f, h + i)))
+                a1 = vadd(a1, vmul(w, vbroadcast(f, h + sin + i)))
+                a2 = vadd(a2, vmul(w, vbroadcast(f, h + 2 * sin + i)))
+                a3 = vadd(a3, vmul(w, vbroadcast(f, h + 3 * sin + i)))
+                a4 = vadd(a4, vmul(w, vbroadcast(f, h + 4 * sin + i)))
+                a5 = vadd(a5, vmul(w, vbroadcast(f, h + 5 * sin + i)))
+                a6 = vadd(a6, vmul(w, vbroadcast(f, h + 6 * sin + i)))
+                a7 = vadd(a7, vmul(w, vbroadcast(f, h + 7 * sin + i)))
+            if hidden:
+                a0, a1, a2, a3 = _act(a0, act), _act(a1, act), _act(a2, act), _act(a3, act)
+                a4, a5, a6, a7 = _act(a4, act), _act(a5, act), _act(a6, act), _act(a7, act)
+            o = hout + r0 * op + ob
+            vstore(f, o, a0)
+            vstore(f, o + op, a1)
+            vstore(f, o + 2 * op, a2)
+            vstore(f, o + 3 * op, a3)
+            vstore(f, o + 4 * op, a4)
+            vstore(f, o + 5 * op, a5)
+            vstore(f, o + 6 * op, a6)
+            vstore(f, o + 7 * op, a7)
+
+
+@njit(**_INLINE)
+def _r_grads(f, g, hin, sin, n_in, wt, bo, op, dl, cnt):
+    """The gradient sums GT[i, o..] += sum over rows r < cnt of hin[r, i] d[r, o..], and the
+    bias's; g: the gradients' offset from the parameters'. Eight inputs at a time."""
+    for ob in range(0, op, W):
+        i = 0
+        while i + 8 <= n_in:
+            at = g + wt + i * op + ob
+            a0, a1, a2, a3 = vload(f, at), vload(f, at + op), vload(f, at + 2 * op), vload(f, at + 3 * op)
+            a4, a5 = vload(f, at + 4 * op), vload(f, at + 5 * op)
+            a6, a7 = vload(f, at + 6 * op), vload(f, at + 7 * op)
+            for r in range(cnt):
+                dv = vload(f, dl + r * op + ob)
+                h = hin + r * sin + i
+                a0 = vadd(a0, vmul(dv, vbroadcast(f, h)))
+                a1 = vadd(a1, vmul(dv, vbroadcast(f, h + 1)))
+                a2 = vadd(a2, vmul(dv, vbroadcast(f, h + 2)))
+                a3 = vadd(a3, vmul(dv, vbroadcast(f, h + 3)))
+                a4 = vadd(a4, vmul(dv, vbroadcast(f, h + 4)))
+                a5 = vadd(a5, vmul(dv, vbroadcast(f, h + 5)))
+                a6 = vadd(a6, vmul(dv, vbroadcast(f, h + 6)))
+                a7 = vadd(a7, vmul(dv, vbroadcast(f, h + 7)))
+            vstore(f, at, a0)
+            vstore(f, at + op, a1)
+            vstore(f, at + 2 * op, a2)
+            vstore(f, at + 3 * op, a3)
+            vstore(f, at + 4 * op, a4)
+            vstore(f, at + 5 * op, a5)
+            vstore(f, at + 6 * op, a6)
+            vstore(f, at + 7 * op, a7)
+            i += 8
+        for i in range(i, n_in):
+            at = g + wt + i * op + ob
+            a = vload(f, at)
+            for r in range(cnt):
+                a = vadd(a, vmul(vload(f, dl + r * op + ob), f[hin + r * sin + i]))
+            vstore(f, at, a)
+        at = g + bo + ob
+        a = vload(f, at)
+        for r in range(cnt):
+            a = vadd(a, vload(f, dl + r * op + ob))
+        vstore(f, at, a)
+
+
+@njit(**_INLINE)
+def _r_deltas(f, wn, n_out, ip, dl, op, dprev, hprev, rows, act):
+    """dprev[r, i..] = (sum_o d[r, o] W[o, i..]) act'(hprev[r, i..]) for r < rows (a
+    multiple of RT): the previous layer's deltas (its outputs ip floats a row)."""
+    for r0 in range(0, rows, RT):
+        d = dl + r0 * op
+        for ib in range(0, ip, W):
+            a0 = vsplat(_0)
+            a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
+            for o in range(n_out):
+                w = vload(f, wn + o * ip + ib)
+                a0 = vadd(a0, vmul(w, vbroadcast(f, d + o)))
+                a1 = vadd(a1, vmul(w, vbroadcast(f, d + op + o)))
+                a2 = vadd(a2, vmul(w, vbroadcast(f, d + 2 * op + o)))
+                a3 = vadd(a3, vmul(w, vbroadcast(f, d + 3 * op + o)))
+                a4 = vadd(a4, vmul(w, vbroadcast(f, d + 4 * op + o)))
+                a5 = vadd(a5, vmul(w, vbroadcast(f, d + 5 * op + o)))
+                a6 = vadd(a6, vmul(w, vbroadcast(f, d + 6 * op + o)))
+                a7 = vadd(a7, vmul(w, vbroadcast(f, d + 7 * op + o)))
+            h = hprev + r0 * ip + ib
+            at = dprev + r0 * ip + ib
+            vstore(f, at, vmul(a0, _act_grad(vload(f, h), act)))
+            vstore(f, at + ip, vmul(a1, _act_grad(vload(f, h + ip), act)))
+            vstore(f, at + 2 * ip, vmul(a2, _act_grad(vload(f, h + 2 * ip), act)))
+            vstore(f, at + 3 * ip, vmul(a3, _act_grad(vload(f, h + 3 * ip), act)))
+            vstore(f, at + 4 * ip, vmul(a4, _act_grad(vload(f, h + 4 * ip), act)))
+            vstore(f, at + 5 * ip, vmul(a5, _act_grad(vload(f, h + 5 * ip), act)))
+            vstore(f, at + 6 * ip, vmul(a6, _act_grad(vload(f, h + 6 * ip), act)))
+            vstore(f, at + 7 * ip, vmul(a7, _act_grad(vload(f, h + 7 * ip), act)))
+
+
+@njit(**_INLINE)
+def _r_copy(f, at, src, start, count):
+    """f[at:at + count] = src[start:start + count] (src: a 1-D float32 array), W at a time."""
+    i = 0
+    while i + W <= count:
+        vstore(f, at + i, vload(src, start + i))
+        i += W
+    for i in range(i, count):
+        f[at + i] = src[start + i]
+
+
+@njit(**_INLINE)
+def _r_exps(f, z, e, op, kout, iota):
+    """e[..op] = exp(z_j - max_j z_j) for the kout outputs in z, 0 on the padding; returns
+    (the max, the sum of the exponentials)."""
+    kf = np.float32(kout)
+    m = -_INF
+    for ob in range(0, op, W):
+        valid = vlt(vadd(vload(f, iota), np.float32(ob)), kf)
+        m = max(m, vhmax(vwhere(valid, vload(f, z + ob), -_INF)))
+    s = _0
+    for ob in range(0, op, W):
+        valid = vlt(vadd(vload(f, iota), np.float32(ob)), kf)
+        v = vwhere(valid, _exp(vsub(vload(f, z + ob), m)), _0)
+        vstore(f, e + ob, v)
+        s += vhsum(v)
+    return m, s
+
+
+@njit(**_INLINE)
+def _r_delta(f, z, dz, yr, op, kout, loss, iota):
+    """dL/dz of one row's outputs z (a batch mean's: the 1 / rows comes with the step)
+    into dz, 0 on the padding; yr: the row's targets (mse) or its label or class."""
+    if loss == LOSS_MSE:
+        scale = np.float32(2.0 / kout)
+        for ob in range(0, op, W):
+            vstore(f, dz + ob, vmul(vsub(vload(f, z + ob), vload(f, yr + ob)), scale))
+    elif loss == LOSS_BCE:
+        v = vsub(_sigmoid(vload(f, z)), f[yr])
+        vstore(f, dz, vwhere(vlt(vload(f, iota), _1), v, _0))
+    else:
+        _, s = _r_exps(f, z, dz, op, kout, iota)
+        cls = f[yr]
+        for ob in range(0, op, W):
+            lane = vadd(vload(f, iota), np.float32(ob))
+            p = vdiv(vload(f, dz + ob), s)
+            vstore(f, dz + ob, vsub(p, vwhere(veq(lane, cls), _1, _0)))
+
+
+@njit(**_INLINE)
+def _r_step(f, at, Pp, valid, opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom,
+            nest):
+    """_step of one vector of parameters at ``at`` (gradients Pp after, then the momentum or
+    exp_avg, then exp_avg_sq), its lanes outside ``valid`` kept at zero; the gradient
+    sums cleared."""
+    w, m = vload(f, at), vload(f, at + 2 * Pp)
+    g = vadd(vmul(vload(f, at + Pp), scale), vmul(wdc, w))
+    if opt == OPT_ADAM:
+        v = vload(f, at + 3 * Pp)
+        m2 = vadd(m, vmul(omb1, vsub(g, m)))
+        v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
+        w2 = vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps))))
+        vstore(f, at + 3 * Pp, vwhere(valid, v2, _0))
+    else:
+        m2 = vadd(vmul(m, mom), g)
+        w2 = vsub(w, vmul(step, vadd(g, vmul(mom, m2)) if nest else m2))
+    vstore(f, at, vwhere(valid, w2, _0))
+    vstore(f, at + 2 * Pp, vwhere(valid, m2, _0))
+    vstore(f, at + Pp, vsplat(_0))
+
+
+@njit(**_INLINE)
+def _r_eval_row(f, z, e, yrow, op, kout, loss, iota):
+    """(loss, hit) of one row's outputs z against its targets yrow (y[r]), float32, as
+    _eval_k and _evaluate have them (mse: summed over the outputs)."""
+    if loss == LOSS_MSE:
+        acc = _0
+        for j in range(kout):
+            t = f[z + j] - yrow[j]
+            acc += t * t
+        return acc, _0
+    if loss == LOSS_BCE:
+        v = f[z]
+        lv = (v if v > _0 else _0) - v * yrow[0] + np.float32(math.log1p(math.exp(-abs(v))))
+        return lv, _1 if (_1 if v > _0 else _0) == yrow[0] else _0
+    m, s = _r_exps(f, z, e, op, kout, iota)
+    cls = int(yrow[0])
+    best, arg = f[z], 0
+    best = best if best == best else _INF
+    for j in range(1, kout):
+        v = f[z + j]
+        v = v if v == v else _INF
+        if v > best:
+            best, arg = v, j
+    return m + np.float32(math.log(s)) - f[z + cls], _1 if arg == cls else _0
+
+
+@njit(nogil=True, **_OPTS)
+def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, c_vl, c_ta,
+               c_va, eval_epochs, eval_every, layers, d, n_par, gamma, act, loss, opt, bn, e0,
+               e1):
+    """train_blocks' kernel (the same arguments and state), one run at a time with the
+    units of a layer as lanes (the section above); any depth and output kind, no
+    batchnorm (``bn`` must be false)."""
+    mxcsr = mxcsr_ftz()
+    L = ws_state.shape[2]
+    n, n_val = x.shape[0], xv.shape[0]
+    ky = y.shape[1]
+    depth = layers.shape[0] - 1
+    kout = layers[depth, 1]
+    per_row = kout if loss == LOSS_MSE else 1
+    P = n_par
+    xf = x.reshape(-1)
+    # ---- the workspace: padded parameters, gradients, momentum or exp_avg, exp_avg_sq,
+    # the WN copies, then the rows of a batch (or of an evaluation) layer by layer
+    ly = np.zeros((depth + 1, 8), np.int64)    # n_in, n_out, op, wt, bo, wn, h, dl
+    Pp = 0
+    for k in range(depth + 1):
+        op = -(-layers[k, 1] // W) * W
+        ly[k, 0], ly[k, 1], ly[k, 2] = layers[k, 0], layers[k, 1], op
+        ly[k, 3] = Pp
+        ly[k, 4] = Pp + layers[k, 0] * op
+        Pp = ly[k, 4] + op
+    at = 4 * Pp
+    for k in range(1, depth + 1):
+        ly[k, 5] = at
+        at += ly[k, 1] * ly[k - 1, 2]
+    iota = at
+    at += W
+    for blk in range(b_lo, b_hi):
+        lo = blk * L
+        big = 1
+        for l in range(L):
+            if ihp[I_ACTIVE, lo + l] != 0:
+                big = max(big, min(ihp[I_BS, lo + l], n))
+        R = max(-(-big // RT) * RT, R_EVAL)
+        xb = at
+        yb = xb + R * d
+        top = yb + R * ly[depth, 2]
+        for k in range(depth + 1):
+            ly[k, 6] = top
+            ly[k, 7] = top + R * ly[k, 2]
+            top += 2 * R * ly[k, 2]
+        f = np.zeros(top, np.float32)
+        for j in range(W):
+            f[iota + j] = np.float32(j)
+        for l in range(L):
+            run = lo + l
+            if ihp[I_ACTIVE, run] == 0 or ihp[I_EPOCHS, run] <= e0:
+                continue
+            # ---- the run's state in (transposed, padded), the rest of the workspace zero
+            for j in range(iota):
+                f[j] = _0
+            for k in range(depth + 1):
+                n_in, n_out, op, wt, bo = ly[k, 0], ly[k, 1], ly[k, 2], ly[k, 3], ly[k, 4]
+                for o in range(n_out):
+                    for i in range(n_in):
+                        src, dst = layers[k, 2] + o * n_in + i, wt + i * op + o
+                        f[dst] = ws_state[blk, src, l]
+                        f[dst + 2 * Pp] = ws_state[blk, P + src, l]
+                        f[dst + 3 * Pp] = ws_state[blk, 2 * P + src, l]
+                    src = layers[k, 3] + o
+                    f[bo + o] = ws_state[blk, src, l]
+                    f[bo + o + 2 * Pp] = ws_state[blk, P + src, l]
+                    f[bo + o + 3 * Pp] = ws_state[blk, 2 * P + src, l]
+            for k in range(1, depth + 1):
+                for o in range(ly[k, 1]):
+                    for i in range(ly[k, 0]):
+                        f[ly[k, 5] + o * ly[k - 1, 2] + i] = f[ly[k, 3] + i * ly[k, 2] + o]
+            bs, epochs, ssize = ihp[I_BS, run], ihp[I_EPOCHS, run], ihp[I_SSIZE, run]
+            q, row_of = ihp[I_ORDER, run], ihp[I_ROW, run]
+            nest = ihp[I_NEST, run] != 0
+            lr, wdd = fhp[F_LR, run], fhp[F_WDD, run]
+            wdc, mom = np.float32(fhp[F_WDC, run]), np.float32(fhp[F_MOM, run])
+            omb1, b2 = np.float32(1.0 - fhp[F_BETA1, run]), np.float32(fhp[F_BETA2, run])
+            omb2, eps = np.float32(1.0 - fhp[F_BETA2, run]), np.float32(fhp[F_EPS, run])
+            inv_bs = _1 / np.float32(bs)
+            for e in range(e0, e1):
+                if ihp[I_ACTIVE, run] == 0 or e >= epochs:
+                    break
+                if ssize > 0 and e > 0 and e % ssize == 0:      # StepLR, as train_blocks
+                    lr *= fhp[F_GAMMA, run]
+                    fhp[F_LR, run] = lr
+                decay = np.float32(1.0 - lr * wdd)
+                te = e - o_e0
+                p = 0
+                while p < n:
+                    cnt = min(bs, n - p)
+                    rows = -(-cnt // RT) * RT
+                    # the batch's rows and targets
+                    for t in range(cnt):
+                        r = p + t if q < 0 else order[q, te, p + t]
+                        _r_copy(f, xb + t * d, xf, r * d, d)
+                        for j in range(ky):
+                            f[yb + t * ly[depth, 2] + j] = y[r, j]
+                    hin, sin = xb, d
+                    for k in range(depth + 1):
+                        _r_forward(f, hin, sin, ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
+                                   ly[k, 6], rows, act, k < depth)
+                        hin, sin = ly[k, 6], ly[k, 2]
+                    op = ly[depth, 2]
+                    for t in range(cnt):
+                        _r_delta(f, ly[depth, 6] + t * op, ly[depth, 7] + t * op,
+                                 yb + t * op, op, kout, loss, iota)
+                    for t in range(cnt, rows):
+                        for j in range(op):
+                            f[ly[depth, 7] + t * op + j] = _0
+                    for k in range(depth, -1, -1):
+                        hin, sin = (xb, d) if k == 0 else (ly[k - 1, 6], ly[k - 1, 2])
+                        _r_grads(f, Pp, hin, sin, ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
+                                 ly[k, 7], cnt)
+                        if k > 0:
+                            _r_deltas(f, ly[k, 5], ly[k, 1], ly[k - 1, 2], ly[k, 7], ly[k, 2],
+                                      ly[k - 1, 7], ly[k - 1, 6], rows, act)
+                    # ---- the optimizer step (train_blocks' _step, one run)
+                    scale = inv_bs if cnt == bs else _1 / np.float32(cnt)
+                    step, bc2s = np.float32(lr), _1
+                    if opt == OPT_ADAM:
+                        fhp[F_B1T, run] *= fhp[F_BETA1, run]
+                        fhp[F_B2T, run] *= fhp[F_BETA2, run]
+                        step = np.float32(lr / (1.0 - fhp[F_B1T, run]))
+                        bc2s = np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
+                    for k in range(depth + 1):
+                        op = ly[k, 2]
+                        for ob in range(0, op, W):
+                            valid = vlt(vadd(vload(f, iota), np.float32(ob)),
+                                        np.float32(ly[k, 1]))
+                            for i in range(ly[k, 0]):
+                                _r_step(f, ly[k, 3] + i * op + ob, Pp, valid, opt, scale, wdc,
+                                        step, bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                            _r_step(f, ly[k, 4] + ob, Pp, valid, opt, scale, wdc, step, bc2s,
+                                    decay, omb1, b2, omb2, eps, mom, nest)
+                    for k in range(1, depth + 1):
+                        for o in range(ly[k, 1]):
+                            for i in range(ly[k, 0]):
+                                f[ly[k, 5] + o * ly[k - 1, 2] + i] = f[ly[k, 3] + i * ly[k, 2] + o]
+                    ihp[I_STEPS, run] += 1
+                    p += cnt
+                # ---- the evaluation due after epoch e + 1
+                if not ((e + 1) % eval_every == 0 or e + 1 == epochs):
+                    continue
+                col = 0
+                while col < eval_epochs.shape[0] - 1 and eval_epochs[col] < e + 1:
+                    col += 1
+                # float32 sums of EVAL_FLUSH rows, added into float64 (train_blocks' _flush:
+                # a loss past float32's range is inf here too, as the reference's mean)
+                sums = np.zeros(4)
+                part = np.zeros(2, np.float32)
+                for split in range(2 if n_val > 0 else 1):
+                    xs, ys = (x, y) if split == 0 else (xv, yv)
+                    for r0 in range(0, xs.shape[0], R):
+                        cnt = min(R, xs.shape[0] - r0)
+                        _r_copy(f, xb, xs.reshape(-1), r0 * d, cnt * d)
+                        hin, sin = xb, d
+                        for k in range(depth + 1):
+                            _r_forward(f, hin, sin, ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
+                                       ly[k, 6], -(-cnt // RT) * RT, act, k < depth)
+                            hin, sin = ly[k, 6], ly[k, 2]
+                        op = ly[depth, 2]
+                        for t in range(cnt):
+                            lv, hit = _r_eval_row(f, ly[depth, 6] + t * op, ly[depth, 7],
+                                                  ys[r0 + t], op, kout, loss, iota)
+                            part[0] += lv
+                            part[1] += hit
+                            r = r0 + t
+                            if (r + 1) % EVAL_FLUSH == 0 or r == xs.shape[0] - 1:
+                                sums[2 * split] += part[0]
+                                sums[2 * split + 1] += part[1]
+                                part[0], part[1] = _0, _0
+                train_loss = np.float32(sums[0] / (n * per_row))
+                c_tl[row_of, col] = train_loss
+                if n_val > 0:
+                    c_vl[row_of, col] = np.float32(sums[2] / (n_val * per_row))
+                if loss != LOSS_MSE:
+                    c_ta[row_of, col] = np.float32(sums[1] / n)
+                    if n_val > 0:
+                        c_va[row_of, col] = np.float32(sums[3] / n_val)
+                ok = math.isfinite(train_loss)
+                for j in range(Pp):
+                    v = f[j]
+                    ok = ok and v - v == _0
+                if not ok:
+                    ihp[I_ACTIVE, run] = 0       # diverged: frozen as of this evaluation
+            # ---- the run's state out
+            for k in range(depth + 1):
+                n_in, n_out, op, wt, bo = ly[k, 0], ly[k, 1], ly[k, 2], ly[k, 3], ly[k, 4]
+                for o in range(n_out):
+                    for i in range(n_in):
+                        src, dst = wt + i * op + o, layers[k, 2] + o * n_in + i
+                        ws_state[blk, dst, l] = f[src]
+                        ws_state[blk, P + dst, l] = f[src + 2 * Pp]
+                        ws_state[blk, 2 * P + dst, l] = f[src + 3 * Pp]
+                    dst = layers[k, 3] + o
+                    ws_state[blk, dst, l] = f[bo + o]
+                    ws_state[blk, P + dst, l] = f[bo + o + 2 * Pp]
+                    ws_state[blk, 2 * P + dst, l] = f[bo + o + 3 * Pp]
+    mxcsr_restore(mxcsr)

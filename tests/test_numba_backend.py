@@ -44,12 +44,17 @@ def assert_same_runs_diverged_aside(actual, expected):
     assert_same_runs(*masked)
 
 
-@pytest.fixture(params=[64, 8], ids=["64 lanes", "8 lanes"])
+@pytest.fixture(params=[64, 8, "rows"], ids=["64 lanes", "8 lanes", "rows"])
 def lanes(request, monkeypatch):
-    """Every group in blocks of this many lanes (kernels/numba_mlp.py: with_lanes), whatever
-    its size would choose."""
+    """Every group in blocks of this many lanes (kernels/numba_mlp.py: with_lanes), or one
+    run at a time (train_rows; a batchnorm group in lanes), whatever its size and model
+    would choose."""
     from tinysweep.trainer.backends import numba_backend
-    monkeypatch.setattr(numba_backend, "FORCE_LANES", request.param)
+    if request.param == "rows":
+        monkeypatch.setattr(numba_backend, "FORCE_ROWS", True)
+    else:
+        monkeypatch.setattr(numba_backend, "FORCE_ROWS", False)
+        monkeypatch.setattr(numba_backend, "FORCE_LANES", request.param)
     return request.param
 
 
@@ -135,7 +140,7 @@ def test_k_outputs_match_reference(task, lanes):
     assert_same_runs(numba_res, ref)
 
 
-def test_optimizer_settings_and_schedules_match(write_config):
+def test_optimizer_settings_and_schedules_match(write_config, lanes):
     """Per-run momentum, nesterov, betas, eps, weight decay, StepLR, epochs and seeds, and a
     validation split, evaluated every other epoch and at each run's last."""
     path = write_config(**optimizer_sweep(41, 6, [2, 5, 6], 7))
@@ -157,7 +162,7 @@ def test_sgd_without_momentum_keeps_no_buffer(write_config):
 
 
 @pytest.mark.parametrize("eval_every", [1, 4])
-def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
+def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every, lanes):
     params = {"lr": [0.01, 300.0, 0.02, 1e6], "batch_size": [5, 9, 40]}
     model = {"hidden": [3], "activation": "tanh", "loss": "mse"}
     train = {"epochs": 6, "optimizer": "sgd", "eval_every": eval_every}
@@ -179,7 +184,7 @@ def test_diverging_runs_are_flagged_and_isolated(write_config, eval_every):
                                       err_msg=name)
 
 
-def test_diverging_cross_entropy_runs_match_reference(write_config):
+def test_diverging_cross_entropy_runs_match_reference(write_config, lanes):
     path = write_config(data={"source": "spirals", "params": {"n": 31, "classes": 4}},
                         model={"hidden": [5], "activation": "relu", "loss": "cross_entropy"},
                         train={"epochs": 4, "optimizer": "sgd", "eval_every": 2},
@@ -276,6 +281,64 @@ def test_groups_of_a_few_blocks_train_side_by_side(write_config, monkeypatch):
         numba.set_num_threads(before)
     assert together == [24, 24]
     assert_identical(two, one)
+
+
+def test_one_run_at_a_time_is_chosen_for_wide_models_and_few_runs(write_config):
+    """group_lanes: one run at a time where a model's weights are many or its runs few
+    (digits' 64-32-10, a single run of 64-16-10), lanes for the line model and the 1-16-1
+    MLP at scale, and for batchnorm whatever its size."""
+    from tinysweep.trainer.backends import numba_backend, torch_backend
+    from tinysweep.trainer.pipeline.sweep import prepare
+
+    def kind(features, hidden, runs, input_norm="standardize", loss="cross_entropy"):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((200, features)).astype(np.float32)
+        y = rng.integers(0, 10 if loss == "cross_entropy" else 2, 200)
+        cfg = {"model": {"hidden": hidden, "loss": loss},
+               "train": {"epochs": 5, "input_norm": input_norm, "batch_size": 32},
+               "sweep": {"params": {"lr": {"logspace": [-3, -1, runs]}}}}
+        chunk = prepare(cfg, backend="numba", data=(x, y.astype(np.float32))).chunk
+        (rows,) = torch_backend.group_rows(chunk)
+        return numba_backend.group_lanes(chunk, rows)
+
+    rows = numba_backend.ROWS
+    assert kind(64, [32], 24) == rows and kind(64, [16], 1) == rows
+    assert kind(64, [16], 24, input_norm="batchnorm") != rows
+    assert kind(1, [16], 1000, loss="bce_with_logits") == 64
+    assert kind(1, [], 1000, loss="bce_with_logits") == 64
+
+
+def test_one_run_at_a_time_changes_no_bit_with_threads_or_windows(write_config, monkeypatch):
+    """The kernel one run at a time: the same bits on 1 and 2 threads and in windows of one
+    epoch (its state kept between calls), shuffled and not, K outputs, a short last batch,
+    StepLR; and the reference's results."""
+    numba = pytest.importorskip("numba")
+    from tinysweep.trainer.backends import numba_backend
+    monkeypatch.setattr(numba_backend, "FORCE_ROWS", True)
+    path = write_config(data={"source": "spirals", "params": {"n": 43, "classes": 3},
+                              "val_fraction": 0.2},
+                        model={"hidden": [9, 5], "activation": "tanh", "loss": "cross_entropy"},
+                        train={"epochs": 4, "lr": 0.05, "eval_every": 3, "lr_schedule": "step",
+                               "step_size": 2, "gamma": 0.5, "optimizer": "adam"},
+                        sweep={"params": {"batch_size": [5, 16], "seed": [0, 1],
+                                          "shuffle": [True, False]}})
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = tinysweep.run(path, backend="numba")
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = tinysweep.run(path, backend="numba")
+    finally:
+        numba.set_num_threads(before)
+    assert_identical(two, one)
+    monkeypatch.setattr(numba_backend, "WINDOW_S", 1e-12)
+    windows = []
+    real = numba_backend._NumbaGroup.train_window
+    monkeypatch.setattr(numba_backend._NumbaGroup, "train_window",
+                        lambda self, nk, e0, e1: windows.append((e0, e1)) or real(self, nk, e0, e1))
+    assert_identical(tinysweep.run(path, backend="numba"), one)
+    assert windows == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert_same_runs(one, tinysweep.run(path, backend="reference"))
 
 
 def test_windows_of_epochs_change_nothing(write_config, monkeypatch):
@@ -402,7 +465,7 @@ def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(writ
     path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},
                         sweep={"params": {"lr": [0.01, 0.1]}})
     tinysweep.run(path, backend="numba", progress=True)
-    assert len(numba_backend.kernels_for(2).train_blocks(1, False).signatures) == 1
+    assert len(numba_backend.kernel_of(1, False, numba_backend.lanes_for(2)).signatures) == 1
 
 
 @pytest.mark.parametrize("error", ["lowering", "disk full"])
@@ -631,7 +694,7 @@ def test_auto_on_torch_for_a_cold_compile_compiles_the_kernels_in_the_background
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].endswith("background after this sweep, for the next)")
     numba_backend.compile_variants([(1, False, 8)])        # what the process runs
-    kernel = numba_backend.kernels_for(2).train_blocks(1, False)
+    kernel = numba_backend.kernel_of(1, False, numba_backend.lanes_for(2))
     assert numba_backend._signature(kernel, 1, False) in kernel.overloads
 
 

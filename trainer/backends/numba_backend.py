@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from . import torch_backend
-from .backend import Chunk, ChunkResult, fused_unsupported, said_if_slow, stepped_lr
+from .backend import (Chunk, ChunkResult, fused_unsupported, said_if_slow, steps_per_epoch,
+                      stepped_lr)
 from ..spec.order import half_bits, round_keys
 from .torch_backend import _Group
 
@@ -70,6 +71,7 @@ COMPILE_NOTICE_S = 2.0
 # outputs (multi): 7.0 s for one output, 11.2 for K (their tiles of rows) at 8 lanes,
 # measured on the 2-core Xeon, quiet, 2026-12-06 (bench/NOTES.md).
 COLD_COMPILE_S = {False: 7.0, True: 11.0}
+ROWS_COMPILE_S = 6.5            # the kernel one run at a time: one for every model
 
 
 # Lanes a block, per group (kernels/numba_mlp.py: with_lanes): 64, or NARROW where the
@@ -90,6 +92,21 @@ NARROW_COST = 1.6
 TILED_COST = 0.9
 FORCE_LANES: int | None = None      # tests: every group at this width
 
+# One run at a time (numba_mlp.train_rows, "rows as lanes"): a group of a wide model whose
+# runs would leave lanes idle, or whose weights per block outgrow L1, trains each run
+# alone, the units of a layer as the lanes of ROWS_W-wide vectors. Its variant is
+# (0, False, ROWS): one kernel for every depth and output kind. Its cost, one thread, per
+# run: ROWS_ROW_S + ROWS_WEIGHT_S a weight, a row; ROWS_STEP_S a weight, an optimizer step
+# (digits' 64-16-10 and 64-32-10 at batch 128 and 32 on the 2-core Xeon, 2026-12-06:
+# 99 and 165 ns a row at batch 128, 120 and 195 at 32; bench/NOTES.md). The lanes kernel
+# costs 117 and 234 ns a run-row there, full blocks of 8 (LANE_WEIGHT_S, TILED_COST).
+ROWS = 0
+ROWS_W = 16
+ROWS_ROW_S = 33e-9
+ROWS_WEIGHT_S = 0.05e-9
+ROWS_STEP_S = 0.65e-9
+FORCE_ROWS: bool | None = None      # tests: every group one run at a time (True) or in lanes
+
 
 def lanes_for(runs: int, multi: bool = False) -> int:
     """The lanes a block for a group of ``runs`` runs: the width that pads the fewest
@@ -102,15 +119,44 @@ def lanes_for(runs: int, multi: bool = False) -> int:
     return NARROW if padded(NARROW) * NARROW_COST < padded(WIDE) else WIDE
 
 
+def group_lanes(chunk: Chunk, rows: np.ndarray, launches: int = 1) -> int:
+    """The lanes a block of the group of runs ``rows`` takes (lanes_for), or ROWS where it
+    trains one run at a time: no batchnorm, and predicted cheaper in CPU time than its
+    blocks of lanes (_rows_seconds against _lanes_blocks)."""
+    runs = -(-len(rows) // launches)                       # a launch's runs
+    lanes = lanes_for(runs, is_multi(chunk))
+    if chunk.runs.row(int(rows[0])).input_norm == "batchnorm":
+        return lanes
+    if FORCE_ROWS is not None:
+        return ROWS if FORCE_ROWS else lanes
+    if FORCE_LANES is not None:
+        return lanes
+    blocks, block = _lanes_blocks(chunk, rows, lanes, launches)
+    return ROWS if runs * _rows_seconds(chunk, rows) < blocks * block else lanes
+
+
 def is_multi(chunk: Chunk) -> bool:
     """Whether the chunk's model has K outputs (the kernels' multi variants)."""
     return chunk.model.loss == "cross_entropy" or chunk.data.n_outputs > 1
 
 
-def kernels_for(runs: int, multi: bool = False):
-    """kernels/numba_mlp.py compiled for the lanes a group of ``runs`` runs takes."""
+def kernels_for(lanes: int):
+    """kernels/numba_mlp.py compiled for blocks of ``lanes`` runs, or for ROWS (vectors of
+    ROWS_W units)."""
     from ...kernels import numba_mlp
-    return numba_mlp.with_lanes(lanes_for(runs, multi))
+    return numba_mlp.with_lanes(ROWS_W if lanes == ROWS else lanes)
+
+
+def kernel_of(depth: int, multi: bool, lanes: int):
+    """The compiled kernel (a numba dispatcher) of a variant (depth, multi, lanes)."""
+    nk = kernels_for(lanes)
+    return nk.train_rows if lanes == ROWS else nk.train_blocks(depth, multi)
+
+
+def cold_compile_s(variant) -> float:
+    """A variant's first compile on this machine, predicted (COLD_COMPILE_S)."""
+    depth, multi, lanes = variant
+    return ROWS_COMPILE_S if lanes == ROWS else COLD_COMPILE_S[multi]
 
 
 def threads() -> int:
@@ -185,8 +231,9 @@ def variants(chunk: Chunk, launches: int = 1) -> list[tuple[int, bool, int]]:
     multi = is_multi(chunk)
     out = set()
     for rows in torch_backend.group_rows(chunk):
+        lanes = group_lanes(chunk, rows, launches)
         depth = len(chunk.runs.row(int(rows[0])).hidden)
-        out.add((depth, multi, lanes_for(-(-len(rows) // launches), multi)))
+        out.add((0, False, ROWS) if lanes == ROWS else (depth, multi, lanes))
     return sorted(out)
 
 
@@ -212,8 +259,7 @@ def cached(depth: int, multi: bool, lanes: int = WIDE) -> bool | None:
     compiling it, 6 to 13 s). None where numba's cache cannot be read this way (its index
     is numba's own, not a public API): counted as compiled, the behaviour before the
     check."""
-    from ...kernels import numba_mlp
-    kernel = numba_mlp.with_lanes(lanes).train_blocks(depth, multi)
+    kernel = kernel_of(depth, multi, lanes)
     try:
         return _in_cache(kernel, _signature(kernel, depth, multi))
     except Exception:       # another numba's cache layout
@@ -243,15 +289,14 @@ def _preload(chunk: Chunk) -> threading.Thread:
     the first in a process took 0.25 s and the kernel's 0.27 s, for the line headline
     beside 0.5 s of building its group. A load that fails here is left to prepare, which
     says why."""
-    from ...kernels import numba_mlp
     from ..spec.order import half_bits, round_keys
 
     def load():
         try:
             shuffles = bool(np.asarray(chunk.runs.shuffle).any())
             for depth, multi, lanes in variants(chunk):
-                nk = numba_mlp.with_lanes(lanes)
-                kernel = nk.train_blocks(depth, multi)
+                nk = kernels_for(lanes)
+                kernel = kernel_of(depth, multi, lanes)
                 signature = _signature(kernel, depth, multi)
                 if not _in_cache(kernel, signature):
                     continue
@@ -284,11 +329,35 @@ AUTO_PREDICT = os.environ.get("TINYSWEEP_AUTO_PREDICT", "1") not in ("", "0")
 
 def _blocks(chunk: Chunk, rows: np.ndarray, launches: int = 1) -> tuple[int, float]:
     """A group's blocks (per launch: the chunk trains in ``launches`` parts) and each
-    block's predicted seconds: its lanes x its longest run's rows (training, and
-    evaluations at a third of the cost) x the model's weights x LANE_WEIGHT_S (narrow
-    lanes: x NARROW_COST, or TILED_COST for K outputs)."""
+    block's predicted seconds (group_lanes: of lanes, _lanes_blocks, or of one run,
+    _rows_seconds)."""
+    lanes = group_lanes(chunk, rows, launches)
+    if lanes == ROWS:
+        return -(-len(rows) // launches), _rows_seconds(chunk, rows)
+    return _lanes_blocks(chunk, rows, lanes, launches)
+
+
+def _rows_seconds(chunk: Chunk, rows: np.ndarray) -> float:
+    """One run's predicted seconds in the kernel one run at a time: its longest run's rows
+    (training, and evaluations at a third of the cost) at ROWS_ROW_S + ROWS_WEIGHT_S a
+    weight, and its steps (its smallest batch's) at ROWS_STEP_S a weight."""
+    runs, n = chunk.runs, chunk.data.n_train
+    weights = torch_backend.group_weights(chunk, rows)
+    epochs = float(runs.epochs[rows].max())
+    evaluations = epochs / chunk.eval_every + 1
+    steps = epochs * float(steps_per_epoch(n, runs.batch_size[rows]).max())
+    return ((ROWS_ROW_S + ROWS_WEIGHT_S * weights)
+            * (epochs * n + evaluations * (n + chunk.data.n_val) / 3)
+            + ROWS_STEP_S * weights * steps)
+
+
+def _lanes_blocks(chunk: Chunk, rows: np.ndarray, lanes: int,
+                  launches: int = 1) -> tuple[int, float]:
+    """A group's blocks of ``lanes`` runs and each block's predicted seconds: its lanes x
+    its longest run's rows (training, and evaluations at a third of the cost) x the
+    model's weights x LANE_WEIGHT_S (narrow lanes: x NARROW_COST, or TILED_COST for K
+    outputs)."""
     runs, n, multi = chunk.runs, chunk.data.n_train, is_multi(chunk)
-    lanes = lanes_for(-(-len(rows) // launches), multi)    # a launch's runs
     cost = (TILED_COST if multi else NARROW_COST) if lanes == NARROW else 1.0
     weights = torch_backend.group_weights(chunk, rows) * cost
     epochs = float(runs.epochs[rows].max())
@@ -333,10 +402,10 @@ def torch_instead(chunk: Chunk, launches: int = 1) -> tuple[bool, str | None]:
     left = compile_left()
     compiling = left is not None
     cold = [v for v in variants(chunk, launches) if cached(*v) is False]
-    compile_s = sum(COLD_COMPILE_S[multi] for _, multi, _ in cold)
+    compile_s = sum(cold_compile_s(v) for v in cold)
     if compiling and cold:
         seconds, doing = left
-        compile_s = seconds + sum(COLD_COMPILE_S[v[1]] for v in cold if v not in doing)
+        compile_s = seconds + sum(cold_compile_s(v) for v in cold if v not in doing)
     numba_s = predicted_seconds(chunk, launches) + compile_s
     torch_s = torch_backend.predicted_seconds(chunk, launches)
     if torch_s * TORCH_MARGIN >= numba_s or (not compiling and busy()):
@@ -442,7 +511,7 @@ def compile_left() -> tuple[float, list] | None:
     try:
         with open(warm_lock()) as f:
             started, todo = ast.literal_eval(f.read())
-        total = sum(COLD_COMPILE_S[multi] for _, multi, _ in todo)
+        total = sum(cold_compile_s(v) for v in todo)
         return max(1.0, total - (time.time() - started)), [tuple(v) for v in todo]
     except (OSError, ValueError, SyntaxError, TypeError, KeyError):
         return max(COLD_COMPILE_S.values()), []
@@ -485,9 +554,8 @@ def _wait_for_warming() -> None:
 
 def compile_variants(variants) -> None:
     """Compiles (or loads from numba's cache) each (depth, multi, lanes) kernel variant."""
-    from ...kernels import numba_mlp
     for depth, multi, lanes in variants:
-        kernel = numba_mlp.with_lanes(lanes).train_blocks(depth, multi)
+        kernel = kernel_of(depth, multi, lanes)
         signature = _signature(kernel, depth, multi)
         if signature not in kernel.overloads:
             _compile(kernel, signature)
@@ -555,7 +623,9 @@ class _NumbaGroup(_Group):
     threads: int | None = None      # threads its kernel calls use (None: threads())
 
     def train(self):
-        nk = self.nk = kernels_for(len(self.rows), is_multi(self.chunk))
+        self.lanes_kind = group_lanes(self.chunk, self.rows)
+        nk = self.nk = kernels_for(self.lanes_kind)
+        self.L = 1 if self.lanes_kind == ROWS else nk.LANES     # runs a block
         self.load(nk)
         e0, last = self.chunk.start_epoch(), int(self.c.epochs.max())
         while e0 < last:
@@ -570,7 +640,7 @@ class _NumbaGroup(_Group):
         c, chunk = self.c, self.chunk
         lanes = np.lexsort((c.batch, c.epochs, np.where(c.shuffle, c.seed, -1), c.shuffle))
         self.lanes = lanes
-        n_runs, L = len(lanes), nk.LANES
+        n_runs, L = len(lanes), self.L
         self.blocks = -(-n_runs // L)
         padded = self.blocks * L
         d = chunk.data.n_features
@@ -642,8 +712,9 @@ class _NumbaGroup(_Group):
             loss={"mse": nk.LOSS_MSE, "bce_with_logits": nk.LOSS_BCE,
                   "cross_entropy": nk.LOSS_CE}[spec.loss],
             opt=nk.OPT_SGD if self.sgd else nk.OPT_ADAM, bn=self.running is not None)
-        # the kernel of this depth and output kind (compiled once per machine)
-        self.kernel = nk.train_blocks(len(self.hidden), is_multi(chunk))
+        # the kernel of this depth and output kind, or one run at a time (compiled once
+        # per machine)
+        self.kernel = kernel_of(len(self.hidden), is_multi(chunk), self.lanes_kind)
         # targets [n, k]: k regression outputs, or one column (bce's label, the class)
         k = chunk.data.n_outputs if spec.loss == "mse" else 1
         self.data = [np.ascontiguousarray(t.numpy(), np.float32) for t in
@@ -656,7 +727,7 @@ class _NumbaGroup(_Group):
         (an epoch of each block still training, at _blocks' prediction, over the threads)."""
         c, n = self.c, self.n
         _, block = _blocks(self.chunk, self.rows)           # a block's seconds, all epochs
-        training = -(-int((c.epochs > e0).sum()) // self.nk.LANES)
+        training = -(-int((c.epochs > e0).sum()) // self.L)
         epoch_s = training * block / max(1, int(c.epochs.max())) / (self.threads or threads())
         span = ORDER_BYTES // max(1, len(self.order_seeds) * n * 4)
         span = min(span, int(WINDOW_S / max(epoch_s, 1e-12)))
@@ -707,6 +778,8 @@ class _NumbaGroup(_Group):
         return trained * (self.n + STEP_ROWS * -(-self.n // np.minimum(bs, self.n)))
 
     def _variant(self) -> str:
+        if self.lanes_kind == ROWS:
+            return "one run at a time"
         multi = is_multi(self.chunk)
         return f"{len(self.hidden)} hidden layers, {'K outputs' if multi else 'one output'}"
 
