@@ -58,6 +58,7 @@ CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")   # the ke
 # Ranges of blocks per thread and call: enough that a thread whose blocks end early takes
 # more, few enough that a call's dispatch (tens of us) stays out of sight.
 RANGES_PER_THREAD = 4
+ROWS_RANGES = 16
 # A block's optimizer step costs about as much as this many of its rows (the line model
 # at 64 lanes: 234 ns a step, 4.9 ns a row), for ranges of blocks of equal cost.
 STEP_ROWS = 48
@@ -165,12 +166,15 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-def parallel(fn, count: int, n_threads: int | None = None, cost=None) -> None:
+def parallel(fn, count: int, n_threads: int | None = None, cost=None,
+             per_thread: int = RANGES_PER_THREAD) -> None:
     """Calls fn(lo, hi) on ranges covering 0..count-1, from ``n_threads`` threads (default:
-    threads()): RANGES_PER_THREAD ranges a thread, of as many items each, or with ``cost``
-    (float [count], an item's predicted cost) of about the same cost each."""
+    threads()): ``per_thread`` ranges a thread, of as many items each, or with ``cost``
+    (float [count], an item's predicted cost) of about the same cost each, the costliest
+    first (a range's items can be dearer than a cost says: the last one taken should be
+    the cheapest)."""
     n_threads = max(1, min(n_threads or threads(), count))
-    parts = n_threads * RANGES_PER_THREAD
+    parts = n_threads * per_thread
     if cost is None or count <= parts:      # few items: one a range (the line study's 4
         # blocks, in 3 ranges of about equal cost, took 18.6 ms against 15.0)
         step = max(1, -(-count // parts))
@@ -180,6 +184,7 @@ def parallel(fn, count: int, n_threads: int | None = None, cost=None) -> None:
         ends = np.searchsorted(total, total[-1] * np.arange(1, parts) / parts, side="right")
         bounds = np.unique(np.concatenate([[0], ends, [count]]))
         ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        ranges.sort(key=lambda r: -(total[r[1] - 1] - (total[r[0] - 1] if r[0] else 0.0)))
     if n_threads == 1:
         for lo, hi in ranges:
             fn(lo, hi)
@@ -759,8 +764,11 @@ class _NumbaGroup(_Group):
         # compiled (or loaded) here, before the threads call it: a compile that takes long
         # is said above the progress bar, and one that fails raises CompileFailed
         prepare(self.kernel, args(0, 0), kwargs, self._variant())
+        # one run at a time: a range a run, up to ROWS_RANGES a thread (a call costs
+        # tens of us; digits' ranges of 3 runs left a thread idle 12 to 25% of a group)
+        per_thread = ROWS_RANGES if self.lanes_kind == ROWS else RANGES_PER_THREAD
         parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks, self.threads,
-                 self._block_cost(e0, e1))
+                 self._block_cost(e0, e1), per_thread)
         if self.progress is not None:
             c = self.c
             left = np.clip(np.minimum(e1, c.epochs) - e0, 0, None)
@@ -768,14 +776,19 @@ class _NumbaGroup(_Group):
 
     def _block_cost(self, e0: int, e1: int) -> np.ndarray:
         """Each block's predicted cost in epochs e0..e1-1, for ranges of blocks of about
-        the same cost (parallel): its rows and, at STEP_ROWS rows each, its steps (those of
-        its smallest batch), in the epochs its runs train. The line headline's blocks, by
+        the same cost (parallel): its rows and, at STEP_ROWS rows each (one run at a time:
+        as the ROWS_ costs have it, 8 for digits' 64-16-10), its steps (those of its
+        smallest batch), in the epochs its runs train. The line headline's blocks, by
         batch size 10 to 500, cost 0.44 to 0.08 cpu-ns a lane-row; in ranges of as many
         blocks its windows' threads waited for each other 13% of the time."""
         bs = self.ihp[self.nk.I_BS].reshape(self.blocks, -1).min(axis=1)
         epochs = self.ihp[self.nk.I_EPOCHS].reshape(self.blocks, -1).max(axis=1)
         trained = np.clip(np.minimum(epochs, e1) - e0, 0, None)
-        return trained * (self.n + STEP_ROWS * -(-self.n // np.minimum(bs, self.n)))
+        step_rows = STEP_ROWS
+        if self.lanes_kind == ROWS:      # a step of one run against one of its rows
+            weights = torch_backend.group_weights(self.chunk, self.rows)
+            step_rows = ROWS_STEP_S * weights / (ROWS_ROW_S + ROWS_WEIGHT_S * weights)
+        return trained * (self.n + step_rows * -(-self.n // np.minimum(bs, self.n)))
 
     def _variant(self) -> str:
         if self.lanes_kind == ROWS:
