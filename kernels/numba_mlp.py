@@ -1792,6 +1792,18 @@ def _r_copy(f, at, src, start, count):
 
 
 @njit(**_INLINE)
+def _r_transpose(f, wn, wt, n_out, n_in, op, ip):
+    """WN[o, i] = WT[i, o] (WN's rows ip floats apart, WT's op): a layer's weights for the
+    deltas. Unsigned indices: numba then emits no wraparound for negative ones (a third
+    of the copy's instructions)."""
+    for o in range(np.uint64(n_out)):
+        dst = np.uint64(wn) + o * np.uint64(ip)
+        src = np.uint64(wt) + o
+        for i in range(np.uint64(n_in)):
+            f[dst + i] = f[src + i * np.uint64(op)]
+
+
+@njit(**_INLINE)
 def _r_exps(f, z, e, op, kout, iota):
     """e[..op] = exp(z_j - max_j z_j) for the kout outputs in z, 0 on the padding; returns
     (the max, the sum of the exponentials)."""
@@ -1820,28 +1832,39 @@ def _r_delta(f, z, dz, yr, op, kout, loss, iota):
     elif loss == LOSS_BCE:
         v = vsub(_sigmoid(vload(f, z)), f[yr])
         vstore(f, dz, vwhere(vlt(vload(f, iota), _1), v, _0))
+    elif op == W:           # up to W classes: one vector, in registers throughout
+        lane = vload(f, iota)
+        valid = vlt(lane, np.float32(kout))
+        zv = vload(f, z)
+        m = vhmax(vwhere(valid, zv, -_INF))
+        e = vwhere(valid, _exp(vsub(zv, m)), _0)
+        p = vmul(e, _1 / vhsum(e))      # one division a row, not one a lane
+        vstore(f, dz, vsub(p, vwhere(veq(lane, f[yr]), _1, _0)))
     else:
         _, s = _r_exps(f, z, dz, op, kout, iota)
+        inv = _1 / s
         cls = f[yr]
         for ob in range(0, op, W):
             lane = vadd(vload(f, iota), np.float32(ob))
-            p = vdiv(vload(f, dz + ob), s)
+            p = vmul(vload(f, dz + ob), inv)
             vstore(f, dz + ob, vsub(p, vwhere(veq(lane, cls), _1, _0)))
 
 
 @njit(**_INLINE)
-def _r_step(f, at, Pp, valid, opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom,
-            nest):
+def _r_step(f, at, Pp, valid, opt, scale, wdc, step, inv_bc2s, decay, omb1, b2, omb2, eps,
+            mom, nest):
     """_step of one vector of parameters at ``at`` (gradients Pp after, then the momentum or
     exp_avg, then exp_avg_sq), its lanes outside ``valid`` kept at zero; the gradient
-    sums cleared."""
+    sums cleared. sqrt(v) / bc2s as sqrt(v) * (1 / bc2s), a rounding away from
+    torch.optim's: the divider (a zmm division or root about 10 cycles) took a quarter of
+    the kernel's time at batch 32 with two divisions and a root a parameter."""
     w, m = vload(f, at), vload(f, at + 2 * Pp)
     g = vadd(vmul(vload(f, at + Pp), scale), vmul(wdc, w))
     if opt == OPT_ADAM:
         v = vload(f, at + 3 * Pp)
         m2 = vadd(m, vmul(omb1, vsub(g, m)))
         v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
-        w2 = vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps))))
+        w2 = vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vmul(vsqrt(v2), inv_bc2s), eps))))
         vstore(f, at + 3 * Pp, vwhere(valid, v2, _0))
     else:
         m2 = vadd(vmul(m, mom), g)
@@ -1946,9 +1969,7 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                     f[bo + o + 2 * Pp] = ws_state[blk, P + src, l]
                     f[bo + o + 3 * Pp] = ws_state[blk, 2 * P + src, l]
             for k in range(1, depth + 1):
-                for o in range(ly[k, 1]):
-                    for i in range(ly[k, 0]):
-                        f[ly[k, 5] + o * ly[k - 1, 2] + i] = f[ly[k, 3] + i * ly[k, 2] + o]
+                _r_transpose(f, ly[k, 5], ly[k, 3], ly[k, 1], ly[k, 0], ly[k, 2], ly[k - 1, 2])
             bs, epochs, ssize = ihp[I_BS, run], ihp[I_EPOCHS, run], ihp[I_SSIZE, run]
             q, row_of = ihp[I_ORDER, run], ihp[I_ROW, run]
             nest = ihp[I_NEST, run] != 0
@@ -1996,12 +2017,12 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                                       ly[k - 1, 7], ly[k - 1, 6], rows, act)
                     # ---- the optimizer step (train_blocks' _step, one run)
                     scale = inv_bs if cnt == bs else _1 / np.float32(cnt)
-                    step, bc2s = np.float32(lr), _1
+                    step, inv_bc2s = np.float32(lr), _1
                     if opt == OPT_ADAM:
                         fhp[F_B1T, run] *= fhp[F_BETA1, run]
                         fhp[F_B2T, run] *= fhp[F_BETA2, run]
                         step = np.float32(lr / (1.0 - fhp[F_B1T, run]))
-                        bc2s = np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
+                        inv_bc2s = _1 / np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
                     for k in range(depth + 1):
                         op = ly[k, 2]
                         for ob in range(0, op, W):
@@ -2009,13 +2030,12 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                                         np.float32(ly[k, 1]))
                             for i in range(ly[k, 0]):
                                 _r_step(f, ly[k, 3] + i * op + ob, Pp, valid, opt, scale, wdc,
-                                        step, bc2s, decay, omb1, b2, omb2, eps, mom, nest)
-                            _r_step(f, ly[k, 4] + ob, Pp, valid, opt, scale, wdc, step, bc2s,
-                                    decay, omb1, b2, omb2, eps, mom, nest)
+                                        step, inv_bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                            _r_step(f, ly[k, 4] + ob, Pp, valid, opt, scale, wdc, step,
+                                    inv_bc2s, decay, omb1, b2, omb2, eps, mom, nest)
                     for k in range(1, depth + 1):
-                        for o in range(ly[k, 1]):
-                            for i in range(ly[k, 0]):
-                                f[ly[k, 5] + o * ly[k - 1, 2] + i] = f[ly[k, 3] + i * ly[k, 2] + o]
+                        _r_transpose(f, ly[k, 5], ly[k, 3], ly[k, 1], ly[k, 0], ly[k, 2],
+                                     ly[k - 1, 2])
                     ihp[I_STEPS, run] += 1
                     p += cnt
                 # ---- the evaluation due after epoch e + 1

@@ -622,6 +622,13 @@ def _layers(layout: torch_backend.Layout, n_features: int, hidden, n_outputs: in
     return out
 
 
+# The last permutation tables written (_orders), by (rows, seeds, epochs): the groups of a
+# chunk shuffle by the same seeds, and digits' three groups wrote the same tables three
+# times (6 to 9 ms each). One entry, at most ORDER_BYTES.
+_ORDERS: dict = {}
+_ORDERS_LOCK = threading.Lock()
+
+
 class _NumbaGroup(_Group):
     """A group of runs trained by the compiled kernels; state as in the torch backend."""
 
@@ -745,13 +752,20 @@ class _NumbaGroup(_Group):
         n, seeds = self.n, self.order_seeds
         if len(seeds) == 0:
             return np.zeros((1, 1, 1), np.int32)
+        key = (n, seeds.tobytes(), e0, e1)
+        with _ORDERS_LOCK:
+            if _ORDERS.get("key") == key:       # the group before had the same tables
+                return _ORDERS["table"]
         epochs = np.arange(e0, e1)
         keys = round_keys(np.repeat(seeds, len(epochs)), np.tile(epochs, len(seeds)))
         table = np.empty((len(keys), n), np.int32)
         half = half_bits(n)
         parallel(lambda lo, hi: nk.order_tables(keys[lo:hi], n, half, table[lo:hi]), len(keys),
                  self.threads)
-        return table.reshape(len(seeds), len(epochs), n)
+        table = table.reshape(len(seeds), len(epochs), n)
+        with _ORDERS_LOCK:
+            _ORDERS.update(key=key, table=table)
+        return table
 
     def train_window(self, nk, e0: int, e1: int):
         """Trains epochs e0..e1-1 of every run, evaluating when due."""
