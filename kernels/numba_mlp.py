@@ -1673,24 +1673,26 @@ R_EVAL = 64                 # rows an evaluation holds at a time
 
 
 @njit(**_INLINE)
-def _r_forward(f, hin, sin, n_in, wt, bo, op, hout, rows, act, hidden):
-    """hout[r, :op] = (act of, for hidden layers) hin[r, :n_in] WT + b for r < rows (a
-    multiple of RT); hin's rows sin floats apart, hout's op."""
+def _r_forward(f, src, ro, n_in, wt, bo, op, hout, rows, act, hidden):
+    """hout[r, :op] = (act of, for hidden layers) h[r, :n_in] WT + b for r < rows (a
+    multiple of RT); row r of h is src[ro[r]:] (the data's rows where they lie, or a
+    layer's outputs in f), hout's rows op floats apart."""
     for r0 in range(0, rows, RT):
-        h = hin + r0 * sin
+        h0, h1, h2, h3 = ro[r0], ro[r0 + 1], ro[r0 + 2], ro[r0 + 3]
+        h4, h5, h6, h7 = ro[r0 + 4], ro[r0 + 5], ro[r0 + 6], ro[r0 + 7]
         for ob in range(0, op, W):
             a0 = vload(f, bo + ob)
             a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
             for i in range(n_in):
                 w = vload(f, wt + i * op + ob)
-                a0 = vadd(a0, vmul(w, vbroadcast(f, h + i)))
-                a1 = vadd(a1, vmul(w, vbroadcast(f, h + sin + i)))
-                a2 = vadd(a2, vmul(w, vbroadcast(f, h + 2 * sin + i)))
-                a3 = vadd(a3, vmul(w, vbroadcast(f, h + 3 * sin + i)))
-                a4 = vadd(a4, vmul(w, vbroadcast(f, h + 4 * sin + i)))
-                a5 = vadd(a5, vmul(w, vbroadcast(f, h + 5 * sin + i)))
-                a6 = vadd(a6, vmul(w, vbroadcast(f, h + 6 * sin + i)))
-                a7 = vadd(a7, vmul(w, vbroadcast(f, h + 7 * sin + i)))
+                a0 = vadd(a0, vmul(w, vbroadcast(src, h0 + i)))
+                a1 = vadd(a1, vmul(w, vbroadcast(src, h1 + i)))
+                a2 = vadd(a2, vmul(w, vbroadcast(src, h2 + i)))
+                a3 = vadd(a3, vmul(w, vbroadcast(src, h3 + i)))
+                a4 = vadd(a4, vmul(w, vbroadcast(src, h4 + i)))
+                a5 = vadd(a5, vmul(w, vbroadcast(src, h5 + i)))
+                a6 = vadd(a6, vmul(w, vbroadcast(src, h6 + i)))
+                a7 = vadd(a7, vmul(w, vbroadcast(src, h7 + i)))
             if hidden:
                 a0, a1, a2, a3 = _act(a0, act), _act(a1, act), _act(a2, act), _act(a3, act)
                 a4, a5, a6, a7 = _act(a4, act), _act(a5, act), _act(a6, act), _act(a7, act)
@@ -1706,9 +1708,10 @@ def _r_forward(f, hin, sin, n_in, wt, bo, op, hout, rows, act, hidden):
 
 
 @njit(**_INLINE)
-def _r_grads(f, g, hin, sin, n_in, wt, bo, op, dl, cnt):
-    """The gradient sums GT[i, o..] += sum over rows r < cnt of hin[r, i] d[r, o..], and the
-    bias's; g: the gradients' offset from the parameters'. Eight inputs at a time."""
+def _r_grads(f, g, src, ro, n_in, wt, bo, op, dl, cnt):
+    """The gradient sums GT[i, o..] += sum over rows r < cnt of h[r, i] d[r, o..] (row r of
+    h: src[ro[r]:]), and the bias's; g: the gradients' offset from the parameters'. Eight
+    inputs at a time."""
     for ob in range(0, op, W):
         i = 0
         while i + 8 <= n_in:
@@ -1718,15 +1721,15 @@ def _r_grads(f, g, hin, sin, n_in, wt, bo, op, dl, cnt):
             a6, a7 = vload(f, at + 6 * op), vload(f, at + 7 * op)
             for r in range(cnt):
                 dv = vload(f, dl + r * op + ob)
-                h = hin + r * sin + i
-                a0 = vadd(a0, vmul(dv, vbroadcast(f, h)))
-                a1 = vadd(a1, vmul(dv, vbroadcast(f, h + 1)))
-                a2 = vadd(a2, vmul(dv, vbroadcast(f, h + 2)))
-                a3 = vadd(a3, vmul(dv, vbroadcast(f, h + 3)))
-                a4 = vadd(a4, vmul(dv, vbroadcast(f, h + 4)))
-                a5 = vadd(a5, vmul(dv, vbroadcast(f, h + 5)))
-                a6 = vadd(a6, vmul(dv, vbroadcast(f, h + 6)))
-                a7 = vadd(a7, vmul(dv, vbroadcast(f, h + 7)))
+                h = ro[r] + i
+                a0 = vadd(a0, vmul(dv, vbroadcast(src, h)))
+                a1 = vadd(a1, vmul(dv, vbroadcast(src, h + 1)))
+                a2 = vadd(a2, vmul(dv, vbroadcast(src, h + 2)))
+                a3 = vadd(a3, vmul(dv, vbroadcast(src, h + 3)))
+                a4 = vadd(a4, vmul(dv, vbroadcast(src, h + 4)))
+                a5 = vadd(a5, vmul(dv, vbroadcast(src, h + 5)))
+                a6 = vadd(a6, vmul(dv, vbroadcast(src, h + 6)))
+                a7 = vadd(a7, vmul(dv, vbroadcast(src, h + 7)))
             vstore(f, at, a0)
             vstore(f, at + op, a1)
             vstore(f, at + 2 * op, a2)
@@ -1740,7 +1743,7 @@ def _r_grads(f, g, hin, sin, n_in, wt, bo, op, dl, cnt):
             at = g + wt + i * op + ob
             a = vload(f, at)
             for r in range(cnt):
-                a = vadd(a, vmul(vload(f, dl + r * op + ob), f[hin + r * sin + i]))
+                a = vadd(a, vmul(vload(f, dl + r * op + ob), vbroadcast(src, ro[r] + i)))
             vstore(f, at, a)
         at = g + bo + ob
         a = vload(f, at)
@@ -1778,17 +1781,6 @@ def _r_deltas(f, wn, n_out, ip, dl, op, dprev, hprev, rows, act):
             vstore(f, at + 5 * ip, vmul(a5, _act_grad(vload(f, h + 5 * ip), act)))
             vstore(f, at + 6 * ip, vmul(a6, _act_grad(vload(f, h + 6 * ip), act)))
             vstore(f, at + 7 * ip, vmul(a7, _act_grad(vload(f, h + 7 * ip), act)))
-
-
-@njit(**_INLINE)
-def _r_copy(f, at, src, start, count):
-    """f[at:at + count] = src[start:start + count] (src: a 1-D float32 array), W at a time."""
-    i = 0
-    while i + W <= count:
-        vstore(f, at + i, vload(src, start + i))
-        i += W
-    for i in range(i, count):
-        f[at + i] = src[start + i]
 
 
 @njit(**_INLINE)
@@ -1939,8 +1931,7 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
             if ihp[I_ACTIVE, lo + l] != 0:
                 big = max(big, min(ihp[I_BS, lo + l], n))
         R = max(-(-big // RT) * RT, R_EVAL)
-        xb = at
-        yb = xb + R * d
+        yb = at
         top = yb + R * ly[depth, 2]
         for k in range(depth + 1):
             ly[k, 6] = top
@@ -1949,6 +1940,14 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
         f = np.zeros(top, np.float32)
         for j in range(W):
             f[iota + j] = np.float32(j)
+        # where each row of a batch's layers lies: the data's rows are read where they
+        # lie in x (ro0, a batch's; its tile's spare rows repeat its first), the layers'
+        # outputs in f (roff[k])
+        ro0 = np.zeros(R, np.int64)
+        roff = np.zeros((depth + 1, R), np.int64)
+        for k in range(depth + 1):
+            for r in range(R):
+                roff[k, r] = ly[k, 6] + r * ly[k, 2]
         for l in range(L):
             run = lo + l
             if ihp[I_ACTIVE, run] == 0 or ihp[I_EPOCHS, run] <= e0:
@@ -1993,14 +1992,16 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                     # the batch's rows and targets
                     for t in range(cnt):
                         r = p + t if q < 0 else order[q, te, p + t]
-                        _r_copy(f, xb + t * d, xf, r * d, d)
+                        ro0[t] = r * d
                         for j in range(ky):
                             f[yb + t * ly[depth, 2] + j] = y[r, j]
-                    hin, sin = xb, d
-                    for k in range(depth + 1):
-                        _r_forward(f, hin, sin, ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
+                    for t in range(cnt, rows):
+                        ro0[t] = ro0[0]
+                    _r_forward(f, xf, ro0, d, ly[0, 3], ly[0, 4], ly[0, 2], ly[0, 6], rows, act,
+                               depth > 0)
+                    for k in range(1, depth + 1):
+                        _r_forward(f, f, roff[k - 1], ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
                                    ly[k, 6], rows, act, k < depth)
-                        hin, sin = ly[k, 6], ly[k, 2]
                     op = ly[depth, 2]
                     for t in range(cnt):
                         _r_delta(f, ly[depth, 6] + t * op, ly[depth, 7] + t * op,
@@ -2009,9 +2010,12 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                         for j in range(op):
                             f[ly[depth, 7] + t * op + j] = _0
                     for k in range(depth, -1, -1):
-                        hin, sin = (xb, d) if k == 0 else (ly[k - 1, 6], ly[k - 1, 2])
-                        _r_grads(f, Pp, hin, sin, ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
-                                 ly[k, 7], cnt)
+                        if k == 0:
+                            _r_grads(f, Pp, xf, ro0, d, ly[0, 3], ly[0, 4], ly[0, 2], ly[0, 7],
+                                     cnt)
+                        else:
+                            _r_grads(f, Pp, f, roff[k - 1], ly[k, 0], ly[k, 3], ly[k, 4],
+                                     ly[k, 2], ly[k, 7], cnt)
                         if k > 0:
                             _r_deltas(f, ly[k, 5], ly[k, 1], ly[k - 1, 2], ly[k, 7], ly[k, 2],
                                       ly[k - 1, 7], ly[k - 1, 6], rows, act)
@@ -2050,14 +2054,17 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                 part = np.zeros(2, np.float32)
                 for split in range(2 if n_val > 0 else 1):
                     xs, ys = (x, y) if split == 0 else (xv, yv)
+                    xsf = xs.reshape(-1)
                     for r0 in range(0, xs.shape[0], R):
                         cnt = min(R, xs.shape[0] - r0)
-                        _r_copy(f, xb, xs.reshape(-1), r0 * d, cnt * d)
-                        hin, sin = xb, d
-                        for k in range(depth + 1):
-                            _r_forward(f, hin, sin, ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
-                                       ly[k, 6], -(-cnt // RT) * RT, act, k < depth)
-                            hin, sin = ly[k, 6], ly[k, 2]
+                        rows = -(-cnt // RT) * RT
+                        for t in range(rows):
+                            ro0[t] = (r0 + min(t, cnt - 1)) * d
+                        _r_forward(f, xsf, ro0, d, ly[0, 3], ly[0, 4], ly[0, 2], ly[0, 6], rows,
+                                   act, depth > 0)
+                        for k in range(1, depth + 1):
+                            _r_forward(f, f, roff[k - 1], ly[k, 0], ly[k, 3], ly[k, 4], ly[k, 2],
+                                       ly[k, 6], rows, act, k < depth)
                         op = ly[depth, 2]
                         for t in range(cnt):
                             lv, hit = _r_eval_row(f, ly[depth, 6] + t * op, ly[depth, 7],
