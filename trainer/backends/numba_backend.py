@@ -189,9 +189,21 @@ def parallel(fn, count: int, n_threads: int | None = None, cost=None,
         for lo, hi in ranges:
             fn(lo, hi)
         return
-    with ThreadPoolExecutor(n_threads) as pool:
-        for _ in pool.map(lambda r: fn(*r), ranges):   # re-raises a thread's exception
-            pass
+    for _ in _pool(n_threads).map(lambda r: fn(*r), ranges):   # re-raises a thread's error
+        pass
+
+
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    """A pool of ``n_threads`` threads kept for the process: starting two threads per call
+    took 11 ms of digits' 0.32 s (three groups, four calls)."""
+    with _POOLS_LOCK:
+        if n_threads not in _POOLS:
+            _POOLS[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix="tinysweep-numba")
+        return _POOLS[n_threads]
 
 
 def prepare(kernel, args: tuple, kwargs: dict, variant: str) -> None:
