@@ -344,11 +344,12 @@ TORCH_MARGIN = 1.5
 AUTO_PREDICT = os.environ.get("TINYSWEEP_AUTO_PREDICT", "1") not in ("", "0")
 
 
-def _blocks(chunk: Chunk, rows: np.ndarray, launches: int = 1) -> tuple[int, float]:
+def _blocks(chunk: Chunk, rows: np.ndarray, launches: int = 1,
+            lanes: int | None = None) -> tuple[int, float]:
     """A group's blocks (per launch: the chunk trains in ``launches`` parts) and each
-    block's predicted seconds (group_lanes: of lanes, _lanes_blocks, or of one run,
-    _rows_seconds)."""
-    lanes = group_lanes(chunk, rows, launches)
+    block's predicted seconds (``lanes``, default group_lanes: of lanes, _lanes_blocks, or
+    of one run, _rows_seconds)."""
+    lanes = group_lanes(chunk, rows, launches) if lanes is None else lanes
     if lanes == ROWS:
         return -(-len(rows) // launches), _rows_seconds(chunk, rows)
     return _lanes_blocks(chunk, rows, lanes, launches)
@@ -362,7 +363,7 @@ def _rows_seconds(chunk: Chunk, rows: np.ndarray) -> float:
     weights = torch_backend.group_weights(chunk, rows)
     epochs = float(runs.epochs[rows].max())
     evaluations = epochs / chunk.eval_every + 1
-    steps = epochs * float(steps_per_epoch(n, runs.batch_size[rows]).max())
+    steps = epochs * float(steps_per_epoch(n, int(runs.batch_size[rows].min())))
     return ((ROWS_ROW_S + ROWS_WEIGHT_S * weights)
             * (epochs * n + evaluations * (n + chunk.data.n_val) / 3)
             + ROWS_STEP_S * weights * steps)
@@ -750,7 +751,7 @@ class _NumbaGroup(_Group):
         permutation tables under ORDER_BYTES and the call's predicted time under WINDOW_S
         (an epoch of each block still training, at _blocks' prediction, over the threads)."""
         c, n = self.c, self.n
-        _, block = _blocks(self.chunk, self.rows)           # a block's seconds, all epochs
+        _, block = _blocks(self.chunk, self.rows, lanes=self.lanes_kind)    # all epochs
         training = -(-int((c.epochs > e0).sum()) // self.L)
         epoch_s = training * block / max(1, int(c.epochs.max())) / (self.threads or threads())
         span = ORDER_BYTES // max(1, len(self.order_seeds) * n * 4)
