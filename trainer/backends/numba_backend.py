@@ -167,12 +167,12 @@ def threads() -> int:
 
 
 def parallel(fn, count: int, n_threads: int | None = None, cost=None,
-             per_thread: int = RANGES_PER_THREAD) -> None:
+             per_thread: int = RANGES_PER_THREAD, costliest_first: bool = False) -> None:
     """Calls fn(lo, hi) on ranges covering 0..count-1, from ``n_threads`` threads (default:
     threads()): ``per_thread`` ranges a thread, of as many items each, or with ``cost``
-    (float [count], an item's predicted cost) of about the same cost each, the costliest
-    first (a range's items can be dearer than a cost says: the last one taken should be
-    the cheapest)."""
+    (float [count], an item's predicted cost) of about the same cost each, in order or
+    (``costliest_first``: ranges of one item each, whose costs differ) the costliest
+    first, so that the last one a thread takes is the cheapest."""
     n_threads = max(1, min(n_threads or threads(), count))
     parts = n_threads * per_thread
     if cost is None or count <= parts:      # few items: one a range (the line study's 4
@@ -184,7 +184,8 @@ def parallel(fn, count: int, n_threads: int | None = None, cost=None,
         ends = np.searchsorted(total, total[-1] * np.arange(1, parts) / parts, side="right")
         bounds = np.unique(np.concatenate([[0], ends, [count]]))
         ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        ranges.sort(key=lambda r: -(total[r[1] - 1] - (total[r[0] - 1] if r[0] else 0.0)))
+        if costliest_first:
+            ranges.sort(key=lambda r: -(total[r[1] - 1] - (total[r[0] - 1] if r[0] else 0.0)))
     if n_threads == 1:
         for lo, hi in ranges:
             fn(lo, hi)
@@ -793,9 +794,9 @@ class _NumbaGroup(_Group):
         prepare(self.kernel, args(0, 0), kwargs, self._variant())
         # one run at a time: a range a run, up to ROWS_RANGES a thread (a call costs
         # tens of us; digits' ranges of 3 runs left a thread idle 12 to 25% of a group)
-        per_thread = ROWS_RANGES if self.lanes_kind == ROWS else RANGES_PER_THREAD
+        rows = self.lanes_kind == ROWS
         parallel(lambda lo, hi: self.kernel(*args(lo, hi), **kwargs), self.blocks, self.threads,
-                 self._block_cost(e0, e1), per_thread)
+                 self._block_cost(e0, e1), ROWS_RANGES if rows else RANGES_PER_THREAD, rows)
         if self.progress is not None:
             c = self.c
             left = np.clip(np.minimum(e1, c.epochs) - e0, 0, None)
