@@ -72,7 +72,10 @@ COMPILE_NOTICE_S = 2.0
 # outputs (multi): 7.0 s for one output, 11.2 for K (their tiles of rows) at 8 lanes,
 # measured on the 2-core Xeon, quiet, 2026-12-06 (bench/NOTES.md).
 COLD_COMPILE_S = {False: 7.0, True: 11.0}
-ROWS_COMPILE_S = 6.5            # the kernel one run at a time: one for every model
+# The kernel one run at a time, one for every model: 5.6 s to compile in a process that has
+# numba loaded, and SweepSearchCV's first fit on digits in a new process with an empty
+# cache took 7.8 to 9.0 s on it against 0.6 s warm (2-core Xeon, quiet, 2026-12-06).
+ROWS_COMPILE_S = 8.0
 
 
 # Lanes a block, per group (kernels/numba_mlp.py: with_lanes): 64, or NARROW where the
