@@ -48,6 +48,11 @@ A run is evaluated (eval mode, every training and validation row) after every
 ``eval_every``-th epoch and its last; one whose training loss or state is non-finite there
 is marked diverged and takes no further step: its state, steps and curves stay those of
 that evaluation, as the reference decides it.
+
+``train_rows`` (the section "rows as lanes" at the end) is the other kernel, with the same
+arguments and state: one run at a time, the units of a layer as the lanes of W-wide
+vectors, for groups of a wide model whose runs are few (digits' 64-16-10 and 64-32-10);
+the host (trainer/backends/numba_backend.py: group_lanes) chooses per group.
 """
 
 from __future__ import annotations
@@ -1843,20 +1848,21 @@ def _r_delta(f, z, dz, yr, op, kout, loss, iota):
 
 
 @njit(**_INLINE)
-def _r_step(f, at, Pp, valid, opt, scale, wdc, step, inv_bc2s, decay, omb1, b2, omb2, eps,
-            mom, nest):
+def _r_step(f, at, Pp, valid, opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom,
+            nest):
     """_step of one vector of parameters at ``at`` (gradients Pp after, then the momentum or
     exp_avg, then exp_avg_sq), its lanes outside ``valid`` kept at zero; the gradient
-    sums cleared. sqrt(v) / bc2s as sqrt(v) * (1 / bc2s), a rounding away from
-    torch.optim's: the divider (a zmm division or root about 10 cycles) took a quarter of
-    the kernel's time at batch 32 with two divisions and a root a parameter."""
+    sums cleared. Adam's root and two divisions a parameter, as torch.optim's, hold the
+    divider (about 10 cycles each at 16 lanes): a fifth of the kernel's time at batch 32
+    (64-16-10), which vrcp14ps and vrsqrt14ps with a Newton step each cut by 3 to 4%, within
+    the machine's noise (bench/NOTES.md)."""
     w, m = vload(f, at), vload(f, at + 2 * Pp)
     g = vadd(vmul(vload(f, at + Pp), scale), vmul(wdc, w))
     if opt == OPT_ADAM:
         v = vload(f, at + 3 * Pp)
         m2 = vadd(m, vmul(omb1, vsub(g, m)))
         v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
-        w2 = vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vmul(vsqrt(v2), inv_bc2s), eps))))
+        w2 = vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps))))
         vstore(f, at + 3 * Pp, vwhere(valid, v2, _0))
     else:
         m2 = vadd(vmul(m, mom), g)
@@ -2021,12 +2027,12 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                                       ly[k - 1, 7], ly[k - 1, 6], rows, act)
                     # ---- the optimizer step (train_blocks' _step, one run)
                     scale = inv_bs if cnt == bs else _1 / np.float32(cnt)
-                    step, inv_bc2s = np.float32(lr), _1
+                    step, bc2s = np.float32(lr), _1
                     if opt == OPT_ADAM:
                         fhp[F_B1T, run] *= fhp[F_BETA1, run]
                         fhp[F_B2T, run] *= fhp[F_BETA2, run]
                         step = np.float32(lr / (1.0 - fhp[F_B1T, run]))
-                        inv_bc2s = _1 / np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
+                        bc2s = np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
                     for k in range(depth + 1):
                         op = ly[k, 2]
                         for ob in range(0, op, W):
@@ -2034,9 +2040,9 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                                         np.float32(ly[k, 1]))
                             for i in range(ly[k, 0]):
                                 _r_step(f, ly[k, 3] + i * op + ob, Pp, valid, opt, scale, wdc,
-                                        step, inv_bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                                        step, bc2s, decay, omb1, b2, omb2, eps, mom, nest)
                             _r_step(f, ly[k, 4] + ob, Pp, valid, opt, scale, wdc, step,
-                                    inv_bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                                    bc2s, decay, omb1, b2, omb2, eps, mom, nest)
                     for k in range(1, depth + 1):
                         _r_transpose(f, ly[k, 5], ly[k, 3], ly[k, 1], ly[k, 0], ly[k, 2],
                                      ly[k - 1, 2])
