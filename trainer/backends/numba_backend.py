@@ -102,13 +102,13 @@ FORCE_LANES: int | None = None      # tests: every group at this width
 # (0, False, ROWS): one kernel for every depth and output kind. Its cost, one thread, per
 # run: ROWS_ROW_S + ROWS_WEIGHT_S a weight, a row; ROWS_STEP_S a weight, an optimizer step
 # (digits' 64-16-10 and 64-32-10 at batch 128 and 32 on the 2-core Xeon, 2026-12-06:
-# 99 and 165 ns a row at batch 128, 120 and 195 at 32; bench/NOTES.md). The lanes kernel
-# costs 117 and 234 ns a run-row there, full blocks of 8 (LANE_WEIGHT_S, TILED_COST).
+# about 70 and 120 ns a row at batch 128, 80 and 145 at 32; bench/NOTES.md). The lanes
+# kernel costs 117 and 234 ns a run-row there, full blocks of 8 (LANE_WEIGHT_S, TILED_COST).
 ROWS = 0
 ROWS_W = 16
-ROWS_ROW_S = 33e-9
-ROWS_WEIGHT_S = 0.05e-9
-ROWS_STEP_S = 0.65e-9
+ROWS_ROW_S = 20e-9
+ROWS_WEIGHT_S = 0.04e-9
+ROWS_STEP_S = 0.4e-9
 FORCE_ROWS: bool | None = None      # tests: every group one run at a time (True) or in lanes
 
 
