@@ -1678,6 +1678,36 @@ R_EVAL = 64                 # rows an evaluation holds at a time
 
 
 @njit(**_INLINE)
+def _fma8(w, src, a0, a1, a2, a3, a4, a5, a6, a7, i0, i1, i2, i3, i4, i5, i6, i7):
+    """a_k + w src[i_k] for k = 0..7: eight FMA chains, a scalar of src broadcast each."""
+    return (vadd(a0, vmul(w, vbroadcast(src, i0))), vadd(a1, vmul(w, vbroadcast(src, i1))),
+            vadd(a2, vmul(w, vbroadcast(src, i2))), vadd(a3, vmul(w, vbroadcast(src, i3))),
+            vadd(a4, vmul(w, vbroadcast(src, i4))), vadd(a5, vmul(w, vbroadcast(src, i5))),
+            vadd(a6, vmul(w, vbroadcast(src, i6))), vadd(a7, vmul(w, vbroadcast(src, i7))))
+
+
+@njit(**_INLINE)
+def _load8(f, at, step):
+    """The eight vectors at f[at], f[at + step], ..., f[at + 7 step]."""
+    return (vload(f, at), vload(f, at + step), vload(f, at + 2 * step), vload(f, at + 3 * step),
+            vload(f, at + 4 * step), vload(f, at + 5 * step), vload(f, at + 6 * step),
+            vload(f, at + 7 * step))
+
+
+@njit(**_INLINE)
+def _store8(f, at, step, a0, a1, a2, a3, a4, a5, a6, a7):
+    """f[at + k step] = a_k for k = 0..7."""
+    vstore(f, at, a0)
+    vstore(f, at + step, a1)
+    vstore(f, at + 2 * step, a2)
+    vstore(f, at + 3 * step, a3)
+    vstore(f, at + 4 * step, a4)
+    vstore(f, at + 5 * step, a5)
+    vstore(f, at + 6 * step, a6)
+    vstore(f, at + 7 * step, a7)
+
+
+@njit(**_INLINE)
 def _r_forward(f, src, ro, n_in, wt, bo, op, hout, rows, act, hidden):
     """hout[r, :op] = (act of, for hidden layers) h[r, :n_in] WT + b for r < rows (a
     multiple of RT); row r of h is src[ro[r]:] (the data's rows where they lie, or a
@@ -1689,27 +1719,13 @@ def _r_forward(f, src, ro, n_in, wt, bo, op, hout, rows, act, hidden):
             a0 = vload(f, bo + ob)
             a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
             for i in range(n_in):
-                w = vload(f, wt + i * op + ob)
-                a0 = vadd(a0, vmul(w, vbroadcast(src, h0 + i)))
-                a1 = vadd(a1, vmul(w, vbroadcast(src, h1 + i)))
-                a2 = vadd(a2, vmul(w, vbroadcast(src, h2 + i)))
-                a3 = vadd(a3, vmul(w, vbroadcast(src, h3 + i)))
-                a4 = vadd(a4, vmul(w, vbroadcast(src, h4 + i)))
-                a5 = vadd(a5, vmul(w, vbroadcast(src, h5 + i)))
-                a6 = vadd(a6, vmul(w, vbroadcast(src, h6 + i)))
-                a7 = vadd(a7, vmul(w, vbroadcast(src, h7 + i)))
+                a0, a1, a2, a3, a4, a5, a6, a7 = _fma8(
+                    vload(f, wt + i * op + ob), src, a0, a1, a2, a3, a4, a5, a6, a7,
+                    h0 + i, h1 + i, h2 + i, h3 + i, h4 + i, h5 + i, h6 + i, h7 + i)
             if hidden:
                 a0, a1, a2, a3 = _act(a0, act), _act(a1, act), _act(a2, act), _act(a3, act)
                 a4, a5, a6, a7 = _act(a4, act), _act(a5, act), _act(a6, act), _act(a7, act)
-            o = hout + r0 * op + ob
-            vstore(f, o, a0)
-            vstore(f, o + op, a1)
-            vstore(f, o + 2 * op, a2)
-            vstore(f, o + 3 * op, a3)
-            vstore(f, o + 4 * op, a4)
-            vstore(f, o + 5 * op, a5)
-            vstore(f, o + 6 * op, a6)
-            vstore(f, o + 7 * op, a7)
+            _store8(f, hout + r0 * op + ob, op, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @njit(**_INLINE)
@@ -1721,28 +1737,13 @@ def _r_grads(f, g, src, ro, n_in, wt, bo, op, dl, cnt):
         i = 0
         while i + 8 <= n_in:
             at = g + wt + i * op + ob
-            a0, a1, a2, a3 = vload(f, at), vload(f, at + op), vload(f, at + 2 * op), vload(f, at + 3 * op)
-            a4, a5 = vload(f, at + 4 * op), vload(f, at + 5 * op)
-            a6, a7 = vload(f, at + 6 * op), vload(f, at + 7 * op)
+            a0, a1, a2, a3, a4, a5, a6, a7 = _load8(f, at, op)
             for r in range(cnt):
-                dv = vload(f, dl + r * op + ob)
                 h = ro[r] + i
-                a0 = vadd(a0, vmul(dv, vbroadcast(src, h)))
-                a1 = vadd(a1, vmul(dv, vbroadcast(src, h + 1)))
-                a2 = vadd(a2, vmul(dv, vbroadcast(src, h + 2)))
-                a3 = vadd(a3, vmul(dv, vbroadcast(src, h + 3)))
-                a4 = vadd(a4, vmul(dv, vbroadcast(src, h + 4)))
-                a5 = vadd(a5, vmul(dv, vbroadcast(src, h + 5)))
-                a6 = vadd(a6, vmul(dv, vbroadcast(src, h + 6)))
-                a7 = vadd(a7, vmul(dv, vbroadcast(src, h + 7)))
-            vstore(f, at, a0)
-            vstore(f, at + op, a1)
-            vstore(f, at + 2 * op, a2)
-            vstore(f, at + 3 * op, a3)
-            vstore(f, at + 4 * op, a4)
-            vstore(f, at + 5 * op, a5)
-            vstore(f, at + 6 * op, a6)
-            vstore(f, at + 7 * op, a7)
+                a0, a1, a2, a3, a4, a5, a6, a7 = _fma8(
+                    vload(f, dl + r * op + ob), src, a0, a1, a2, a3, a4, a5, a6, a7,
+                    h, h + 1, h + 2, h + 3, h + 4, h + 5, h + 6, h + 7)
+            _store8(f, at, op, a0, a1, a2, a3, a4, a5, a6, a7)
             i += 8
         for i in range(i, n_in):
             at = g + wt + i * op + ob
@@ -1767,25 +1768,17 @@ def _r_deltas(f, wn, n_out, ip, dl, op, dprev, hprev, rows, act):
             a0 = vsplat(_0)
             a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
             for o in range(n_out):
-                w = vload(f, wn + o * ip + ib)
-                a0 = vadd(a0, vmul(w, vbroadcast(f, d + o)))
-                a1 = vadd(a1, vmul(w, vbroadcast(f, d + op + o)))
-                a2 = vadd(a2, vmul(w, vbroadcast(f, d + 2 * op + o)))
-                a3 = vadd(a3, vmul(w, vbroadcast(f, d + 3 * op + o)))
-                a4 = vadd(a4, vmul(w, vbroadcast(f, d + 4 * op + o)))
-                a5 = vadd(a5, vmul(w, vbroadcast(f, d + 5 * op + o)))
-                a6 = vadd(a6, vmul(w, vbroadcast(f, d + 6 * op + o)))
-                a7 = vadd(a7, vmul(w, vbroadcast(f, d + 7 * op + o)))
-            h = hprev + r0 * ip + ib
-            at = dprev + r0 * ip + ib
-            vstore(f, at, vmul(a0, _act_grad(vload(f, h), act)))
-            vstore(f, at + ip, vmul(a1, _act_grad(vload(f, h + ip), act)))
-            vstore(f, at + 2 * ip, vmul(a2, _act_grad(vload(f, h + 2 * ip), act)))
-            vstore(f, at + 3 * ip, vmul(a3, _act_grad(vload(f, h + 3 * ip), act)))
-            vstore(f, at + 4 * ip, vmul(a4, _act_grad(vload(f, h + 4 * ip), act)))
-            vstore(f, at + 5 * ip, vmul(a5, _act_grad(vload(f, h + 5 * ip), act)))
-            vstore(f, at + 6 * ip, vmul(a6, _act_grad(vload(f, h + 6 * ip), act)))
-            vstore(f, at + 7 * ip, vmul(a7, _act_grad(vload(f, h + 7 * ip), act)))
+                at = d + o
+                a0, a1, a2, a3, a4, a5, a6, a7 = _fma8(
+                    vload(f, wn + o * ip + ib), f, a0, a1, a2, a3, a4, a5, a6, a7,
+                    at, at + op, at + 2 * op, at + 3 * op, at + 4 * op, at + 5 * op,
+                    at + 6 * op, at + 7 * op)
+            h0, h1, h2, h3, h4, h5, h6, h7 = _load8(f, hprev + r0 * ip + ib, ip)
+            _store8(f, dprev + r0 * ip + ib, ip,
+                    vmul(a0, _act_grad(h0, act)), vmul(a1, _act_grad(h1, act)),
+                    vmul(a2, _act_grad(h2, act)), vmul(a3, _act_grad(h3, act)),
+                    vmul(a4, _act_grad(h4, act)), vmul(a5, _act_grad(h5, act)),
+                    vmul(a6, _act_grad(h6, act)), vmul(a7, _act_grad(h7, act)))
 
 
 @njit(**_INLINE)

@@ -58,6 +58,20 @@ def lanes(request, monkeypatch):
     return request.param
 
 
+def on_one_and_two_threads(path):
+    """tinysweep.run of ``path`` on the numba backend with 1 thread, then 2 (or as many as
+    numba has, if fewer)."""
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = tinysweep.run(path, backend="numba")
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        return one, tinysweep.run(path, backend="numba")
+    finally:
+        numba.set_num_threads(before)
+
+
 def assert_identical(a, b):
     """Two Results of the same sweep are equal bit for bit."""
     assert a.table.equals(b.table)
@@ -230,14 +244,7 @@ def test_thread_count_changes_nothing(write_config, monkeypatch, params):
     real = numba_backend._train_without_grad
     monkeypatch.setattr(numba_backend, "_train_without_grad",
                         lambda group: side_by_side.append(group.threads) or real(group))
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = tinysweep.run(path, backend="numba")
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = tinysweep.run(path, backend="numba")
-    finally:
-        numba.set_num_threads(before)
+    one, two = on_one_and_two_threads(path)
     assert_identical(two, one)
     if "hidden" in params and numba.config.NUMBA_NUM_THREADS >= 2:
         assert side_by_side == [1] * 6
@@ -312,7 +319,6 @@ def test_one_run_at_a_time_changes_no_bit_with_threads_or_windows(write_config, 
     """The kernel one run at a time: the same bits on 1 and 2 threads and in windows of one
     epoch (its state kept between calls), shuffled and not, K outputs, a short last batch,
     StepLR; and the reference's results."""
-    numba = pytest.importorskip("numba")
     from tinysweep.trainer.backends import numba_backend
     monkeypatch.setattr(numba_backend, "FORCE_ROWS", True)
     path = write_config(data={"source": "spirals", "params": {"n": 43, "classes": 3},
@@ -322,14 +328,7 @@ def test_one_run_at_a_time_changes_no_bit_with_threads_or_windows(write_config, 
                                "step_size": 2, "gamma": 0.5, "optimizer": "adam"},
                         sweep={"params": {"batch_size": [5, 16], "seed": [0, 1],
                                           "shuffle": [True, False]}})
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = tinysweep.run(path, backend="numba")
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = tinysweep.run(path, backend="numba")
-    finally:
-        numba.set_num_threads(before)
+    one, two = on_one_and_two_threads(path)
     assert_identical(two, one)
     monkeypatch.setattr(numba_backend, "WINDOW_S", 1e-12)
     windows = []
