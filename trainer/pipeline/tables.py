@@ -160,9 +160,8 @@ def _float64_text(x: np.ndarray) -> pa.Array:
     mag = np.abs(x)
     other = ~(((mag >= 1e-4) & (mag < 1e10) & (x != np.trunc(x))) | np.isnan(x))
     if other.any():
-        text = pc.replace_with_mask(text, pa.array(other),
-                                    pc.cast(_text_of_distinct(x[other]), pa.string()),
-                                    memory_pool=_POOL)
+        formatted = pc.cast(_text_of_distinct(x[other]), pa.string(), memory_pool=_POOL)
+        text = pc.replace_with_mask(text, pa.array(other), formatted, memory_pool=_POOL)
     return text
 
 
