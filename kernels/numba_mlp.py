@@ -1115,6 +1115,25 @@ def _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT):
 
 
 @njit(**_INLINE)
+def _adam(w, m, v, gsum, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps):
+    """Adam's (adamw's) new parameter, exp_avg and exp_avg_sq from gradient sums, in
+    torch.optim's order (_step's formulas)."""
+    g = vadd(vmul(gsum, scale), vmul(wdc, w))
+    m2 = vadd(m, vmul(omb1, vsub(g, m)))
+    v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
+    return vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps)))), m2, v2
+
+
+@njit(**_INLINE)
+def _sgd(w, m, gsum, scale, wdc, step, mom, nest):
+    """SGD's new parameter and momentum buffer from gradient sums (nest: the lanes that
+    take Nesterov's step), as _step has them."""
+    g = vadd(vmul(gsum, scale), vmul(wdc, w))
+    m2 = vadd(vmul(m, mom), g)
+    return vsub(w, vmul(step, vwhere(nest, vadd(g, vmul(mom, m2)), m2))), m2
+
+
+@njit(**_INLINE)
 def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM,
           NEST, WDC):
     """One optimizer step of the lanes with TAKE set, in torch.optim's order, and their
@@ -1136,11 +1155,8 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
             for j in range(P):
                 ap, ag, am, av = j * LANES + c, (G + j) * LANES + c, (M + j) * LANES + c, (V + j) * LANES + c
                 w, m, v = vload(flat, ap), vload(flat, am), vload(flat, av)
-                g = vadd(vmul(vload(flat, ag), scale), vmul(wdc, w))
-                m2 = vadd(m, vmul(omb1, vsub(g, m)))
-                v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
-                w2 = vsub(vmul(w, decay),
-                          vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps))))
+                w2, m2, v2 = _adam(w, m, v, vload(flat, ag), scale, wdc, step, bc2s, decay,
+                                   omb1, b2, omb2, eps)
                 vstore(flat, ap, vwhere(take, w2, w))
                 vstore(flat, am, vwhere(take, m2, m))
                 vstore(flat, av, vwhere(take, v2, v))
@@ -1151,9 +1167,7 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
             for j in range(P):
                 ap, ag, am = j * LANES + c, (G + j) * LANES + c, (M + j) * LANES + c
                 w, m = vload(flat, ap), vload(flat, am)
-                g = vadd(vmul(vload(flat, ag), scale), vmul(wdc, w))
-                m2 = vadd(vmul(m, mom), g)
-                w2 = vsub(w, vmul(step, vwhere(nest, vadd(g, vmul(mom, m2)), m2)))
+                w2, m2 = _sgd(w, m, vload(flat, ag), scale, wdc, step, mom, nest)
                 vstore(flat, ap, vwhere(take, w2, w))
                 vstore(flat, am, vwhere(take, m2, m))
                 vstore(flat, ag, vwhere(take, _0, vload(flat, ag)))
@@ -1185,6 +1199,32 @@ def _evaluate_k(flat, ev, slot, x, y, lt, depth, act, loss, bn, d, gamma, XR, YR
                 _add_to(flat, ACC + 1, c, hit)
         if (r0 + TILE) % EVAL_FLUSH == 0 or r0 + rows == n_rows:
             _flush(flat, ev, slot, ACC)
+
+
+@njit(**_INLINE)
+def _eval_column(eval_epochs, epoch):
+    """searchsorted(eval_epochs, epoch): the curves' column of an evaluation after
+    ``epoch`` epochs (a loop: np.searchsorted took 0.3 s to compile)."""
+    col = 0
+    while col < eval_epochs.shape[0] - 1 and eval_epochs[col] < epoch:
+        col += 1
+    return col
+
+
+@njit(**_INLINE)
+def _write_curves(c_tl, c_vl, c_ta, c_va, row, col, s_tl, s_ta, s_vl, s_va, n, n_val, per_row,
+                  loss):
+    """A run's evaluation into the curves from its sums (loss, hits; training, then
+    validation rows); returns its training loss."""
+    train_loss = np.float32(s_tl / (n * per_row))
+    c_tl[row, col] = train_loss
+    if n_val > 0:
+        c_vl[row, col] = np.float32(s_vl / (n_val * per_row))
+    if loss != LOSS_MSE:
+        c_ta[row, col] = np.float32(s_ta / n)
+        if n_val > 0:
+            c_va[row, col] = np.float32(s_va / n_val)
+    return train_loss
 
 
 @njit(**_INLINE)
@@ -1598,10 +1638,7 @@ def _variant(depth, multi):
                     any_due = any_due or due[l]
                 if not any_due:
                     continue
-                # searchsorted(eval_epochs, e + 1), as a loop (np.searchsorted: 0.3 s to compile)
-                col = 0
-                while col < eval_epochs.shape[0] - 1 and eval_epochs[col] < e + 1:
-                    col += 1
+                col = _eval_column(eval_epochs, e + 1)
                 if bn:          # eval mode: the running statistics
                     for f in range(d):
                         for l in range(LANES):
@@ -1626,15 +1663,9 @@ def _variant(depth, multi):
                 for l in range(LANES):
                     if not due[l]:
                         continue
-                    row = row_of[l]
-                    train_loss = np.float32(ev[0, l] / (n * per_row))
-                    c_tl[row, col] = train_loss
-                    if n_val > 0:
-                        c_vl[row, col] = np.float32(ev[2, l] / (n_val * per_row))
-                    if loss != LOSS_MSE:
-                        c_ta[row, col] = np.float32(ev[1, l] / n)
-                        if n_val > 0:
-                            c_va[row, col] = np.float32(ev[3, l] / n_val)
+                    train_loss = _write_curves(c_tl, c_vl, c_ta, c_va, row_of[l], col, ev[0, l],
+                                               ev[1, l], ev[2, l], ev[3, l], n, n_val, per_row,
+                                               loss)
                     if not (ok[l] and math.isfinite(train_loss)):
                         active[l] = 0        # diverged: frozen as of this evaluation
             for r in range(P):
@@ -1782,6 +1813,24 @@ def _r_deltas(f, wn, n_out, ip, dl, op, dprev, hprev, rows, act):
 
 
 @njit(**_INLINE)
+def _r_state(f, ws_state, blk, l, layers, ly, P, Pp, back):
+    """Run l of block blk's parameters, momentum or exp_avg and exp_avg_sq (ws_state's rows
+    0, P and 2P on: train_blocks' layout) into the workspace, transposed and padded (at 0,
+    2 Pp and 3 Pp), or ``back``. A layer's bias is WT's row n_in."""
+    for k in range(ly.shape[0]):
+        n_in, n_out, op, wt = ly[k, 0], ly[k, 1], ly[k, 2], ly[k, 3]
+        for o in range(n_out):
+            for i in range(n_in + 1):
+                src = layers[k, 2] + o * n_in + i if i < n_in else layers[k, 3] + o
+                dst = wt + i * op + o
+                for s in range(3):
+                    if back:
+                        ws_state[blk, s * P + src, l] = f[dst + (s + (s > 0)) * Pp]
+                    else:
+                        f[dst + (s + (s > 0)) * Pp] = ws_state[blk, s * P + src, l]
+
+
+@njit(**_INLINE)
 def _r_transpose(f, wn, wt, n_out, n_in, op, ip):
     """WN[o, i] = WT[i, o] (WN's rows ip floats apart, WT's op): a layer's weights for the
     deltas. Unsigned indices: numba then emits no wraparound for negative ones (a third
@@ -1822,7 +1871,8 @@ def _r_delta(f, z, dz, yr, op, kout, loss, iota):
     elif loss == LOSS_BCE:
         v = vsub(_sigmoid(vload(f, z)), f[yr])
         vstore(f, dz, vwhere(vlt(vload(f, iota), _1), v, _0))
-    elif op == W:           # up to W classes: one vector, in registers throughout
+    elif op == W:           # up to W classes: _r_exps' work in registers, one vector (its
+        # store and reload of the exponentials cost 64-16-10 about 5% of a row, one thread)
         lane = vload(f, iota)
         valid = vlt(lane, np.float32(kout))
         zv = vload(f, z)
@@ -1832,7 +1882,7 @@ def _r_delta(f, z, dz, yr, op, kout, loss, iota):
         vstore(f, dz, vsub(p, vwhere(veq(lane, f[yr]), _1, _0)))
     else:
         _, s = _r_exps(f, z, dz, op, kout, iota)
-        inv = _1 / s
+        inv = _1 / s                # one division a row, not one a lane
         cls = f[yr]
         for ob in range(0, op, W):
             lane = vadd(vload(f, iota), np.float32(ob))
@@ -1845,21 +1895,17 @@ def _r_step(f, at, Pp, valid, opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2
             nest):
     """_step of one vector of parameters at ``at`` (gradients Pp after, then the momentum or
     exp_avg, then exp_avg_sq), its lanes outside ``valid`` kept at zero; the gradient
-    sums cleared. Adam's root and two divisions a parameter, as torch.optim's, hold the
-    divider (about 10 cycles each at 16 lanes): a fifth of the kernel's time at batch 32
-    (64-16-10), which vrcp14ps and vrsqrt14ps with a Newton step each cut by 3 to 4%, within
-    the machine's noise (bench/NOTES.md)."""
+    sums cleared; nest: a mask, every lane or none. Adam's root and two divisions a
+    parameter, as torch.optim's, hold the divider (about 10 cycles each at 16 lanes): a
+    fifth of the kernel's time at batch 32 (64-16-10), which vrcp14ps and vrsqrt14ps with a
+    Newton step each cut by 3 to 4%, within the machine's noise (bench/NOTES.md)."""
     w, m = vload(f, at), vload(f, at + 2 * Pp)
-    g = vadd(vmul(vload(f, at + Pp), scale), vmul(wdc, w))
     if opt == OPT_ADAM:
-        v = vload(f, at + 3 * Pp)
-        m2 = vadd(m, vmul(omb1, vsub(g, m)))
-        v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
-        w2 = vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps))))
+        w2, m2, v2 = _adam(w, m, vload(f, at + 3 * Pp), vload(f, at + Pp), scale, wdc, step,
+                           bc2s, decay, omb1, b2, omb2, eps)
         vstore(f, at + 3 * Pp, vwhere(valid, v2, _0))
     else:
-        m2 = vadd(vmul(m, mom), g)
-        w2 = vsub(w, vmul(step, vadd(g, vmul(mom, m2)) if nest else m2))
+        w2, m2 = _sgd(w, m, vload(f, at + Pp), scale, wdc, step, mom, nest)
     vstore(f, at, vwhere(valid, w2, _0))
     vstore(f, at + 2 * Pp, vwhere(valid, m2, _0))
     vstore(f, at + Pp, vsplat(_0))
@@ -1954,23 +2000,12 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
             # ---- the run's state in (transposed, padded), the rest of the workspace zero
             for j in range(iota):
                 f[j] = _0
-            for k in range(depth + 1):
-                n_in, n_out, op, wt, bo = ly[k, 0], ly[k, 1], ly[k, 2], ly[k, 3], ly[k, 4]
-                for o in range(n_out):
-                    for i in range(n_in):
-                        src, dst = layers[k, 2] + o * n_in + i, wt + i * op + o
-                        f[dst] = ws_state[blk, src, l]
-                        f[dst + 2 * Pp] = ws_state[blk, P + src, l]
-                        f[dst + 3 * Pp] = ws_state[blk, 2 * P + src, l]
-                    src = layers[k, 3] + o
-                    f[bo + o] = ws_state[blk, src, l]
-                    f[bo + o + 2 * Pp] = ws_state[blk, P + src, l]
-                    f[bo + o + 3 * Pp] = ws_state[blk, 2 * P + src, l]
+            _r_state(f, ws_state, blk, l, layers, ly, P, Pp, False)
             for k in range(1, depth + 1):
                 _r_transpose(f, ly[k, 5], ly[k, 3], ly[k, 1], ly[k, 0], ly[k, 2], ly[k - 1, 2])
             bs, epochs, ssize = ihp[I_BS, run], ihp[I_EPOCHS, run], ihp[I_SSIZE, run]
             q, row_of = ihp[I_ORDER, run], ihp[I_ROW, run]
-            nest = ihp[I_NEST, run] != 0
+            nest = vlt(vsplat(_0), np.float32(ihp[I_NEST, run]))     # every lane or none
             lr, wdd = fhp[F_LR, run], fhp[F_WDD, run]
             wdc, mom = np.float32(fhp[F_WDC, run]), np.float32(fhp[F_MOM, run])
             omb1, b2 = np.float32(1.0 - fhp[F_BETA1, run]), np.float32(fhp[F_BETA2, run])
@@ -2044,9 +2079,7 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                 # ---- the evaluation due after epoch e + 1
                 if not ((e + 1) % eval_every == 0 or e + 1 == epochs):
                     continue
-                col = 0
-                while col < eval_epochs.shape[0] - 1 and eval_epochs[col] < e + 1:
-                    col += 1
+                col = _eval_column(eval_epochs, e + 1)
                 # float32 sums of EVAL_FLUSH rows, added into float64 (train_blocks' _flush:
                 # a loss past float32's range is inf here too, as the reference's mean)
                 sums = np.zeros(4)
@@ -2075,31 +2108,13 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                                 sums[2 * split] += part[0]
                                 sums[2 * split + 1] += part[1]
                                 part[0], part[1] = _0, _0
-                train_loss = np.float32(sums[0] / (n * per_row))
-                c_tl[row_of, col] = train_loss
-                if n_val > 0:
-                    c_vl[row_of, col] = np.float32(sums[2] / (n_val * per_row))
-                if loss != LOSS_MSE:
-                    c_ta[row_of, col] = np.float32(sums[1] / n)
-                    if n_val > 0:
-                        c_va[row_of, col] = np.float32(sums[3] / n_val)
+                train_loss = _write_curves(c_tl, c_vl, c_ta, c_va, row_of, col, sums[0], sums[1],
+                                           sums[2], sums[3], n, n_val, per_row, loss)
                 ok = math.isfinite(train_loss)
                 for j in range(Pp):
                     v = f[j]
                     ok = ok and v - v == _0
                 if not ok:
                     ihp[I_ACTIVE, run] = 0       # diverged: frozen as of this evaluation
-            # ---- the run's state out
-            for k in range(depth + 1):
-                n_in, n_out, op, wt, bo = ly[k, 0], ly[k, 1], ly[k, 2], ly[k, 3], ly[k, 4]
-                for o in range(n_out):
-                    for i in range(n_in):
-                        src, dst = wt + i * op + o, layers[k, 2] + o * n_in + i
-                        ws_state[blk, dst, l] = f[src]
-                        ws_state[blk, P + dst, l] = f[src + 2 * Pp]
-                        ws_state[blk, 2 * P + dst, l] = f[src + 3 * Pp]
-                    dst = layers[k, 3] + o
-                    ws_state[blk, dst, l] = f[bo + o]
-                    ws_state[blk, P + dst, l] = f[bo + o + 2 * Pp]
-                    ws_state[blk, 2 * P + dst, l] = f[bo + o + 3 * Pp]
+            _r_state(f, ws_state, blk, l, layers, ly, P, Pp, True)     # the run's state out
     mxcsr_restore(mxcsr)
