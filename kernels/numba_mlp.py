@@ -452,7 +452,9 @@ _OPTS = dict(cache=True, error_model="numpy", fastmath={"contract"})
 # The helpers are inlined by LLVM (forceinline), before numba prunes reference counts: a
 # call that passes the workspace would cost two atomic increments, more than a row's work
 # for a small model. (numba's own inline="always" did the same at 6 s more compile time.)
-_INLINE = dict(_OPTS, forceinline=True)
+# No Python wrapper: nothing calls a helper from Python, and numba built and optimized one
+# for each (the rows kernel compiled in 7.0 s instead of 8.5 with them, a cold process).
+_INLINE = dict(_OPTS, forceinline=True, no_cpython_wrapper=True)
 
 
 # ---- float32 functions on vectors ---------------------------------------------------------
@@ -1956,13 +1958,14 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
     # ---- the workspace: padded parameters, gradients, momentum or exp_avg, exp_avg_sq,
     # the WN copies, then the rows of a batch (or of an evaluation) layer by layer
     ly = np.zeros((depth + 1, 8), np.int64)    # n_in, n_out, op, wt, bo, wn, h, dl
-    Pp = 0
     for k in range(depth + 1):
         op = -(-layers[k, 1] // W) * W
         ly[k, 0], ly[k, 1], ly[k, 2] = layers[k, 0], layers[k, 1], op
-        ly[k, 3] = Pp
-        ly[k, 4] = Pp + layers[k, 0] * op
-        Pp = ly[k, 4] + op
+        ly[k, 3] = ly[k - 1, 4] + ly[k - 1, 2] if k > 0 else 0
+        ly[k, 4] = ly[k, 3] + layers[k, 0] * op
+    # the padded parameters' count, never a literal 0 on the way: numba would compile each
+    # helper taking it twice, for Literal[int](0) and int64 (0.6 s)
+    Pp = ly[depth, 4] + ly[depth, 2]
     at = 4 * Pp
     for k in range(1, depth + 1):
         ly[k, 5] = at
@@ -1988,8 +1991,8 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
         # where each row of a batch's layers lies: the data's rows are read where they
         # lie in x (ro0, a batch's; its tile's spare rows repeat its first), the layers'
         # outputs in f (roff[k])
-        ro0 = np.zeros(R, np.int64)
-        roff = np.zeros((depth + 1, R), np.int64)
+        roff = np.zeros((depth + 2, R), np.int64)
+        ro0 = roff[depth + 1]       # a view: one allocation type fewer for numba to compile
         for k in range(depth + 1):
             for r in range(R):
                 roff[k, r] = ly[k, 6] + r * ly[k, 2]
