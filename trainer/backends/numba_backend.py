@@ -70,12 +70,16 @@ SIDE_BY_SIDE_BLOCKS = 4
 COMPILE_NOTICE_S = 2.0
 # A variant's first compile on this machine, for auto's choice (torch_instead), by its
 # outputs (multi): 7.0 s for one output, 11.2 for K (their tiles of rows) at 8 lanes,
-# measured on the 2-core Xeon, quiet, 2026-12-06 (bench/NOTES.md).
-COLD_COMPILE_S = {False: 7.0, True: 11.0}
+# measured on the 2-core Xeon, quiet, 2026-12-06 (bench/NOTES.md); less 8% and 10% since
+# the helpers have no Python wrapper (a cold process each, old and new in turns,
+# 2026-12-07: 8.5 -> 7.8 s and 13.5 -> 12.1 s on a slower day).
+COLD_COMPILE_S = {False: 6.4, True: 9.9}
 # The kernel one run at a time, one for every model: 5.6 s to compile in a process that has
 # numba loaded, and SweepSearchCV's first fit on digits in a new process with an empty
-# cache took 7.8 to 9.0 s on it against 0.6 s warm (2-core Xeon, quiet, 2026-12-06).
-ROWS_COMPILE_S = 8.0
+# cache took 7.8 to 9.0 s on it against 0.6 s warm (2-core Xeon, quiet, 2026-12-06); 18%
+# less since (8.5 -> 7.0 s in a cold process, 2026-12-07; the first fit 8.25 s on that
+# slower day).
+ROWS_COMPILE_S = 6.5
 
 
 # Lanes a block, per group (kernels/numba_mlp.py: with_lanes): 64, or NARROW where the
