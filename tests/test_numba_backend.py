@@ -454,11 +454,11 @@ def test_a_kernels_compile_is_said_above_the_progress_bar_and_compiled_once(writ
 
     monkeypatch.setattr(numba_backend, "COMPILE_NOTICE_S", 0.0)
     args, kwargs = (np.ones(3, np.float32), 2, True), {"scale": 0.5}
-    numba_backend.prepare(stand_in, args, kwargs, "a stand-in")
-    assert "tinysweep: compiling the numba kernel for a stand-in, once per machine" in \
-        capsys.readouterr().err
+    numba_backend.prepare(stand_in, args, kwargs, "a stand-in", 6.5)
+    assert "tinysweep: compiling the numba kernel for a stand-in, once per machine (about 6 s)" \
+        in capsys.readouterr().err
     assert stand_in(*args, **kwargs) == 3.5 and len(stand_in.signatures) == 1
-    numba_backend.prepare(stand_in, args, kwargs, "a stand-in")    # compiled: nothing said
+    numba_backend.prepare(stand_in, args, kwargs, "a stand-in", 6.5)    # compiled: nothing said
     assert capsys.readouterr().err == ""
     # the backend's own call: a sweep shown with a progress bar prepares its kernel first
     path = write_config(model={"hidden": [3], "activation": "tanh", "loss": "mse"},

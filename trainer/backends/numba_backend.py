@@ -214,16 +214,17 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
         return _POOLS[n_threads]
 
 
-def prepare(kernel, args: tuple, kwargs: dict, variant: str) -> None:
+def prepare(kernel, args: tuple, kwargs: dict, variant: str, seconds: float) -> None:
     """Compiles ``kernel`` for these arguments' types, or loads it from numba's cache;
-    past COMPILE_NOTICE_S says on stderr (above a progress bar) what the wait is."""
+    past COMPILE_NOTICE_S says on stderr (above a progress bar) what the wait is: the
+    kernel for ``variant``, about ``seconds`` (cold_compile_s)."""
     import inspect
 
     import numba
     bound = inspect.signature(kernel.py_func).bind(*args, **kwargs)
     signature = tuple(numba.typeof(value) for value in bound.arguments.values())
     with _PREPARING:            # groups trained side by side wait for one compile
-        _prepare(kernel, signature, variant)
+        _prepare(kernel, signature, variant, seconds)
 
 
 _PREPARING = threading.Lock()
@@ -234,11 +235,11 @@ class CompileFailed(Exception):
     cache's disk was full): the chunk trains on the torch backend instead."""
 
 
-def _prepare(kernel, signature: tuple, variant: str) -> None:
+def _prepare(kernel, signature: tuple, variant: str, seconds: float) -> None:
     if signature in kernel.overloads:
         return
     with said_if_slow(COMPILE_NOTICE_S, f"tinysweep: compiling the numba kernel for {variant}, "
-                                        f"once per machine (about 10 s)"):
+                                        f"once per machine (about {seconds:.0f} s)"):
         try:
             _compile(kernel, signature)
         except Exception as e:  # numba's and LLVM's errors have no common base; OSError too
@@ -798,7 +799,9 @@ class _NumbaGroup(_Group):
         kwargs = dict(e0=e0, e1=e1, **self.spec)
         # compiled (or loaded) here, before the threads call it: a compile that takes long
         # is said above the progress bar, and one that fails raises CompileFailed
-        prepare(self.kernel, args(0, 0), kwargs, self._variant())
+        depth, multi = len(self.hidden), is_multi(self.chunk)
+        prepare(self.kernel, args(0, 0), kwargs, self._variant(),
+                cold_compile_s((depth, multi, self.lanes_kind)))
         # one run at a time: a range a run, up to ROWS_RANGES a thread (a call costs
         # tens of us; digits' ranges of 3 runs left a thread idle 12 to 25% of a group)
         rows = self.lanes_kind == ROWS
