@@ -1696,7 +1696,7 @@ def state_rows(n_par: int, d: int) -> int:
 # multiple of W), RT rows of the batch at a time, each row's unit a scalar broadcast:
 #
 #   forward   a[r, o..o+W] = b[o..] + sum_i h[r, i] WT[i, o..]      RT chains, one WT load
-#   weights   GT[i, o..] += sum_r h[r, i] d[r, o..]                 8 inputs' chains
+#   weights   G[i, o..] = sum_r h[r, i] d[r, o..], stepped at once   8 inputs' chains
 #   inputs    d'[r, i..i+W] = (sum_o d[r, o] W[o, i..]) act'(h[r, i..])   RT chains
 #
 # The parameters are kept transposed (WT [in, out padded]: the forward pass and the
@@ -1762,33 +1762,44 @@ def _r_forward(f, src, ro, n_in, wt, bo, op, hout, rows, act, hidden):
 
 
 @njit(**_INLINE)
-def _r_grads(f, g, src, ro, n_in, wt, bo, op, dl, cnt):
-    """The gradient sums GT[i, o..] += sum over rows r < cnt of h[r, i] d[r, o..] (row r of
-    h: src[ro[r]:]), and the bias's; g: the gradients' offset from the parameters'. Eight
-    inputs at a time."""
+def _r_grads(f, src, ro, n_in, n_out, wt, bo, op, dl, cnt, iota, Pp, hp):
+    """A layer's optimizer step: the gradient sums of WT[i, o..], sum over rows r < cnt of
+    h[r, i] d[r, o..] (row r of h: src[ro[r]:]), and the bias's, each stepped (_r_step)
+    as soon as it is summed, eight inputs at a time. The sums never touch memory, and
+    Adam's root and divisions, which hold the divider, run beside the next inputs' FMA
+    chains, which hold the FMA pipes (with a pass of its own, the step took a fifth of a
+    batch of 32 rows). The deltas of the layer below read WN, the weights before this
+    step."""
     for ob in range(0, op, W):
+        valid = vlt(vadd(vload(f, iota), np.float32(ob)), np.float32(n_out))
         i = 0
         while i + 8 <= n_in:
-            at = g + wt + i * op + ob
-            a0, a1, a2, a3, a4, a5, a6, a7 = _load8(f, at, op)
+            a0 = vsplat(_0)
+            a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
             for r in range(cnt):
                 h = ro[r] + i
                 a0, a1, a2, a3, a4, a5, a6, a7 = _fma8(
                     vload(f, dl + r * op + ob), src, a0, a1, a2, a3, a4, a5, a6, a7,
                     h, h + 1, h + 2, h + 3, h + 4, h + 5, h + 6, h + 7)
-            _store8(f, at, op, a0, a1, a2, a3, a4, a5, a6, a7)
+            at = wt + i * op + ob
+            _r_step(f, at, Pp, valid, a0, hp)
+            _r_step(f, at + op, Pp, valid, a1, hp)
+            _r_step(f, at + 2 * op, Pp, valid, a2, hp)
+            _r_step(f, at + 3 * op, Pp, valid, a3, hp)
+            _r_step(f, at + 4 * op, Pp, valid, a4, hp)
+            _r_step(f, at + 5 * op, Pp, valid, a5, hp)
+            _r_step(f, at + 6 * op, Pp, valid, a6, hp)
+            _r_step(f, at + 7 * op, Pp, valid, a7, hp)
             i += 8
         for i in range(i, n_in):
-            at = g + wt + i * op + ob
-            a = vload(f, at)
+            a = vsplat(_0)
             for r in range(cnt):
                 a = vadd(a, vmul(vload(f, dl + r * op + ob), vbroadcast(src, ro[r] + i)))
-            vstore(f, at, a)
-        at = g + bo + ob
-        a = vload(f, at)
+            _r_step(f, wt + i * op + ob, Pp, valid, a, hp)
+        a = vsplat(_0)
         for r in range(cnt):
             a = vadd(a, vload(f, dl + r * op + ob))
-        vstore(f, at, a)
+        _r_step(f, bo + ob, Pp, valid, a, hp)
 
 
 @njit(**_INLINE)
@@ -1818,7 +1829,7 @@ def _r_deltas(f, wn, n_out, ip, dl, op, dprev, hprev, rows, act):
 def _r_state(f, ws_state, blk, l, layers, ly, P, Pp, back):
     """Run l of block blk's parameters, momentum or exp_avg and exp_avg_sq (ws_state's rows
     0, P and 2P on: train_blocks' layout) into the workspace, transposed and padded (at 0,
-    2 Pp and 3 Pp), or ``back``. A layer's bias is WT's row n_in."""
+    Pp and 2 Pp), or ``back``. A layer's bias is WT's row n_in."""
     for k in range(ly.shape[0]):
         n_in, n_out, op, wt = ly[k, 0], ly[k, 1], ly[k, 2], ly[k, 3]
         for o in range(n_out):
@@ -1827,9 +1838,9 @@ def _r_state(f, ws_state, blk, l, layers, ly, P, Pp, back):
                 dst = wt + i * op + o
                 for s in range(3):
                     if back:
-                        ws_state[blk, s * P + src, l] = f[dst + (s + (s > 0)) * Pp]
+                        ws_state[blk, s * P + src, l] = f[dst + s * Pp]
                     else:
-                        f[dst + (s + (s > 0)) * Pp] = ws_state[blk, s * P + src, l]
+                        f[dst + s * Pp] = ws_state[blk, s * P + src, l]
 
 
 @njit(**_INLINE)
@@ -1893,24 +1904,24 @@ def _r_delta(f, z, dz, yr, op, kout, loss, iota):
 
 
 @njit(**_INLINE)
-def _r_step(f, at, Pp, valid, opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom,
-            nest):
-    """_step of one vector of parameters at ``at`` (gradients Pp after, then the momentum or
-    exp_avg, then exp_avg_sq), its lanes outside ``valid`` kept at zero; the gradient
-    sums cleared; nest: a mask, every lane or none. Adam's root and two divisions a
-    parameter, as torch.optim's, hold the divider (about 10 cycles each at 16 lanes): a
-    fifth of the kernel's time at batch 32 (64-16-10), which vrcp14ps and vrsqrt14ps with a
-    Newton step each cut by 3 to 4%, within the machine's noise (bench/NOTES.md)."""
-    w, m = vload(f, at), vload(f, at + 2 * Pp)
+def _r_step(f, at, Pp, valid, gsum, hp):
+    """_step of one vector of parameters at ``at`` (the momentum or exp_avg Pp after, then
+    exp_avg_sq) from its gradient sums ``gsum``, its lanes outside ``valid`` kept at zero.
+    hp: the step's (opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom, nest),
+    nest a mask of every lane or none. Adam's root and two divisions a parameter, as
+    torch.optim's, hold the divider (about 10 cycles each at 16 lanes); vrcp14ps and
+    vrsqrt14ps with a Newton step each were 3 to 4% faster, within the machine's noise
+    (bench/NOTES.md)."""
+    opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom, nest = hp
+    w, m = vload(f, at), vload(f, at + Pp)
     if opt == OPT_ADAM:
-        w2, m2, v2 = _adam(w, m, vload(f, at + 3 * Pp), vload(f, at + Pp), scale, wdc, step,
-                           bc2s, decay, omb1, b2, omb2, eps)
-        vstore(f, at + 3 * Pp, vwhere(valid, v2, _0))
+        w2, m2, v2 = _adam(w, m, vload(f, at + 2 * Pp), gsum, scale, wdc, step, bc2s, decay,
+                           omb1, b2, omb2, eps)
+        vstore(f, at + 2 * Pp, vwhere(valid, v2, _0))
     else:
-        w2, m2 = _sgd(w, m, vload(f, at + Pp), scale, wdc, step, mom, nest)
+        w2, m2 = _sgd(w, m, gsum, scale, wdc, step, mom, nest)
     vstore(f, at, vwhere(valid, w2, _0))
-    vstore(f, at + 2 * Pp, vwhere(valid, m2, _0))
-    vstore(f, at + Pp, vsplat(_0))
+    vstore(f, at + Pp, vwhere(valid, m2, _0))
 
 
 @njit(**_INLINE)
@@ -1955,8 +1966,8 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
     per_row = kout if loss == LOSS_MSE else 1
     P = n_par
     xf = x.reshape(-1)
-    # ---- the workspace: padded parameters, gradients, momentum or exp_avg, exp_avg_sq,
-    # the WN copies, then the rows of a batch (or of an evaluation) layer by layer
+    # ---- the workspace: padded parameters, momentum or exp_avg, exp_avg_sq, the WN
+    # copies, then the rows of a batch (or of an evaluation) layer by layer
     ly = np.zeros((depth + 1, 8), np.int64)    # n_in, n_out, op, wt, bo, wn, h, dl
     for k in range(depth + 1):
         op = -(-layers[k, 1] // W) * W
@@ -1966,7 +1977,7 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
     # the padded parameters' count, never a literal 0 on the way: numba would compile each
     # helper taking it twice, for Literal[int](0) and int64 (0.6 s)
     Pp = ly[depth, 4] + ly[depth, 2]
-    at = 4 * Pp
+    at = 3 * Pp
     for k in range(1, depth + 1):
         ly[k, 5] = at
         at += ly[k, 1] * ly[k - 1, 2]
@@ -2046,17 +2057,8 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                     for t in range(cnt, rows):
                         for j in range(op):
                             f[ly[depth, 7] + t * op + j] = _0
-                    for k in range(depth, -1, -1):
-                        if k == 0:
-                            _r_grads(f, Pp, xf, ro0, d, ly[0, 3], ly[0, 4], ly[0, 2], ly[0, 7],
-                                     cnt)
-                        else:
-                            _r_grads(f, Pp, f, roff[k - 1], ly[k, 0], ly[k, 3], ly[k, 4],
-                                     ly[k, 2], ly[k, 7], cnt)
-                        if k > 0:
-                            _r_deltas(f, ly[k, 5], ly[k, 1], ly[k - 1, 2], ly[k, 7], ly[k, 2],
-                                      ly[k - 1, 7], ly[k - 1, 6], rows, act)
-                    # ---- the optimizer step (train_blocks' _step, one run)
+                    # ---- the optimizer step (train_blocks' _step, one run), a layer's as
+                    # its gradients are summed, from the last layer down
                     scale = inv_bs if cnt == bs else _1 / np.float32(cnt)
                     step, bc2s = np.float32(lr), _1
                     if opt == OPT_ADAM:
@@ -2064,16 +2066,16 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                         fhp[F_B2T, run] *= fhp[F_BETA2, run]
                         step = np.float32(lr / (1.0 - fhp[F_B1T, run]))
                         bc2s = np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
-                    for k in range(depth + 1):
-                        op = ly[k, 2]
-                        for ob in range(0, op, W):
-                            valid = vlt(vadd(vload(f, iota), np.float32(ob)),
-                                        np.float32(ly[k, 1]))
-                            for i in range(ly[k, 0]):
-                                _r_step(f, ly[k, 3] + i * op + ob, Pp, valid, opt, scale, wdc,
-                                        step, bc2s, decay, omb1, b2, omb2, eps, mom, nest)
-                            _r_step(f, ly[k, 4] + ob, Pp, valid, opt, scale, wdc, step,
-                                    bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                    hp = (opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                    for k in range(depth, -1, -1):
+                        if k == 0:
+                            _r_grads(f, xf, ro0, d, ly[0, 1], ly[0, 3], ly[0, 4], ly[0, 2],
+                                     ly[0, 7], cnt, iota, Pp, hp)
+                        else:
+                            _r_grads(f, f, roff[k - 1], ly[k, 0], ly[k, 1], ly[k, 3], ly[k, 4],
+                                     ly[k, 2], ly[k, 7], cnt, iota, Pp, hp)
+                            _r_deltas(f, ly[k, 5], ly[k, 1], ly[k - 1, 2], ly[k, 7], ly[k, 2],
+                                      ly[k - 1, 7], ly[k - 1, 6], rows, act)
                     for k in range(1, depth + 1):
                         _r_transpose(f, ly[k, 5], ly[k, 3], ly[k, 1], ly[k, 0], ly[k, 2],
                                      ly[k - 1, 2])
