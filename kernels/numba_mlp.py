@@ -1907,15 +1907,16 @@ def _r_delta(f, z, dz, yr, op, kout, loss, iota):
 def _r_step(f, at, Pp, valid, gsum, hp):
     """_step of one vector of parameters at ``at`` (the momentum or exp_avg Pp after, then
     exp_avg_sq) from its gradient sums ``gsum``, its lanes outside ``valid`` kept at zero.
-    hp: the step's (opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom, nest),
-    nest a mask of every lane or none. Adam's root and two divisions a parameter, as
-    torch.optim's, hold the divider (about 10 cycles each at 16 lanes); vrcp14ps and
-    vrsqrt14ps with a Newton step each were 3 to 4% faster, within the machine's noise
-    (bench/NOTES.md)."""
-    opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom, nest = hp
+    hp: the step's (opt, scale, wdc, step, decay, omb1, b2, omb2, eps, mom, nest), nest a
+    mask of every lane or none; Adam's step and eps with its second bias correction folded
+    in (train_rows), so that _adam's division by it is by 1, which LLVM drops. Adam's root
+    and division a parameter hold the divider (about 10 cycles each at 16 lanes); vrcp14ps
+    and vrsqrt14ps with a Newton step each were 3 to 4% faster than the root and two
+    divisions, within the machine's noise (bench/NOTES.md)."""
+    opt, scale, wdc, step, decay, omb1, b2, omb2, eps, mom, nest = hp
     w, m = vload(f, at), vload(f, at + Pp)
     if opt == OPT_ADAM:
-        w2, m2, v2 = _adam(w, m, vload(f, at + 2 * Pp), gsum, scale, wdc, step, bc2s, decay,
+        w2, m2, v2 = _adam(w, m, vload(f, at + 2 * Pp), gsum, scale, wdc, step, _1, decay,
                            omb1, b2, omb2, eps)
         vstore(f, at + 2 * Pp, vwhere(valid, v2, _0))
     else:
@@ -2060,13 +2061,17 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                     # ---- the optimizer step (train_blocks' _step, one run), a layer's as
                     # its gradients are summed, from the last layer down
                     scale = inv_bs if cnt == bs else _1 / np.float32(cnt)
-                    step, bc2s = np.float32(lr), _1
+                    step, eps_b = np.float32(lr), eps
                     if opt == OPT_ADAM:
                         fhp[F_B1T, run] *= fhp[F_BETA1, run]
                         fhp[F_B2T, run] *= fhp[F_BETA2, run]
-                        step = np.float32(lr / (1.0 - fhp[F_B1T, run]))
-                        bc2s = np.float32(math.sqrt(abs(1.0 - fhp[F_B2T, run])))
-                    hp = (opt, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps, mom, nest)
+                        # Adam's second bias correction folded into the step size and eps:
+                        # s m / (sqrt(v) / c + eps) = (s c) m / (sqrt(v) + eps c), a division a
+                        # parameter fewer for the divider (digits' batches of 32: 5 to 8%)
+                        bc2s = math.sqrt(abs(1.0 - fhp[F_B2T, run]))
+                        step = np.float32(lr / (1.0 - fhp[F_B1T, run]) * bc2s)
+                        eps_b = np.float32(fhp[F_EPS, run] * bc2s)
+                    hp = (opt, scale, wdc, step, decay, omb1, b2, omb2, eps_b, mom, nest)
                     for k in range(depth, -1, -1):
                         if k == 0:
                             _r_grads(f, xf, ro0, d, ly[0, 1], ly[0, 3], ly[0, 4], ly[0, 2],
