@@ -1117,13 +1117,17 @@ def _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT):
 
 
 @njit(**_INLINE)
-def _adam(w, m, v, gsum, scale, wdc, step, bc2s, decay, omb1, b2, omb2, eps):
+def _adam(w, m, v, gsum, scale, wdc, step, decay, omb1, b2, omb2, eps):
     """Adam's (adamw's) new parameter, exp_avg and exp_avg_sq from gradient sums, in
-    torch.optim's order (_step's formulas)."""
+    torch.optim's order (_step's formulas) but for its second bias correction c, which
+    comes folded into ``step`` and ``eps``: s m / (sqrt(v) / c + eps) = (s c) m / (sqrt(v)
+    + eps c), a division a parameter fewer. The divider holds a root and two divisions at
+    about 10 cycles each: one run of digits at batch 32 trained 5 to 9% faster with one,
+    the rows kernel's step beside its gradient sums (bench/NOTES.md)."""
     g = vadd(vmul(gsum, scale), vmul(wdc, w))
     m2 = vadd(m, vmul(omb1, vsub(g, m)))
     v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
-    return vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vdiv(vsqrt(v2), bc2s), eps)))), m2, v2
+    return vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vsqrt(v2), eps)))), m2, v2
 
 
 @njit(**_INLINE)
@@ -1136,15 +1140,17 @@ def _sgd(w, m, gsum, scale, wdc, step, mom, nest):
 
 
 @njit(**_INLINE)
-def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM,
-          NEST, WDC):
+def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, EPSC, DECAY, OMB1, B2, OMB2, MOM, NEST,
+          WDC):
     """One optimizer step of the lanes with TAKE set, in torch.optim's order, and their
     gradients cleared; the other lanes keep their values.
 
     sgd: g += wd p; buf = mom buf + g; p -= lr (nesterov ? g + mom buf : buf)   (M = buf)
     adam/adamw: p *= decay (1 - lr wd for adamw, else 1); g += wd p (adam);
         m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
-        p -= step m / (sqrt(v) / bc2s + eps),  step = lr / (1 - b1^t)
+        p -= step m / (sqrt(v) + epsc),  step = lr sqrt(1 - b2^t) / (1 - b1^t) and
+        epsc = eps sqrt(1 - b2^t): torch.optim's m / (sqrt(v) / sqrt(1 - b2^t) + eps) with the
+        correction folded into the step size and eps (_adam)
     """
     for c in range(0, LANES, W):
         take = vgt(vload(flat, TAKE * LANES + c), _0)
@@ -1152,13 +1158,13 @@ def _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
         step = vload(flat, STEP * LANES + c)
         if opt == OPT_ADAM:
             omb1, b2 = vload(flat, OMB1 * LANES + c), vload(flat, B2 * LANES + c)
-            omb2, eps = vload(flat, OMB2 * LANES + c), vload(flat, EPS * LANES + c)
-            bc2s, decay = vload(flat, BC2S * LANES + c), vload(flat, DECAY * LANES + c)
+            omb2, eps = vload(flat, OMB2 * LANES + c), vload(flat, EPSC * LANES + c)
+            decay = vload(flat, DECAY * LANES + c)
             for j in range(P):
                 ap, ag, am, av = j * LANES + c, (G + j) * LANES + c, (M + j) * LANES + c, (V + j) * LANES + c
                 w, m, v = vload(flat, ap), vload(flat, am), vload(flat, av)
-                w2, m2, v2 = _adam(w, m, v, vload(flat, ag), scale, wdc, step, bc2s, decay,
-                                   omb1, b2, omb2, eps)
+                w2, m2, v2 = _adam(w, m, v, vload(flat, ag), scale, wdc, step, decay, omb1,
+                                   b2, omb2, eps)
                 vstore(flat, ap, vwhere(take, w2, w))
                 vstore(flat, am, vwhere(take, m2, m))
                 vstore(flat, av, vwhere(take, v2, v))
@@ -1481,9 +1487,9 @@ def _variant(depth, multi):
             # K outputs: the rows XR..LAY + 2 width are a tile's first slot, TILE of them
             SR = LAY + 2 * width - XR if multi else 0
             PL = XR + TILE * SR if multi else LAY + 2 * width   # per-lane values of a step
-            SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2, EPS, MOM, NEST, WDC, CNT, START, ACC = \
-                range(PL, PL + 15)
-            rows_ws = PL + 16                       # ACC and ACC + 1
+            SCALE, TAKE, STEP, EPSC, DECAY, OMB1, B2, OMB2, MOM, NEST, WDC, CNT, START, ACC = \
+                range(PL, PL + 14)
+            rows_ws = PL + 15                       # ACC and ACC + 1
             ws = np.zeros((rows_ws, LANES), np.float32)
             flat = ws.reshape(-1)                   # the same memory, as one vector
             # parameters, optimizer state and running statistics; the gradients start at zero
@@ -1505,6 +1511,7 @@ def _variant(depth, multi):
             f_lr, f_wdd = fhp[F_LR, lo:lo + LANES], fhp[F_WDD, lo:lo + LANES]
             f_b1, f_b2 = fhp[F_BETA1, lo:lo + LANES], fhp[F_BETA2, lo:lo + LANES]
             f_b1t, f_b2t = fhp[F_B1T, lo:lo + LANES], fhp[F_B2T, lo:lo + LANES]
+            f_eps = fhp[F_EPS, lo:lo + LANES]
             active = ihp[I_ACTIVE, lo:lo + LANES]
             inv_bs = np.zeros(LANES, np.float32)     # 1 / batch size: a full batch's scale
             for l in range(LANES):
@@ -1513,7 +1520,6 @@ def _variant(depth, multi):
                 ws[OMB1, l] = np.float32(1.0 - fhp[F_BETA1, lo + l])
                 ws[B2, l] = np.float32(fhp[F_BETA2, lo + l])
                 ws[OMB2, l] = np.float32(1.0 - fhp[F_BETA2, lo + l])
-                ws[EPS, l] = np.float32(fhp[F_EPS, lo + l])
                 ws[MOM, l] = np.float32(fhp[F_MOM, lo + l])
                 ws[NEST, l] = np.float32(ihp[I_NEST, lo + l])
                 ws[WDC, l] = np.float32(fhp[F_WDC, lo + l])
@@ -1613,22 +1619,23 @@ def _variant(depth, multi):
                         shared = differ == 0
                         if shared:        # one division and one root for the block
                             inv = 1.0 / (1.0 - f_b1t[first])
-                            root = np.float32(math.sqrt(1.0 - f_b2t[first]))
+                            root = math.sqrt(1.0 - f_b2t[first])
                             for l in range(LANES):
-                                ws[STEP, l] = np.float32(f_lr[l] * inv)
-                                ws[BC2S, l] = root
+                                ws[STEP, l] = np.float32(f_lr[l] * inv * root)
+                                ws[EPSC, l] = np.float32(f_eps[l] * root)
                         else:
                             for l in range(LANES):
-                                ws[STEP, l] = np.float32(f_lr[l] / (1.0 - f_b1t[l]))
-                                ws[BC2S, l] = np.float32(math.sqrt(abs(1.0 - f_b2t[l])))
+                                root = math.sqrt(abs(1.0 - f_b2t[l]))
+                                ws[STEP, l] = np.float32(f_lr[l] / (1.0 - f_b1t[l]) * root)
+                                ws[EPSC, l] = np.float32(f_eps[l] * root)
                     for l in range(LANES):
                         t = tk[l]
                         steps[l] += 1 if t else 0
                         bstart[l] = q + 1 if t else bstart[l]
                         nxt = min(q + bs[l], n - 1) if q + 1 < n else BIG
                         bend[l] = nxt if t else bend[l]
-                    _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, BC2S, DECAY, OMB1, B2, OMB2,
-                          EPS, MOM, NEST, WDC)
+                    _step(flat, P, G, M, V, opt, SCALE, TAKE, STEP, EPSC, DECAY, OMB1, B2, OMB2,
+                          MOM, NEST, WDC)
                     if bn:
                         _running_stats(flat, d, RM, RV, BM, BV, TAKE, CNT)
                     p = q + 1
@@ -1909,15 +1916,13 @@ def _r_step(f, at, Pp, valid, gsum, hp):
     exp_avg_sq) from its gradient sums ``gsum``, its lanes outside ``valid`` kept at zero.
     hp: the step's (opt, scale, wdc, step, decay, omb1, b2, omb2, eps, mom, nest), nest a
     mask of every lane or none; Adam's step and eps with its second bias correction folded
-    in (train_rows), so that _adam's division by it is by 1, which LLVM drops. Adam's root
-    and division a parameter hold the divider (about 10 cycles each at 16 lanes); vrcp14ps
-    and vrsqrt14ps with a Newton step each were 3 to 4% faster than the root and two
-    divisions, within the machine's noise (bench/NOTES.md)."""
+    in (_adam). vrcp14ps and vrsqrt14ps with a Newton step each were 3 to 4% faster than
+    a root and two divisions, within the machine's noise (bench/NOTES.md)."""
     opt, scale, wdc, step, decay, omb1, b2, omb2, eps, mom, nest = hp
     w, m = vload(f, at), vload(f, at + Pp)
     if opt == OPT_ADAM:
-        w2, m2, v2 = _adam(w, m, vload(f, at + 2 * Pp), gsum, scale, wdc, step, _1, decay,
-                           omb1, b2, omb2, eps)
+        w2, m2, v2 = _adam(w, m, vload(f, at + 2 * Pp), gsum, scale, wdc, step, decay, omb1,
+                           b2, omb2, eps)
         vstore(f, at + 2 * Pp, vwhere(valid, v2, _0))
     else:
         w2, m2 = _sgd(w, m, gsum, scale, wdc, step, mom, nest)
@@ -2065,9 +2070,8 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                     if opt == OPT_ADAM:
                         fhp[F_B1T, run] *= fhp[F_BETA1, run]
                         fhp[F_B2T, run] *= fhp[F_BETA2, run]
-                        # Adam's second bias correction folded into the step size and eps:
-                        # s m / (sqrt(v) / c + eps) = (s c) m / (sqrt(v) + eps c), a division a
-                        # parameter fewer for the divider (digits' batches of 32: 5 to 8%)
+                        # Adam's second bias correction folded into the step size and eps
+                        # (_adam)
                         bc2s = math.sqrt(abs(1.0 - fhp[F_B2T, run]))
                         step = np.float32(lr / (1.0 - fhp[F_B1T, run]) * bc2s)
                         eps_b = np.float32(fhp[F_EPS, run] * bc2s)
