@@ -1121,13 +1121,22 @@ def _adam(w, m, v, gsum, scale, wdc, step, decay, omb1, b2, omb2, eps):
     """Adam's (adamw's) new parameter, exp_avg and exp_avg_sq from gradient sums, in
     torch.optim's order (_step's formulas) but for its second bias correction c, which
     comes folded into ``step`` and ``eps``: s m / (sqrt(v) / c + eps) = (s c) m / (sqrt(v)
-    + eps c), a division a parameter fewer. The divider holds a root and two divisions at
-    about 10 cycles each: one run of digits at batch 32 trained 5 to 9% faster with one,
-    the rows kernel's step beside its gradient sums (bench/NOTES.md)."""
+    + eps c) (_adam_factors), a division a parameter fewer. The divider holds a root and
+    two divisions at about 10 cycles each: digits' groups trained 5 to 9% faster with one
+    division, the rows kernel's step beside its gradient sums (bench/NOTES.md)."""
     g = vadd(vmul(gsum, scale), vmul(wdc, w))
     m2 = vadd(m, vmul(omb1, vsub(g, m)))
     v2 = vadd(vmul(v, b2), vmul(omb2, vmul(g, g)))
     return vsub(vmul(w, decay), vmul(step, vdiv(m2, vadd(vsqrt(v2), eps)))), m2, v2
+
+
+@njit(**_INLINE)
+def _adam_factors(lr, b1t, b2t, eps):
+    """Adam's step size and eps, float32, for _adam: lr / (1 - b1^t) and eps, each times
+    the second bias correction sqrt(1 - b2^t) (b1t, b2t: beta ** step), in float64 as
+    torch.optim computes its corrections."""
+    c = math.sqrt(abs(1.0 - b2t))
+    return np.float32(lr / (1.0 - b1t) * c), np.float32(eps * c)
 
 
 @njit(**_INLINE)
@@ -1625,9 +1634,8 @@ def _variant(depth, multi):
                                 ws[EPSC, l] = np.float32(f_eps[l] * root)
                         else:
                             for l in range(LANES):
-                                root = math.sqrt(abs(1.0 - f_b2t[l]))
-                                ws[STEP, l] = np.float32(f_lr[l] / (1.0 - f_b1t[l]) * root)
-                                ws[EPSC, l] = np.float32(f_eps[l] * root)
+                                ws[STEP, l], ws[EPSC, l] = _adam_factors(
+                                    f_lr[l], f_b1t[l], f_b2t[l], f_eps[l])
                     for l in range(LANES):
                         t = tk[l]
                         steps[l] += 1 if t else 0
@@ -2029,7 +2037,7 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
             lr, wdd = fhp[F_LR, run], fhp[F_WDD, run]
             wdc, mom = np.float32(fhp[F_WDC, run]), np.float32(fhp[F_MOM, run])
             omb1, b2 = np.float32(1.0 - fhp[F_BETA1, run]), np.float32(fhp[F_BETA2, run])
-            omb2, eps = np.float32(1.0 - fhp[F_BETA2, run]), np.float32(fhp[F_EPS, run])
+            omb2 = np.float32(1.0 - fhp[F_BETA2, run])
             inv_bs = _1 / np.float32(bs)
             for e in range(e0, e1):
                 if ihp[I_ACTIVE, run] == 0 or e >= epochs:
@@ -2066,16 +2074,13 @@ def train_rows(b_lo, b_hi, ws_state, fhp, ihp, x, y, xv, yv, order, o_e0, c_tl, 
                     # ---- the optimizer step (train_blocks' _step, one run), a layer's as
                     # its gradients are summed, from the last layer down
                     scale = inv_bs if cnt == bs else _1 / np.float32(cnt)
-                    step, eps_b = np.float32(lr), eps
+                    step, eps = np.float32(lr), _0         # sgd's (its eps unused)
                     if opt == OPT_ADAM:
                         fhp[F_B1T, run] *= fhp[F_BETA1, run]
                         fhp[F_B2T, run] *= fhp[F_BETA2, run]
-                        # Adam's second bias correction folded into the step size and eps
-                        # (_adam)
-                        bc2s = math.sqrt(abs(1.0 - fhp[F_B2T, run]))
-                        step = np.float32(lr / (1.0 - fhp[F_B1T, run]) * bc2s)
-                        eps_b = np.float32(fhp[F_EPS, run] * bc2s)
-                    hp = (opt, scale, wdc, step, decay, omb1, b2, omb2, eps_b, mom, nest)
+                        step, eps = _adam_factors(lr, fhp[F_B1T, run], fhp[F_B2T, run],
+                                                  fhp[F_EPS, run])
+                    hp = (opt, scale, wdc, step, decay, omb1, b2, omb2, eps, mom, nest)
                     for k in range(depth, -1, -1):
                         if k == 0:
                             _r_grads(f, xf, ro0, d, ly[0, 1], ly[0, 3], ly[0, 4], ly[0, 2],

@@ -799,9 +799,7 @@ class _NumbaGroup(_Group):
         kwargs = dict(e0=e0, e1=e1, **self.spec)
         # compiled (or loaded) here, before the threads call it: a compile that takes long
         # is said above the progress bar, and one that fails raises CompileFailed
-        depth, multi = len(self.hidden), is_multi(self.chunk)
-        prepare(self.kernel, args(0, 0), kwargs, self._variant(),
-                cold_compile_s((depth, multi, self.lanes_kind)))
+        prepare(self.kernel, args(0, 0), kwargs, *self._variant())
         # one run at a time: a range a run, up to ROWS_RANGES a thread (a call costs
         # tens of us; digits' ranges of 3 runs left a thread idle 12 to 25% of a group)
         rows = self.lanes_kind == ROWS
@@ -828,11 +826,14 @@ class _NumbaGroup(_Group):
             step_rows = ROWS_STEP_S * weights / (ROWS_ROW_S + ROWS_WEIGHT_S * weights)
         return trained * (self.n + step_rows * -(-self.n // np.minimum(bs, self.n)))
 
-    def _variant(self) -> str:
+    def _variant(self) -> tuple[str, float]:
+        """What the group's kernel is compiled for, in words, and its first compile's
+        predicted seconds (cold_compile_s), for prepare's notice."""
+        depth, multi = len(self.hidden), is_multi(self.chunk)
+        seconds = cold_compile_s((depth, multi, self.lanes_kind))
         if self.lanes_kind == ROWS:
-            return "one run at a time"
-        multi = is_multi(self.chunk)
-        return f"{len(self.hidden)} hidden layers, {'K outputs' if multi else 'one output'}"
+            return "one run at a time", seconds
+        return f"{depth} hidden layers, {'K outputs' if multi else 'one output'}", seconds
 
     def unload(self, nk):
         """Copies the lanes' state back into the group's tensors."""
